@@ -1,0 +1,120 @@
+"""Multi-head attention over ``torch.nn.functional.scaled_dot_product_attention``.
+
+    Attention(Q, K, V) = softmax(s · Q Kᵀ + bias, masked) V,   s = 1/√d by default
+
+One module serves self-attention (BERT, RoFormer, GPT), cross-attention (T5 decoder), RoPE
+(rotation of q and k before the product) and additive position biases (T5 relative buckets).
+The optional entropy-invariant scale multiplies s by log n / log N, n the number of keys a query
+sees (《从熵不变性看Attention的Scale操作》, 《熵不变性Softmax的一个快速推导》).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .positions import RotaryEmbedding, entropy_invariant_scale
+
+
+class KVCache:
+    """Per-layer key/value tensors ``[B, H, L, D]`` for incremental decoding.
+
+    ``update`` appends the new keys/values of a layer and returns everything cached so far;
+    ``length`` is the number of cached positions (the offset of the next token).
+    ``reorder`` selects batch rows (beam search).
+    """
+
+    def __init__(self):
+        self.keys: dict[int, Tensor] = {}
+        self.values: dict[int, Tensor] = {}
+        self.static: dict[int, tuple[Tensor, Tensor]] = {}
+
+    @property
+    def length(self) -> int:
+        return next(iter(self.keys.values())).shape[2] if self.keys else 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if layer in self.keys:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def reorder(self, index: Tensor) -> None:
+        for store in (self.keys, self.values):
+            for layer, t in store.items():
+                store[layer] = t.index_select(0, index)
+        self.static = {l: (k.index_select(0, index), v.index_select(0, index)) for l, (k, v) in self.static.items()}
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int | None = None,
+        bias: bool = True,
+        out_bias: bool | None = None,
+        dropout: float = 0.0,
+        scale: float | None = None,
+        kv_dim: int | None = None,
+        entropy_train_len: int | None = None,
+        layer_idx: int = 0,
+    ):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = head_dim or dim // heads
+        inner = self.heads * self.head_dim
+        kv_dim = kv_dim or dim
+        self.q = nn.Linear(dim, inner, bias=bias)
+        self.k = nn.Linear(kv_dim, inner, bias=bias)
+        self.v = nn.Linear(kv_dim, inner, bias=bias)
+        self.o = nn.Linear(inner, dim, bias=bias if out_bias is None else out_bias)
+        self.dropout = dropout
+        self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else scale
+        self.entropy_train_len = entropy_train_len
+        self.layer_idx = layer_idx
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, l, _ = x.shape
+        return x.view(b, l, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: Tensor,
+        mask: Tensor | None = None,
+        rope: tuple[RotaryEmbedding, Tensor, Tensor] | None = None,
+        bias: Tensor | None = None,
+        context: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """x ``[B, L, dim]``; mask bool broadcastable to ``[B, H, L, K]`` (True = attend);
+        rope = (rotary, cos, sin) for the query positions; bias = additive ``[.., L, K]`` logits
+        bias; context = keys/values source for cross-attention (cached once if ``cache``)."""
+        q = self._split(self.q(x))
+        if context is not None:
+            if cache is not None and self.layer_idx in cache.static:
+                k, v = cache.static[self.layer_idx]
+            else:
+                k, v = self._split(self.k(context)), self._split(self.v(context))
+                if cache is not None:
+                    cache.static[self.layer_idx] = (k, v)
+        else:
+            k, v = self._split(self.k(x)), self._split(self.v(x))
+            if rope is not None:
+                rotary, cos, sin = rope
+                q, k = rotary.rotate(q, cos, sin), rotary.rotate(k, cos, sin)
+            if cache is not None:
+                k, v = cache.update(self.layer_idx, k, v)
+        if self.entropy_train_len is not None:
+            n_keys = mask.sum(-1, keepdim=True) if mask is not None else torch.tensor(float(k.shape[2]))
+            q = q * entropy_invariant_scale(n_keys, self.entropy_train_len).to(q.dtype)
+        attn_mask = mask
+        if bias is not None:
+            attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
+        )
+        return self.o(out.transpose(1, 2).flatten(2))
