@@ -1,0 +1,1 @@
+"""Losses, one concept per module (CoSENT, SimBERT contrastive, multilabel categorical CE, …)."""
