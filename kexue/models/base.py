@@ -60,6 +60,11 @@ class Transformer(nn.Module):
                 f"input of {input_ids.shape[1]} tokens exceeds the model's {self.max_positions()} positions; "
                 "truncate it (Tokenizer.encode(..., maxlen=...))"
             )
+        if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
+            raise ValueError(
+                f"token id {int(input_ids.max())} is outside the model's vocab_size={self.config.vocab_size}: "
+                "the tokenizer's vocabulary does not match the model config"
+            )
         past = cache.length if cache is not None else 0
         q_len = input_ids.shape[1]
         if position_ids is None:
