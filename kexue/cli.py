@@ -9,6 +9,11 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kexue.demo", "the flagship demo: sentence embeddings on real data"),
+    "classify": ("kexue.tasks.classify", "short-text classification: Tang vs Song poems or a user TSV, accuracy"),
+    "poem": ("kexue.tasks.poem", "class-conditional poem generation with Conditional LayerNorm (fortunes-zh)"),
+    "reading": ("kexue.tasks.reading", "UniLM reading comprehension with multi-passage voting (WebQA), EM/F1"),
+    "dialogue": ("kexue.tasks.dialogue", "multi-turn dialogue with a causal LM, response perplexity"),
+    "ner": ("kexue.tasks.ner", "NER on People's Daily: GlobalPointer (+R-Drop) or CRF, entity P/R/F1"),
 }
 
 

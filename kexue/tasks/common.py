@@ -1,0 +1,141 @@
+"""Shared plumbing for the task recipes: model + tokenizer from a checkpoint or from scratch,
+a char vocabulary built from the training data, batching, a small fit loop, metrics JSON.
+
+Every recipe takes ``--checkpoint DIR`` (HF layout: config.json, weights, vocab.txt) to fine-tune a
+pretrained model; without it a small model is trained from scratch on a character vocabulary
+built from the recipe's own training texts (no Chinese checkpoint ships offline).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..io import write_json
+from ..models import Transformer, TransformerConfig, build_model
+from ..tokenizers import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
+
+SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+             max_position_embeddings=512, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch_size: int = 32) -> argparse.ArgumentParser:
+    """The options every recipe shares."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--checkpoint", help="pretrained HF-layout folder (config.json, weights, vocab.txt)")
+    p.add_argument("--family", default="roformer", help="family of the from-scratch model (bert, roformer, ...)")
+    p.add_argument("--out", default=out, help="output folder: metrics.json, vocab.txt")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=lr, help="learning rate (use ~2e-5 with a pretrained checkpoint)")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N train/eval examples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def setup(args: argparse.Namespace) -> Path:
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def char_vocab(texts: Iterable[str], path: str | Path | None = None, min_count: int = 1) -> list[str]:
+    """Special tokens + every character of ``texts`` by frequency; written as ``vocab.txt`` if ``path``."""
+    vocab = build_vocab(texts, min_count=min_count)
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return vocab
+
+
+def model_and_tokenizer(args: argparse.Namespace, texts: Sequence[str], out: Path, application: str = "encoder",
+                        with_mlm: bool = False, cond_dim: int | None = None, **overrides) -> tuple[Transformer, Tokenizer]:
+    """Load ``args.checkpoint`` if given, else a small ``args.family`` model on a char vocab of ``texts``."""
+    if args.checkpoint:
+        model = build_model(checkpoint=args.checkpoint, application=application, with_mlm=with_mlm,
+                            cond_dim=cond_dim, strict=False)
+        return model, Tokenizer.from_pretrained(args.checkpoint)
+    vocab = char_vocab(texts, out / "vocab.txt")
+    config = TransformerConfig.from_dict({**SMALL, **overrides, "vocab_size": len(vocab), "model_type": args.family})
+    model = build_model(config, application=application, with_mlm=with_mlm, cond_dim=cond_dim)
+    return model, Tokenizer(vocab)
+
+
+def char_ids(tokenizer: Tokenizer, chars: Sequence[str]) -> list[int]:
+    """One id per character (keeps NER tags aligned; digits/Latin never merge into word pieces)."""
+    ids = []
+    for ch in chars:
+        key = ch.lower() if tokenizer.lowercase else ch
+        ids.append(tokenizer.vocab.get(key, tokenizer.unk_id) if ch.strip() else tokenizer.unk_id)
+    return ids
+
+
+def batches(items: Sequence, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[list]:
+    order = list(range(len(items)))
+    if shuffle:
+        random.Random(seed).shuffle(order)
+    for i in range(0, len(order), batch_size):
+        yield [items[j] for j in order[i:i + batch_size]]
+
+
+def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict[str, Tensor]:
+    return pad_batch(encoded, pad_id)
+
+
+def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epochs: int, lr: float,
+        batch_size: int, seed: int = 0, progress: bool = True, weight_decay: float = 0.01) -> list[float]:
+    """AdamW with linear warm-up (10%) and decay; ``step(batch)`` returns the loss. Mean loss per epoch."""
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    total = max(1, epochs * ((len(train) + batch_size - 1) // batch_size))
+    warm = max(1, total // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm + 1))))
+    history = []
+    for epoch in range(epochs):
+        module.train()
+        bar = tqdm(list(batches(train, batch_size, shuffle=True, seed=seed + epoch)), desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not progress, leave=False)
+        losses = []
+        for batch in bar:
+            loss = step(batch)
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+        history.append(sum(losses) / max(1, len(losses)))
+        tqdm.write(f"epoch {epoch + 1}: loss {history[-1]:.4f}")
+    module.eval()
+    return history
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+
+def write_metrics(out: Path, metrics: dict) -> Path:
+    """Write ``metrics.json`` and echo it."""
+    path = write_json(out / "metrics.json", metrics)
+    print(json.dumps(metrics, ensure_ascii=False, indent=1))
+    return path
+
+
+__all__ = ["SPECIAL_TOKENS", "SMALL", "Timer", "batches", "char_ids", "char_vocab", "fit", "model_and_tokenizer",
+           "pad", "recipe_args", "setup", "write_metrics"]
