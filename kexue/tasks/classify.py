@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         batch = tensors(chunk)
         return F.cross_entropy(model(batch), batch["labels"])
 
-    history = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, not args.no_progress)
+    history = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, not args.no_progress,
+                  length=lambda r: len(r[0]))
     correct = 0
     with torch.no_grad():
         for chunk in batches(test, 64):

@@ -82,12 +82,22 @@ def char_ids(tokenizer: Tokenizer, chars: Sequence[str]) -> list[int]:
     return ids
 
 
-def batches(items: Sequence, batch_size: int, shuffle: bool = False, seed: int = 0) -> Iterator[list]:
+def batches(items: Sequence, batch_size: int, shuffle: bool = False, seed: int = 0,
+            length: Callable[[object], int] | None = None) -> Iterator[list]:
+    """Mini-batches; with ``length``, items of similar length share a batch (less padding): shuffle,
+    sort within pools of 50 batches, then shuffle the batches."""
     order = list(range(len(items)))
+    rng = random.Random(seed)
     if shuffle:
-        random.Random(seed).shuffle(order)
-    for i in range(0, len(order), batch_size):
-        yield [items[j] for j in order[i:i + batch_size]]
+        rng.shuffle(order)
+    if length is not None:
+        pool = batch_size * 50
+        order = [j for i in range(0, len(order), pool) for j in sorted(order[i:i + pool], key=lambda j: length(items[j]))]
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle and length is not None:
+        rng.shuffle(chunks)
+    for chunk in chunks:
+        yield [items[j] for j in chunk]
 
 
 def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict[str, Tensor]:
@@ -95,8 +105,10 @@ def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict
 
 
 def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epochs: int, lr: float,
-        batch_size: int, seed: int = 0, progress: bool = True, weight_decay: float = 0.01) -> list[float]:
-    """AdamW with linear warm-up (10%) and decay; ``step(batch)`` returns the loss. Mean loss per epoch."""
+        batch_size: int, seed: int = 0, progress: bool = True, weight_decay: float = 0.01,
+        length: Callable[[object], int] | None = None) -> list[float]:
+    """AdamW with linear warm-up (10%) and decay; ``step(batch)`` returns the loss. Mean loss per epoch.
+    ``length(item)`` enables length-bucketed batches."""
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     total = max(1, epochs * ((len(train) + batch_size - 1) // batch_size))
     warm = max(1, total // 10)
@@ -104,7 +116,7 @@ def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epoc
     history = []
     for epoch in range(epochs):
         module.train()
-        bar = tqdm(list(batches(train, batch_size, shuffle=True, seed=seed + epoch)), desc=f"epoch {epoch + 1}/{epochs}",
+        bar = tqdm(list(batches(train, batch_size, shuffle=True, seed=seed + epoch, length=length)), desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress, leave=False)
         losses = []
         for batch in bar:

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     enc = lambda ds: [encode(tokenizer, d, args.maxlen) for d in ds]  # noqa: E731
     train_enc, test_enc = enc(train), enc(test)
     history = fit(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0], args.epochs, args.lr,
-                  args.batch_size, args.seed, not args.no_progress)
+                  args.batch_size, args.seed, not args.no_progress,
+                  length=lambda e: len(e[0]))
     nll = n = 0
     with torch.no_grad():
         for chunk in batches(test_enc, 32):

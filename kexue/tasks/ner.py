@@ -93,8 +93,9 @@ def loss_fn(tagger: Tagger, batch: dict[str, Tensor], rdrop: float) -> Tensor:
 @torch.no_grad()
 def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64) -> list[set]:
     tagger.eval()
+    order = sorted(range(len(items)), key=lambda i: len(items[i]["ids"]))  # similar lengths, less padding
     preds = []
-    for chunk in batches(items, batch_size):
+    for chunk in batches([items[i] for i in order], batch_size):
         batch = collate(chunk, tagger, pad_id)
         out = tagger(batch)
         if tagger.head_name == "crf":
@@ -103,7 +104,10 @@ def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64
         else:
             for spans in decode_spans(out, threshold=0.0):
                 preds.append({(tagger.types[t], s - 1, e - 1) for t, s, e in spans})
-    return preds
+    restored = [set()] * len(items)
+    for i, p in zip(order, preds):
+        restored[i] = p
+    return restored
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     tagger = Tagger(encoder, args.head, types, args.head_size)
     train, test = encode(tokenizer, train_s, args.maxlen), encode(tokenizer, test_s, args.maxlen)
     history = fit(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
-                  args.epochs, args.lr, args.batch_size, args.seed, not args.no_progress)
+                  args.epochs, args.lr, args.batch_size, args.seed, not args.no_progress, length=lambda it: len(it["ids"]))
     scores = span_prf(predict(tagger, test, tokenizer.pad_id), [it["spans"] for it in test])
     metrics = {"task": "ner", "head": args.head, "rdrop": args.rdrop, "train": "ner-peoples-daily/example.dev",
                "eval": "ner-peoples-daily/example.test", "n_train": len(train), "n_eval": len(test),

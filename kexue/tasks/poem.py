@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         batch, label = tensors(chunk)
         return token_nll(model, batch, label).sum() / (batch["attention_mask"][:, 1:].sum())
 
-    history = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, not args.no_progress)
+    history = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, not args.no_progress,
+                  length=lambda r: len(r[0]))
     test = [(t, lab) for t, lab in test if lab in index]
     nll_true = n_tokens = hits = 0
     with torch.no_grad():

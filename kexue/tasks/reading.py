@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = model_and_tokenizer(args, texts, out, application="unilm", with_mlm=True)
     train = examples(train_recs, tokenizer, args.maxlen)
     history = fit(model, train, lambda chunk: seq2seq_loss(model, tokenizer, chunk), args.epochs, args.lr,
-                  args.batch_size, args.seed, not args.no_progress)
+                  args.batch_size, args.seed, not args.no_progress,
+                  length=lambda e: len(e[0]) + len(e[1]))
     model.eval()
     preds = []
     for rec in eval_recs:
