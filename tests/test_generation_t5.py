@@ -6,14 +6,15 @@ transformers = pytest.importorskip("transformers")
 
 from kexue.models.t5 import T5, T5Config  # noqa: E402
 
-SMALL = dict(vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
+SMALL_DEFAULT = dict(vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
              relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,
              decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
 
 
-def hf_pair(kind: str, seed: int = 0):
+def hf_pair(kind: str, seed: int = 0, **overrides):
     """(HF model, kexue model) with the same random weights. kind: t5 (original), t5v1_1, mt5."""
     torch.manual_seed(seed)
+    SMALL = dict(SMALL_DEFAULT, **overrides)
     if kind == "mt5":
         hf = transformers.MT5ForConditionalGeneration(transformers.MT5Config(feed_forward_proj="gated-gelu", **SMALL))
         d = dict(SMALL, model_type="mt5", feed_forward_proj="gated-gelu")
