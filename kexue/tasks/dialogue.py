@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from .. import datasets
 from .common import Timer, batches, fit, model_and_tokenizer, pad, recipe_args, setup, write_metrics
-from .sampling import sample
+from .sampling import DecodeView, SpeakerDecoding, sample
 
 _SPEAKER = re.compile(r"^[^：:]{1,6}[：:]\S")
 
@@ -78,9 +78,9 @@ def response_loss(model, tokenizer, encoded, reduction: str = "mean"):
 def reply(model, tokenizer, context: list[str], maxlen: int = 128, top_k: int = 8, generator=None) -> str:
     """Sample the next turn after ``context`` (spoken by speaker ``len(context) % 2``)."""
     ids, segs = encode(tokenizer, context, maxlen - 32)
-    banned = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
-    out = sample(model, ids, segs, len(context) % 2, tokenizer.sep_id, 32, top_k, banned=banned, generator=generator)
-    return tokenizer.decode(out)
+    view = DecodeView(model, banned=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id])
+    state = SpeakerDecoding(view, torch.tensor([ids]), torch.tensor([segs]), len(context) % 2)
+    return tokenizer.decode(sample(state, 32, tokenizer.sep_id, top_k=top_k, generator=generator)[0])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {"task": "dialogue", "data": args.tsv or f"fortunes-zh ({args.data})", "n_train": len(train),
                "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
                "eval_response_perplexity": math.exp(nll / max(1, n)), "examples": examples,
-               "decoder": "temporary top-k sampler (kexue.tasks.sampling)", "seconds": timer.seconds()}
+               "decoder": "kexue.generation top-8 sampling", "seconds": timer.seconds()}
     write_metrics(out, metrics)
     return 0

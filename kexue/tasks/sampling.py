@@ -1,30 +1,44 @@
-"""TEMPORARY top-k sampler for the generation recipes (poem, dialogue), until ``kexue.generation``
-(the project's decoder, with KV cache and beam search) lands on main; then the recipes switch to it.
+"""Adapters that let the recipes decode with :mod:`kexue.generation` (KV cache, top-k sampling):
 
-y_t ~ top-k(softmax(logits_t / T)): recomputes the full prefix each step (no cache), fine for the
-short outputs of the recipes.
+* :class:`DecodeView` binds the class vector of a Conditional-LayerNorm model and bans special
+  tokens ([PAD]/[CLS]/[MASK]/[UNK]) from the output, without touching the weights;
+* :class:`SpeakerDecoding` gives the generated tokens the responding speaker's segment id
+  (DialoGPT-style dialogue alternates segment ids 0/1 by turn, the plain LM state always uses 0).
 """
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from ..generation import PrefixDecoding, sample
 
 
-@torch.no_grad()
-def sample(model, ids: list[int], segs: list[int], new_seg: int, end_id: int, max_new: int = 64, top_k: int = 8,
-           temperature: float = 1.0, cond: Tensor | None = None, banned: list[int] = (),
-           generator: torch.Generator | None = None) -> list[int]:
-    """Continue ``ids`` (segment ids ``segs``) with tokens of segment ``new_seg`` until ``end_id``."""
-    ids, segs, out = list(ids), list(segs), []
-    for _ in range(max_new):
-        x = torch.tensor([ids])
-        logits = model(x, torch.tensor([segs]), torch.ones_like(x), cond=cond).logits[0, -1] / temperature
-        logits[list(banned)] = float("-inf")
-        top = logits.topk(top_k)
-        token = int(top.indices[torch.multinomial(top.values.softmax(-1), 1, generator=generator)])
-        if token == end_id:
-            break
-        out.append(token)
-        ids.append(token)
-        segs.append(new_seg)
-    return out
+class DecodeView(nn.Module):
+    """``model`` as the decoder sees it: ``cond [B, cond_dim]`` bound, ``banned`` ids at -inf."""
+
+    def __init__(self, model: nn.Module, cond: Tensor | None = None, banned: list[int] = ()):
+        super().__init__()
+        self.model, self.cond, self.banned = model, cond, list(banned)
+        self.application, self.config = model.application, model.config
+
+    def forward(self, *args, **kwargs):
+        out = self.model(*args, cond=self.cond, **kwargs)
+        if self.banned:
+            out.logits = out.logits.index_fill(-1, torch.tensor(self.banned), float("-inf"))
+        return out
+
+
+class SpeakerDecoding(PrefixDecoding):
+    """A causal-LM decoding state whose new tokens carry segment id ``speaker``."""
+
+    def __init__(self, model, input_ids: Tensor, segment_ids: Tensor, speaker: int):
+        super().__init__(model, input_ids, None, segment_ids)
+        self.speaker = speaker
+
+    def prefill(self) -> Tensor:
+        logits = super().prefill()
+        self.new_segment = torch.full_like(self.new_segment, self.speaker)
+        return logits
+
+
+__all__ = ["DecodeView", "SpeakerDecoding", "sample"]
