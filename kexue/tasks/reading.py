@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import datasets
+from ..generation import decoding_state
 from .common import Timer, fit, model_and_tokenizer, pad, recipe_args, setup, write_metrics
 from .metrics import answer_em, answer_f1
+from .sampling import DecodeView
 
 
 def source_ids(tokenizer, question: str, passage: str, maxlen: int) -> list[int]:
@@ -49,28 +51,27 @@ def seq2seq_loss(model, tokenizer, chunk) -> Tensor:
 
 @torch.no_grad()
 def vote_decode(model, tokenizer, sources: list[list[int]], max_answer: int = 16) -> str:
-    """Greedy joint decoding over all passages of a question with the post's voting."""
+    """Greedy joint decoding over all passages of a question with the post's voting (KV-cached)."""
+    P, L = len(sources), max(map(len, sources))
+    ids = torch.full((P, L), tokenizer.pad_id)
+    mask = torch.zeros(P, L, dtype=torch.long)
+    for r, src in enumerate(sources):  # left padding: every row's next token sits in the last column
+        ids[r, L - len(src):], mask[r, L - len(src):] = torch.tensor(src), 1
+    view = DecodeView(model, banned=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id])
+    state = decoding_state(view, ids, mask, torch.zeros_like(ids))
+    probs = state.prefill().float().softmax(-1)
+    answering = (probs.argmax(-1) != tokenizer.sep_id).nonzero()[:, 0]  # first token [SEP] = no answer here
+    if len(answering) == 0:
+        return ""
+    state.reorder(answering)
+    probs = probs[answering]
     answer: list[int] = []
-    active = list(range(len(sources)))
-    banned = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
-    for step in range(max_answer):
-        rows = [(sources[i] + answer, [0] * len(sources[i]) + [1] * len(answer)) for i in active]
-        batch = pad(rows, tokenizer.pad_id)
-        # the last real token of each row (the source's [SEP] at step 0) predicts the next answer token
-        logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
-        last = batch["attention_mask"].sum(1) - 1
-        probs = logits[torch.arange(len(rows)), last].softmax(-1)
-        probs[:, banned] = 0
-        if step == 0:
-            keep = [r for r in range(len(rows)) if probs[r].argmax() != tokenizer.sep_id]
-            if not keep:
-                return ""
-            active = [active[r] for r in keep]
-            probs = probs[keep]
-        token = int(probs.mean(0).argmax())
+    for _ in range(max_answer):
+        token = int(probs.mean(0).argmax())  # the passages vote with their probabilities
         if token == tokenizer.sep_id:
             break
         answer.append(token)
+        probs = state.step(torch.full((len(answering),), token)).float().softmax(-1)
     return tokenizer.decode(answer)
 
 
