@@ -57,3 +57,14 @@ def test_poem_recipe(tmp_path):
 def test_dialogue_recipe(tmp_path):
     m = run(tmp_path, "dialogue", "--limit", "16", "--epochs", "1", "--maxlen", "48")
     assert m["eval_response_perplexity"] > 1 and all("reply" in e for e in m["examples"])
+
+
+def test_recipe_fine_tunes_a_pretrained_checkpoint(tmp_path):
+    """--checkpoint loads HF-layout weights + vocab.txt (the embedded all-MiniLM-L6-v2) instead of a fresh model."""
+    from kexue.pretrained import minilm_path
+
+    tsv = tmp_path / "data.tsv"
+    tsv.write_text("".join(f"{t}\t{lab}\n" for t, lab in [("what a great film", "pos"), ("awful, boring plot", "neg")] * 5),
+                   encoding="utf-8")
+    m = run(tmp_path, "classify", "--tsv", str(tsv), "--epochs", "1", "--lr", "2e-5", "--checkpoint", str(minilm_path()))
+    assert m["checkpoint"] and not (tmp_path / "vocab.txt").exists()

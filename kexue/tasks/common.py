@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..checkpoints import CheckpointError, load_checkpoint
 from ..io import write_json
 from ..models import Transformer, TransformerConfig, build_model
 from ..tokenizers import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
@@ -64,8 +66,14 @@ def model_and_tokenizer(args: argparse.Namespace, texts: Sequence[str], out: Pat
                         with_mlm: bool = False, cond_dim: int | None = None, **overrides) -> tuple[Transformer, Tokenizer]:
     """Load ``args.checkpoint`` if given, else a small ``args.family`` model on a char vocab of ``texts``."""
     if args.checkpoint:
-        model = build_model(checkpoint=args.checkpoint, application=application, with_mlm=with_mlm,
-                            cond_dim=cond_dim, strict=False)
+        model = build_model(args.checkpoint, application=application, with_mlm=with_mlm, cond_dim=cond_dim)
+        report = load_checkpoint(model, args.checkpoint, strict=False)
+        # only parts the recipe adds may be missing: conditional-LN projections, an MLM/LM head
+        fatal = report.mismatched + [m for m in report.missing if not re.search(r"cond_|predictions|lm_head", m)]
+        if fatal:
+            raise CheckpointError(f"checkpoint {args.checkpoint} does not fit: {', '.join(fatal)}")
+        if not report.ok:
+            print(f"checkpoint {args.checkpoint}: {report} (missing parts start from scratch)")
         return model, Tokenizer.from_pretrained(args.checkpoint)
     vocab = char_vocab(texts, out / "vocab.txt")
     config = TransformerConfig.from_dict({**SMALL, **overrides, "vocab_size": len(vocab), "model_type": args.family})

@@ -43,7 +43,7 @@ def token_nll(model: ConditionalLM, batch: dict[str, Tensor], label: Tensor) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = recipe_args("Class-conditional poem generation with Conditional LayerNorm (fortunes-zh)",
-                    out="runs/poem", epochs=24, lr=2e-3, batch_size=16)
+                    out="runs/poem", epochs=10, lr=2e-3, batch_size=16)
     p.add_argument("--by", choices=["dynasty", "poet"], default="dynasty", help="the class of a poem")
     p.add_argument("--maxlen", type=int, default=128)
     p.add_argument("--cond-dim", type=int, default=64)
