@@ -80,7 +80,7 @@ def reply(model, tokenizer, context: list[str], maxlen: int = 128, top_k: int = 
     ids, segs = encode(tokenizer, context, maxlen - 32)
     view = DecodeView(model, banned=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id])
     state = SpeakerDecoding(view, torch.tensor([ids]), torch.tensor([segs]), len(context) % 2)
-    return tokenizer.decode(sample(state, 32, tokenizer.sep_id, top_k=top_k, generator=generator)[0])
+    return tokenizer.decode(sample(state, 32, tokenizer.sep_id, min_new_tokens=2, top_k=top_k, generator=generator)[0])
 
 
 def main(argv: list[str] | None = None) -> int:

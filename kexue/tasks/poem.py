@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         cond = model.classes(torch.full((args.samples,), index[lab]))
         start = torch.full((args.samples, 1), tokenizer.cls_id)
         state = decoding_state(DecodeView(model.lm, cond, banned), start)
-        rows = sample(state, args.maxlen - 2, tokenizer.sep_id, top_k=args.top_k, generator=gen)
+        rows = sample(state, args.maxlen - 2, tokenizer.sep_id, min_new_tokens=8, top_k=args.top_k, generator=gen)
         samples[lab] = [tokenizer.decode(r) for r in rows]
     metrics = {"task": "poem", "data": f"fortunes-zh tang300+song100 by {args.by}", "labels": labels,
                "n_train": len(train), "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs,
