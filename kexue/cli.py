@@ -9,6 +9,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kexue.demo", "the flagship demo: sentence embeddings on real data"),
+    "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
 }
 
 
