@@ -27,6 +27,8 @@ from typing import Callable, Iterable
 import torch
 from torch.optim import Optimizer
 
+from kexue.optim.lion import run_closure
+
 
 def default_eta(p: torch.Tensor) -> float:
     """Expected entry scale from the parameter's own current (i.e. initial) RMS; 0.5 for
@@ -73,10 +75,7 @@ class Amos(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             xi, beta = group["lr"], group["beta"]
             for p in group["params"]:

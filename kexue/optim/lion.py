@@ -17,6 +17,14 @@ import torch
 from torch.optim import Optimizer
 
 
+def run_closure(closure) -> torch.Tensor | None:
+    """The ``closure`` protocol of ``Optimizer.step``: re-evaluate the loss with grad enabled."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 class Lion(Optimizer):
     """Lion with decoupled weight decay (``theta *= 1 - lr * weight_decay``) and two betas:
     ``beta1`` interpolates the update direction, ``beta2`` tracks the momentum."""
@@ -31,10 +39,7 @@ class Lion(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = run_closure(closure)
         for group in self.param_groups:
             lr, wd = group["lr"], group["weight_decay"]
             beta1, beta2 = group["betas"]

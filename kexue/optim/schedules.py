@@ -17,15 +17,20 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 
+def _after_warmup(step: int, warmup: int, total: int) -> float | None:
+    """None during warmup, else the fraction of the post-warmup span done (clipped to 1)."""
+    if step < warmup:
+        return None
+    return min(1.0, (step - warmup) / max(1, total - warmup))
+
+
 class WarmupLinear:
     def __init__(self, warmup: int, total: int, end: float = 0.0):
         self.warmup, self.total, self.end = int(warmup), int(total), float(end)
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return step / max(1, self.warmup)
-        frac = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return 1.0 + (self.end - 1.0) * frac
+        frac = _after_warmup(step, self.warmup, self.total)
+        return step / max(1, self.warmup) if frac is None else 1.0 + (self.end - 1.0) * frac
 
 
 class WarmupCosine:
@@ -33,9 +38,9 @@ class WarmupCosine:
         self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
 
     def __call__(self, step: int) -> float:
-        if step < self.warmup:
+        frac = _after_warmup(step, self.warmup, self.total)
+        if frac is None:
             return step / max(1, self.warmup)
-        frac = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac))
 
 
