@@ -112,16 +112,18 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor], b
         ema: EMA | None = None, grad_accum: int = 1, clip_norm: float | None = None, bf16: bool = False,
         callbacks: Sequence[Callable[[FitState], dict | None]] = (), eval_every: int | None = None,
         checkpoint_dir: str | Path | None = None, checkpoint_every: int | None = None, resume: bool = True,
-        progress: bool = True, seed: int = 0, shard_batches: bool = True) -> dict[str, list]:
+        progress: bool = True, seed: int = 0, shard_batches: bool = True,
+        wrap_ddp: bool = True) -> dict[str, list]:
     """Train; returns the history ``{"step", "loss", "lr", "eval"}`` (``eval``: the callbacks'
     dicts with their step). ``steps`` (optimizer updates) overrides ``epochs`` when given;
     ``callbacks`` run every ``eval_every`` updates and at each epoch end, with the EMA weights
-    swapped in when ``ema`` is given."""
+    swapped in when ``ema`` is given. ``wrap_ddp=False`` leaves a multi-process model as given
+    (e.g. already FSDP-wrapped)."""
     if grad_accum < 1:
         raise ValueError("grad_accum must be >= 1")
     rank, world = init_distributed()
     raw = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    if world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
+    if wrap_ddp and world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
         model = nn.parallel.DistributedDataParallel(model)
     device = next(raw.parameters()).device
     state = FitState(raw, ema, rank)
