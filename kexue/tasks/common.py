@@ -1,5 +1,5 @@
 """Shared plumbing for the task recipes: model + tokenizer from a checkpoint or from scratch,
-a char vocabulary built from the training data, batching, a small fit loop, metrics JSON.
+a char vocabulary built from the training data, batching, training through :func:`kexue.train.fit`, metrics JSON.
 
 Every recipe takes ``--checkpoint DIR`` (HF layout: config.json, weights, vocab.txt) to fine-tune a
 pretrained model; without it a small model is trained from scratch on a character vocabulary
@@ -13,16 +13,18 @@ import random
 import re
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from ..checkpoints import CheckpointError, load_checkpoint
 from ..io import write_json
 from ..models import Transformer, TransformerConfig, build_model
-from ..tokenizers import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
+from ..optim.schedules import WarmupLinear, lambda_lr
+from ..pretraining import build_char_vocab
+from ..tokenizers import SPECIAL_TOKENS, Tokenizer, pad_batch
+from ..train import fit as train_fit
 
 SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
              max_position_embeddings=512, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
@@ -53,15 +55,6 @@ def setup(args: argparse.Namespace) -> Path:
     return out
 
 
-def char_vocab(texts: Iterable[str], path: str | Path | None = None, min_count: int = 1) -> list[str]:
-    """Special tokens + every character of ``texts`` by frequency; written as ``vocab.txt`` if ``path``."""
-    vocab = build_vocab(texts, min_count=min_count)
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return vocab
-
-
 def model_and_tokenizer(args: argparse.Namespace, texts: Sequence[str], out: Path, application: str = "encoder",
                         with_mlm: bool = False, cond_dim: int | None = None, **overrides) -> tuple[Transformer, Tokenizer]:
     """Load ``args.checkpoint`` if given, else a small ``args.family`` model on a char vocab of ``texts``."""
@@ -75,10 +68,10 @@ def model_and_tokenizer(args: argparse.Namespace, texts: Sequence[str], out: Pat
         if not report.ok:
             print(f"checkpoint {args.checkpoint}: {report} (missing parts start from scratch)")
         return model, Tokenizer.from_pretrained(args.checkpoint)
-    vocab = char_vocab(texts, out / "vocab.txt")
-    config = TransformerConfig.from_dict({**SMALL, **overrides, "vocab_size": len(vocab), "model_type": args.family})
-    model = build_model(config, application=application, with_mlm=with_mlm, cond_dim=cond_dim)
-    return model, Tokenizer(vocab)
+    tokenizer = build_char_vocab(texts, out / "vocab.txt")  # no Chinese vocab ships: one from the data
+    config = TransformerConfig.from_dict({**SMALL, **overrides, "vocab_size": tokenizer.vocab_size,
+                                          "model_type": args.family})
+    return build_model(config, application=application, with_mlm=with_mlm, cond_dim=cond_dim), tokenizer
 
 
 def char_ids(tokenizer: Tokenizer, chars: Sequence[str]) -> list[int]:
@@ -115,31 +108,21 @@ def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict
 def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epochs: int, lr: float,
         batch_size: int, seed: int = 0, progress: bool = True, weight_decay: float = 0.01,
         length: Callable[[object], int] | None = None) -> list[float]:
-    """AdamW with linear warm-up (10%) and decay; ``step(batch)`` returns the loss. Mean loss per epoch.
-    ``length(item)`` enables length-bucketed batches."""
+    """:func:`kexue.train.fit` with AdamW, 10 % linear warm-up then linear decay, clipping at 1;
+    ``step(batch)`` returns the loss; ``length(item)`` enables length-bucketed batches.
+    Returns the mean loss of each epoch."""
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    total = max(1, epochs * ((len(train) + batch_size - 1) // batch_size))
-    warm = max(1, total // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm + 1))))
-    history = []
-    for epoch in range(epochs):
-        module.train()
-        bar = tqdm(list(batches(train, batch_size, shuffle=True, seed=seed + epoch, length=length)), desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not progress, leave=False)
-        losses = []
-        for batch in bar:
-            loss = step(batch)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
-        history.append(sum(losses) / max(1, len(losses)))
-        tqdm.write(f"epoch {epoch + 1}: loss {history[-1]:.4f}")
+    per_epoch = (len(train) + batch_size - 1) // batch_size
+    total = max(1, epochs * per_epoch)
+    sched = lambda_lr(opt, WarmupLinear(max(1, total // 10), total))
+    history = train_fit(module, lambda _, b: step(b), lambda epoch: list(batches(train, batch_size, True, seed + epoch, length)),
+                        optimizer=opt, steps=total, scheduler=sched, clip_norm=1.0, progress=progress, seed=seed)
+    losses = history["loss"]
+    per_epoch_loss = [sum(losses[i:i + per_epoch]) / len(losses[i:i + per_epoch]) for i in range(0, len(losses), per_epoch)]
+    for e, value in enumerate(per_epoch_loss):
+        print(f"epoch {e + 1}: loss {value:.4f}")
     module.eval()
-    return history
+    return per_epoch_loss
 
 
 class Timer:
@@ -157,5 +140,5 @@ def write_metrics(out: Path, metrics: dict) -> Path:
     return path
 
 
-__all__ = ["SPECIAL_TOKENS", "SMALL", "Timer", "batches", "char_ids", "char_vocab", "fit", "model_and_tokenizer",
+__all__ = ["SPECIAL_TOKENS", "SMALL", "Timer", "batches", "char_ids", "fit", "model_and_tokenizer",
            "pad", "recipe_args", "setup", "write_metrics"]
