@@ -8,6 +8,7 @@ from kexue.generation import beam_search, decoding_state, greedy  # noqa: E402
 from kexue.models.gpt import GPT  # noqa: E402
 
 from test_generation_t5 import hf_pair  # noqa: E402
+from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
 
 EOS = 3
 GPT2 = dict(vocab_size=101, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,

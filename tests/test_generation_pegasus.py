@@ -8,6 +8,7 @@ import pytest
 from kexue.datasets import chinese_text
 from kexue.t5_pegasus import t5_pegasus_tokenizer, word_char_vocab
 from kexue.tokenizers import jieba_words
+from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
 
 SEEDS = Path(__file__).resolve().parents[1].parent / "shared" / "seeds"
 

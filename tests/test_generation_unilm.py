@@ -7,6 +7,7 @@ from kexue.generation import beam_search, decoding_state, greedy
 from kexue.losses.seq2seq import seq2seq_loss
 from kexue.models import build_model
 from kexue.tokenizers import Tokenizer, build_vocab
+from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
 
 
 def left_pad(rows: list[list[int]], pad: int = 0):
