@@ -19,17 +19,22 @@ from kexue.generation import beam_search, decoding_state, greedy, sample
 from kexue.models.gpt import GPT
 from kexue.models.t5 import T5, T5Config
 
-PROMPT, NEW, VOCAB = 32, 64, 21128
+PROMPT, NEW = 32, 64
+SIZES = {  # (hidden, heads, ffn, vocab): "small" is the model; "tiny" isolates per-step overhead
+    "small": (512, 8, 2048, 21128),
+    "tiny": (64, 8, 256, 1000),
+}
 
 
-def build(family: str):
+def build(family: str, size: str):
+    d, h, ff, VOCAB = SIZES[size]
     torch.manual_seed(0)
     if family == "gpt":
-        cfg = dict(vocab_size=VOCAB, n_embd=512, n_layer=6, n_head=8, n_positions=512, resid_pdrop=0.0,
+        cfg = dict(vocab_size=VOCAB, n_embd=d, n_layer=6, n_head=h, n_inner=ff, n_positions=512, resid_pdrop=0.0,
                    embd_pdrop=0.0, attn_pdrop=0.0)
         hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(**cfg)).eval()
         return hf, GPT.from_hf_gpt2(hf.state_dict(), cfg).eval()
-    cfg = dict(vocab_size=VOCAB, d_model=512, d_kv=64, d_ff=1024, num_layers=6, num_heads=8, dropout_rate=0.0,
+    cfg = dict(vocab_size=VOCAB, d_model=d, d_kv=d // h, d_ff=ff // 2, num_layers=6, num_heads=h, dropout_rate=0.0,
                feed_forward_proj="gated-gelu", decoder_start_token_id=0)
     hf = transformers.T5ForConditionalGeneration(transformers.T5Config(tie_word_embeddings=False, **cfg)).eval()
     ours = T5(T5Config.from_dict(dict(cfg, tie_word_embeddings=False)))
@@ -52,18 +57,20 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--families", nargs="+", default=["gpt", "t5"])
+    ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {args.threads}, "
-          f"prompt {PROMPT}, new tokens {NEW}")
+          f"prompt {PROMPT}, new tokens {NEW}, model {args.size} {SIZES[args.size]} x 6 layers")
     print(f"{'model':<5} {'batch':>5} {'method':<10} {'kexue tok/s':>12} {'HF tok/s':>10} {'ratio':>7} "
           f"{'no-cache tok/s':>15} {'cache speed-up':>15}")
     for family in args.families:
-        hf, ours = build(family)
+        hf, ours = build(family, args.size)
+        vocab = SIZES[args.size][3]
         for b in args.batches:
-            ids = torch.randint(5, VOCAB, (b, PROMPT), generator=torch.Generator().manual_seed(b))
+            ids = torch.randint(5, vocab, (b, PROMPT), generator=torch.Generator().manual_seed(b))
             hf_kw = dict(max_new_tokens=NEW, min_new_tokens=NEW, eos_token_id=None, pad_token_id=0)
             methods = {
                 "greedy": (lambda s: greedy(s, NEW), dict(do_sample=False, num_beams=1)),

@@ -30,8 +30,9 @@ def gpt2_pair():
 def t5_pair():
     hf, ours = hf_pair("t5v1_1", seed=5, num_decoder_layers=2)  # HF generate needs equal depths
     with torch.no_grad():
-        hf.lm_head.weight.mul_(6.0)
-        ours.lm_head.weight.mul_(6.0)
+        for m in (hf, ours):
+            m.lm_head.weight.mul_(6.0)
+            m.lm_head.weight[1].mul_(3.0)  # make the end token (id 1) likely enough to end some prompts
     return hf, ours
 
 
@@ -74,6 +75,7 @@ def test_gpt2_generate_matches_hf(gpt2_pair, num_beams):
 def test_t5_generate_matches_hf(t5_pair, num_beams):
     hf, ours = t5_pair
     settings = dict(max_new_tokens=10, min_new_tokens=1)
+    lengths = set()
     for ids in prompts(seed=1):
         ids = ids.clamp(max=96)
         ref = hf.generate(ids, num_beams=num_beams, do_sample=False, eos_token_id=1, pad_token_id=0,
@@ -84,6 +86,8 @@ def test_t5_generate_matches_hf(t5_pair, num_beams):
         got = (greedy(state, eos_id=1, **settings) if num_beams == 1
                else beam_search(state, eos_id=1, num_beams=num_beams, **settings))[0]
         assert got == want
+        lengths.add(len(got))
+    assert len(lengths) > 1  # some prompts stopped early at the end token
 
 
 def _batch(rows, pad=0):
