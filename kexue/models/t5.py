@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from kexue.layers import FeedForward, KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
+from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
+
+from .gpt import ffn
 
 
 @dataclass
@@ -122,8 +124,8 @@ def _attention(config: T5Config, layer_idx: int) -> MultiHeadAttention:
                               dropout=config.dropout_rate, layer_idx=layer_idx)
 
 
-def _ffn(config: T5Config) -> FeedForward:
-    return FeedForward(config.d_model, config.d_ff, act=config.act, bias=False, gated=config.gated,
+def _ffn(config: T5Config):
+    return ffn(config.d_model, config.d_ff, act=config.act, bias=False, gated=config.gated,
                        dropout=config.dropout_rate)
 
 
