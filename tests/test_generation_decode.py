@@ -125,3 +125,18 @@ def test_t5_cached_equals_uncached_ragged(t5_pair):
         uncached = run(decoding_state(ours, ids, mask, use_cache=False))
         single = [run(decoding_state(ours, r))[0] for r in rows]
         assert cached == uncached == single
+
+
+def test_rope_gpt_from_build_model_cached_equals_uncached():
+    from kexue.models import build_model
+    torch.manual_seed(0)
+    model = build_model(dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, hidden_act="gelu_new", type_vocab_size=0, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, rope=True), family="gpt").eval()
+    assert model.application == "lm" and model.position is None
+    rows = prompts(seed=4)
+    ids, mask = _batch(rows)
+    for run in (lambda s: greedy(s, 9), lambda s: beam_search(s, 9, None, 2)):
+        cached = run(decoding_state(model, ids, mask))
+        assert cached == run(decoding_state(model, ids, mask, use_cache=False))
+        assert cached == [run(decoding_state(model, r))[0] for r in rows]
