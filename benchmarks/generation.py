@@ -42,14 +42,23 @@ def build(family: str, size: str):
     return hf, ours.eval()
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def timed(fns, repeats: int, warmup: bool = True) -> list[float]:
+    """Best wall time of each function; runs are interleaved so that load drifting on a shared
+    machine hits both sides alike."""
+    for fn in fns if warmup else []:
         fn()
-        best = min(best, time.perf_counter() - t0)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
     return best
+
+
+def hf_generate(hf, ids, **kw):
+    with torch.inference_mode():
+        return hf.generate(ids, **kw)
 
 
 def main(argv=None) -> None:
@@ -59,6 +68,9 @@ def main(argv=None) -> None:
     ap.add_argument("--families", nargs="+", default=["gpt", "t5"])
     ap.add_argument("--size", choices=sorted(SIZES), default="small")
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--nocache-batches", nargs="*", type=int, default=[1],
+                    help="batch sizes at which to also time kexue without cache (slow: quadratic)")
+    ap.add_argument("--methods", nargs="+", default=["greedy", "beam4", "sample"])
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
@@ -79,10 +91,13 @@ def main(argv=None) -> None:
                            dict(do_sample=True, top_k=50, top_p=0.9)),
             }
             for name, (run, kw) in methods.items():
-                t_ours = timed(lambda: run(decoding_state(ours, ids)), args.repeats)
-                with torch.inference_mode():
-                    t_hf = timed(lambda: hf.generate(ids, **hf_kw, **kw), args.repeats)
-                t_nc = timed(lambda: run(decoding_state(ours, ids, use_cache=False)), 1) if name != "sample" else None
+                if name not in args.methods:
+                    continue
+                t_ours, t_hf = timed([lambda: run(decoding_state(ours, ids)),
+                                      lambda: hf_generate(hf, ids, **hf_kw, **kw)], args.repeats)
+                t_nc = None
+                if name != "sample" and b in args.nocache_batches:
+                    t_nc = timed([lambda: run(decoding_state(ours, ids, use_cache=False))], 1, warmup=False)[0]
                 tps = lambda t: b * NEW / t  # noqa: E731
                 nc = f"{tps(t_nc):>15.0f} {t_nc / t_ours:>14.1f}x" if t_nc else f"{'':>15} {'':>15}"
                 print(f"{family:<5} {b:>5} {name:<10} {tps(t_ours):>12.0f} {tps(t_hf):>10.0f} {t_hf / t_ours:>6.2f}x {nc}",
