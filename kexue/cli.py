@@ -9,6 +9,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kexue.demo", "the flagship demo: sentence embeddings on real data"),
+    "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
 }
 
 

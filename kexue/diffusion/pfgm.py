@@ -70,18 +70,27 @@ def prior(n: int, dim: int, z_max: float = 20.0, upper_norm: float | None = None
 
 @torch.no_grad()
 def sample_pfgm(model, x: torch.Tensor, steps: int, z_max: float = 20.0, z_min: float = 1e-3,
-                progress: bool = False) -> torch.Tensor:
+                z_exp: float = 1.0, gamma: float = 5.0, progress: bool = False) -> torch.Tensor:
     """Euler on the backward ODE in t = log z:  dx/dt = z · E_x / E_z  (NFE = steps).
 
-    ``x`` is a prior sample (B, ...) at z = z_max (see ``prior``).
+    ``x`` is a prior sample (B, ...) at z = z_max (see ``prior``).  Below z = z_exp the predicted E_z (tiny and
+    relatively noisy there) is replaced by the value implied by ||E_x|| and z (see below), as in
+    the paper's Appendix B.2.3; pass z_exp = 0 to always use the network's E_z.
     """
     b = x.shape[0]
+    sqrt_n = math.sqrt(x[0].numel())
     ts = torch.linspace(math.log(z_max), math.log(z_min), steps + 1)
     for i in tqdm(range(steps), disable=not progress, desc="pfgm", leave=False):
         z = math.exp(float(ts[i]))
         v = model(x, torch.full((b,), z, device=x.device))
         # -E points to the data so v_z < 0; the clamp guards the ratio against a mispredicted sign.
-        vz = v[:, -1].clamp(max=-1e-5)
+        vz = v[:, -1]
+        if z < z_exp:
+            # ||E_x||/sqrt(N) = r/(r+γ) with r the distance to the data: invert it, then E_z = -sqrt(N)·z/(r+γ).
+            ratio = (v[:, :-1].norm(dim=1) / sqrt_n).clamp(max=1 - 1e-4)
+            r = torch.sqrt((gamma * ratio / (1 - ratio)) ** 2 + z ** 2)
+            vz = -sqrt_n * z / (r + gamma)
+        vz = vz.clamp(max=-1e-5)
         dx_dz = v[:, :-1] / vz[:, None]
         x = x + float(ts[i + 1] - ts[i]) * z * dx_dz.view_as(x)
     return x
