@@ -9,9 +9,7 @@ has η = 1 ≈ DDPM and η = 0 a deterministic map (an ODE discretisation), whic
 from __future__ import annotations
 
 import torch
-from tqdm.auto import tqdm
-
-from .ddpm import EpsModel, _abar_at
+from .ddpm import EpsModel, _abar_at, run_steps
 
 
 def ddim_step(eps: torch.Tensor, t: int, prev_t: int, x: torch.Tensor, abar: torch.Tensor, eta: float = 0.0,
@@ -33,10 +31,5 @@ def ddim_step(eps: torch.Tensor, t: int, prev_t: int, x: torch.Tensor, abar: tor
 def sample_ddim(model: EpsModel, x: torch.Tensor, abar: torch.Tensor, timesteps: torch.Tensor, eta: float = 0.0,
                 generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """DDIM sampling along descending ``timesteps`` (NFE = len(timesteps))."""
-    ts = [int(t) for t in timesteps]
-    for i, t in enumerate(tqdm(ts, disable=not progress, desc="ddim", leave=False)):
-        prev_t = ts[i + 1] if i + 1 < len(ts) else -1
-        eps = model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) if eta > 0 else None
-        x = ddim_step(eps, t, prev_t, x, abar, eta, noise)
-    return x
+    step = lambda eps, t, s, x, z: ddim_step(eps, t, s, x, abar, eta, z)  # noqa: E731
+    return run_steps(model, x, timesteps, step, eta > 0, generator, progress, "ddim")

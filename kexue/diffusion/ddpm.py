@@ -47,14 +47,21 @@ def ddpm_step(eps: torch.Tensor, t: int, prev_t: int, x: torch.Tensor, abar: tor
     return mean + var ** 0.5 * noise
 
 
+def run_steps(model: EpsModel, x: torch.Tensor, timesteps: torch.Tensor, step, stochastic: bool,
+              generator: torch.Generator | None = None, progress: bool = False, desc: str = "") -> torch.Tensor:
+    """Drive ``step(eps, t, prev_t, x, noise)`` along descending ``timesteps`` (the DDPM/DDIM outer loop)."""
+    ts = [int(t) for t in timesteps]
+    for i, t in enumerate(tqdm(ts, disable=not progress, desc=desc, leave=False)):
+        prev_t = ts[i + 1] if i + 1 < len(ts) else -1
+        eps = model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) if stochastic else None
+        x = step(eps, t, prev_t, x, noise)
+    return x
+
+
 @torch.no_grad()
 def sample_ddpm(model: EpsModel, x: torch.Tensor, abar: torch.Tensor, timesteps: torch.Tensor,
                 generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
     """Ancestral sampling from noise x along descending ``timesteps`` (NFE = len(timesteps))."""
-    ts = [int(t) for t in timesteps]
-    for i, t in enumerate(tqdm(ts, disable=not progress, desc="ddpm", leave=False)):
-        prev_t = ts[i + 1] if i + 1 < len(ts) else -1
-        eps = model(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long))
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device) if t > 0 else None
-        x = ddpm_step(eps, t, prev_t, x, abar, noise)
-    return x
+    step = lambda eps, t, s, x, z: ddpm_step(eps, t, s, x, abar, z if t > 0 else None)  # noqa: E731
+    return run_steps(model, x, timesteps, step, True, generator, progress, "ddpm")
