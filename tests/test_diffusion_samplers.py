@@ -41,7 +41,7 @@ def assert_moments(x, tol_mean=0.03, tol_cov=0.03):
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_ddim_50_steps_recovers_gaussian(schedule):
     abar = alphas_cumprod(make_betas(schedule, 1000)).double()
-    x = torch.randn(20000, 3, dtype=torch.float64)
+    x = torch.randn(10000, 3, dtype=torch.float64)
     out = sample_ddim(gaussian_eps_model(abar), x, abar, spaced_timesteps(1000, 50, "trailing"))
     # 50 deterministic steps leave a small discretisation bias (cov error ≈ 0.02-0.03 of a 0.36 variance).
     assert_moments(out, tol_cov=0.045)
@@ -50,13 +50,13 @@ def test_ddim_50_steps_recovers_gaussian(schedule):
 def test_ddim_stochastic_and_ddpm_recover_gaussian():
     # Stochastic samplers need more steps than η = 0 for the same accuracy (the post's point about DDIM).
     abar = alphas_cumprod(make_betas("cosine", 1000)).double()
-    x = torch.randn(20000, 3, dtype=torch.float64)
+    x = torch.randn(10000, 3, dtype=torch.float64)
     assert_moments(sample_ddim(gaussian_eps_model(abar), x, abar, spaced_timesteps(1000, 200, "trailing"), eta=1.0))
     assert_moments(sample_ddpm(gaussian_eps_model(abar), x, abar, spaced_timesteps(1000, 200, "trailing")))
 
 
 def test_flow_ode_recovers_gaussian():
-    x = torch.randn(20000, 3, dtype=torch.float64)
+    x = torch.randn(10000, 3, dtype=torch.float64)
     assert_moments(sample_heun(gaussian_velocity, x, 25))
     assert_moments(sample_euler(gaussian_velocity, x, 50), tol_cov=0.05)
 
@@ -112,9 +112,9 @@ def test_pfgm_sampler_lands_on_mixture_modes():
     def field(x, z):
         return empirical_field(torch.cat([x, z[:, None]], 1), ref)
 
-    x = prior(1000, 2, z_max=40.0)
-    out = sample_pfgm(field, x, steps=200, z_max=40.0, z_min=1e-3, z_exp=0.0)  # exact field: no substitution
+    x = prior(600, 2, z_max=40.0)
+    out = sample_pfgm(field, x, steps=120, z_max=40.0, z_min=1e-3, z_exp=0.0)  # exact field: no substitution
     dist = (out[:, None] - modes[None]).norm(dim=-1)
     assert (dist.min(1).values < 0.5).float().mean() > 0.95
     counts = torch.bincount(dist.argmin(1), minlength=4)
-    assert (counts > 150).all(), counts
+    assert (counts > 90).all(), counts
