@@ -59,3 +59,20 @@ def test_ddim_steps_match(schedule, eta, n):
         x, eps, noise = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
         want = ref.step(eps, t, x, eta=eta, variance_noise=noise).prev_sample
         torch.testing.assert_close(ddim_step(eps, t, prev_t, x, abar, eta, noise), want, atol=1e-6, rtol=0)
+
+
+def test_ddpm_arbitrary_subsequence_matches():
+    """Any descending sub-sequence (here non-uniform) gives diffusers' custom-timestep DDPM chain."""
+    ts = [999, 811, 500, 260, 75, 9, 0]
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False)
+    ref.set_timesteps(timesteps=ts)
+    abar = alphas_cumprod(make_betas("cosine", 1000))
+    x = torch.randn(2, 1, 4, 4)
+    want, got = x.clone(), x.clone()
+    eps_of = lambda x, t: torch.tanh(x) * (t / 1000)  # noqa: E731  a fixed non-trivial "model"
+    gw, gg = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    for i, t in enumerate(ts):
+        want = ref.step(eps_of(want, t), t, want, generator=gw).prev_sample
+        noise = torch.randn(x.shape, generator=gg) if t > 0 else None
+        got = ddpm_step(eps_of(got, t), t, ts[i + 1] if i + 1 < len(ts) else -1, got, abar, noise)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
