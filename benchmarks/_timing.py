@@ -1,0 +1,37 @@
+"""Shared timing helpers for the side-by-side benchmarks (not a test; nothing is asserted)."""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def time_round_robin(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each function, interleaving them so load changes hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def matmul_peak_gflops(n: int = 1024, reps: int = 5, dtype=torch.float32) -> float:
+    """Measured fp32 GEMM throughput on this machine (the roofline the encoder is compared with)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t = min(_timed(lambda: a @ b) for _ in range(reps))
+    return 2 * n**3 / t / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
