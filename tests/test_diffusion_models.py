@@ -94,7 +94,7 @@ def test_every_method_trains_and_samples(name):
     torch.manual_seed(0)
     data = torch.rand(32, 1, 8, 8) * 2 - 1
     kind = methods.SAMPLERS[name]
-    base = methods.fit("flow", data, 2, width=8, batch_size=8, progress=False) if kind == "reflow" else None
-    model = methods.fit(kind, data, 3, width=8, batch_size=8, base=base, reflow_pairs_n=8, progress=False)
+    base = methods.fit("flow", data, 2, width=16, batch_size=8, progress=False) if kind == "reflow" else None
+    model = methods.fit(kind, data, 3, width=16, batch_size=8, base=base, reflow_pairs_n=8, progress=False)
     out = methods.generate(name, model, 4, (1, 8, 8), nfe=2)
     assert out.shape == (4, 1, 8, 8) and torch.isfinite(out).all()
