@@ -9,6 +9,8 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kexue.demo", "the flagship demo: sentence embeddings on real data"),
+    "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
+    "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
 }
 
 
