@@ -15,7 +15,6 @@ GPT-2's checkpoints use ``Conv1D`` (weights stored ``[in, out]``) and a fused ``
 from __future__ import annotations
 
 import re
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -23,23 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RotaryEmbedding, TransformerBlock
-from ..layers.ffn import activation
 from .base import Transformer, TransformerOutput
 from .config import TransformerConfig
-
-
-def fused_activation(name: str):
-    """The activation as one fused op where possible: the tanh-GELU (``gelu_new``) formula is 7
-    elementwise ops, ``F.gelu(approximate="tanh")`` one (within ~1e-7); per-step decoding is op-bound."""
-    if name in ("gelu_new", "gelu_tanh", "gelu_pytorch_tanh"):
-        return partial(F.gelu, approximate="tanh")
-    return activation(name)
-
-
-def ffn(dim: int, inner: int, act: str, **kwargs) -> FeedForward:
-    layer = FeedForward(dim, inner, act, **kwargs)
-    layer.act = fused_activation(act)
-    return layer
 
 
 class GPT(Transformer):
@@ -64,7 +48,7 @@ class GPT(Transformer):
         self.layers = nn.ModuleList(
             TransformerBlock(
                 MultiHeadAttention(d, c.num_attention_heads, dropout=c.attention_probs_dropout_prob, layer_idx=i),
-                ffn(d, c.intermediate_size, c.hidden_act),
+                FeedForward(d, c.intermediate_size, c.hidden_act),
                 norm, pre_norm=True, dropout=c.hidden_dropout_prob,
             )
             for i in range(c.num_hidden_layers)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
 
-from .gpt import ffn
+from ..layers import FeedForward
 
 
 @dataclass
@@ -125,7 +125,7 @@ def _attention(config: T5Config, layer_idx: int) -> MultiHeadAttention:
 
 
 def _ffn(config: T5Config):
-    return ffn(config.d_model, config.d_ff, act=config.act, bias=False, gated=config.gated,
+    return FeedForward(config.d_model, config.d_ff, act=config.act, bias=False, gated=config.gated,
                        dropout=config.dropout_rate)
 
 
