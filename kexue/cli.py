@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reading": ("kexue.tasks.reading", "UniLM reading comprehension with multi-passage voting (WebQA), EM/F1"),
     "dialogue": ("kexue.tasks.dialogue", "multi-turn dialogue with a causal LM, response perplexity"),
     "ner": ("kexue.tasks.ner", "NER on People's Daily: GlobalPointer (+R-Drop) or CRF, entity P/R/F1"),
+    "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
     "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
 }
 

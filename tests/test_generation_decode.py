@@ -8,6 +8,7 @@ from kexue.generation import beam_search, decoding_state, greedy  # noqa: E402
 from kexue.models.gpt import GPT  # noqa: E402
 
 from test_generation_t5 import hf_pair  # noqa: E402
+from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
 
 EOS = 3
 GPT2 = dict(vocab_size=101, n_embd=32, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
@@ -29,8 +30,9 @@ def gpt2_pair():
 def t5_pair():
     hf, ours = hf_pair("t5v1_1", seed=5, num_decoder_layers=2)  # HF generate needs equal depths
     with torch.no_grad():
-        hf.lm_head.weight.mul_(6.0)
-        ours.lm_head.weight.mul_(6.0)
+        for m in (hf, ours):
+            m.lm_head.weight.mul_(6.0)
+            m.lm_head.weight[1].mul_(3.0)  # make the end token (id 1) likely enough to end some prompts
     return hf, ours
 
 
@@ -73,6 +75,7 @@ def test_gpt2_generate_matches_hf(gpt2_pair, num_beams):
 def test_t5_generate_matches_hf(t5_pair, num_beams):
     hf, ours = t5_pair
     settings = dict(max_new_tokens=10, min_new_tokens=1)
+    lengths = set()
     for ids in prompts(seed=1):
         ids = ids.clamp(max=96)
         ref = hf.generate(ids, num_beams=num_beams, do_sample=False, eos_token_id=1, pad_token_id=0,
@@ -83,6 +86,8 @@ def test_t5_generate_matches_hf(t5_pair, num_beams):
         got = (greedy(state, eos_id=1, **settings) if num_beams == 1
                else beam_search(state, eos_id=1, num_beams=num_beams, **settings))[0]
         assert got == want
+        lengths.add(len(got))
+    assert len(lengths) > 1  # some prompts stopped early at the end token
 
 
 def _batch(rows, pad=0):
@@ -120,3 +125,18 @@ def test_t5_cached_equals_uncached_ragged(t5_pair):
         uncached = run(decoding_state(ours, ids, mask, use_cache=False))
         single = [run(decoding_state(ours, r))[0] for r in rows]
         assert cached == uncached == single
+
+
+def test_rope_gpt_from_build_model_cached_equals_uncached():
+    from kexue.models import build_model
+    torch.manual_seed(0)
+    model = build_model(dict(vocab_size=101, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                             intermediate_size=64, hidden_act="gelu_new", type_vocab_size=0, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0, rope=True), family="gpt").eval()
+    assert model.application == "lm" and model.position is None
+    rows = prompts(seed=4)
+    ids, mask = _batch(rows)
+    for run in (lambda s: greedy(s, 9), lambda s: beam_search(s, 9, None, 2)):
+        cached = run(decoding_state(model, ids, mask))
+        assert cached == run(decoding_state(model, ids, mask, use_cache=False))
+        assert cached == [run(decoding_state(model, r))[0] for r in rows]

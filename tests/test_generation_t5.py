@@ -5,6 +5,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from kexue.models.t5 import T5, T5Config  # noqa: E402
+from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
 
 SMALL_DEFAULT = dict(vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=3, num_heads=4,
              relative_attention_num_buckets=8, relative_attention_max_distance=20, dropout_rate=0.0,

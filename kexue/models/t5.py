@@ -23,7 +23,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from kexue.layers import FeedForward, KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
+from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
+
+from ..layers import FeedForward
 
 
 @dataclass
@@ -122,7 +124,7 @@ def _attention(config: T5Config, layer_idx: int) -> MultiHeadAttention:
                               dropout=config.dropout_rate, layer_idx=layer_idx)
 
 
-def _ffn(config: T5Config) -> FeedForward:
+def _ffn(config: T5Config):
     return FeedForward(config.d_model, config.d_ff, act=config.act, bias=False, gated=config.gated,
                        dropout=config.dropout_rate)
 
@@ -184,7 +186,14 @@ class T5(nn.Module):
         past = cache.length if cache is not None else 0
         t = decoder_input_ids.shape[1]
         x = self.dropout(self.shared(decoder_input_ids))
-        bias = self.decoder_bias(t, past + t, offset=past)
+        if cache is not None:  # one bias table per decoding, sliced at every step (saves ~15 ops a step)
+            table = getattr(cache, "t5_decoder_bias", None)
+            if table is None or table.shape[-1] < past + t:
+                n = max(64, 2 * (past + t))
+                table = cache.t5_decoder_bias = self.decoder_bias(n, n)
+            bias = table[:, :, past:past + t, :past + t]
+        else:
+            bias = self.decoder_bias(t, past + t, offset=past)
         # The causal rule lives in the bias' bucket table only for keys <= query; mask the future.
         self_mask = None
         if t > 1:
