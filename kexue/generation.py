@@ -124,9 +124,7 @@ class PrefixDecoding:
         self.ids, self.segments, self.positions = pick(self.ids), pick(self.segments), pick(self.positions)
         self.mask, self.next_pos, self.new_segment = pick(self.mask), pick(self.next_pos), pick(self.new_segment)
         if self.cache is not None:
-            self.cache.reorder(index)
-            if getattr(self.cache, "segment_ids", None) is not None:  # UniLM keeps segment ids for its mask
-                self.cache.segment_ids = self.cache.segment_ids.index_select(0, index)
+            self.cache.reorder(index)  # also the segment ids UniLM keeps for its mask
 
 
 def decoding_state(model, input_ids: Tensor, attention_mask: Tensor | None = None,

@@ -22,31 +22,44 @@ class KVCache:
     """Per-layer key/value tensors ``[B, H, L, D]`` for incremental decoding.
 
     ``update`` appends the new keys/values of a layer and returns everything cached so far;
-    ``length`` is the number of cached positions (the offset of the next token).
-    ``reorder`` selects batch rows (beam search).
+    ``length`` is the number of cached positions (the offset of the next token);
+    ``reorder`` selects batch rows (beam search, n samples); ``static`` holds cross-attention
+    keys/values computed once. Storage is preallocated and grows geometrically, so a decoding
+    step writes only its new position instead of re-copying the whole history (``torch.cat``).
     """
 
     def __init__(self):
-        self.keys: dict[int, Tensor] = {}
-        self.values: dict[int, Tensor] = {}
+        self._k: dict[int, Tensor] = {}
+        self._v: dict[int, Tensor] = {}
+        self._len: dict[int, int] = {}
         self.static: dict[int, tuple[Tensor, Tensor]] = {}
+        self.segment_ids: Tensor | None = None  # UniLM: segment ids of every cached position
 
     @property
     def length(self) -> int:
-        return next(iter(self.keys.values())).shape[2] if self.keys else 0
+        return next(iter(self._len.values())) if self._len else 0
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        if layer in self.keys:
-            k = torch.cat([self.keys[layer], k], dim=2)
-            v = torch.cat([self.values[layer], v], dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        n, old = k.shape[2], self._len.get(layer, 0)
+        kb = self._k.get(layer)
+        if kb is None or old + n > kb.shape[2]:
+            cap = max(2 * (old + n), 64)
+            kb, vb = k.new_empty(*k.shape[:2], cap, k.shape[3]), v.new_empty(*v.shape[:2], cap, v.shape[3])
+            if old:
+                kb[:, :, :old], vb[:, :, :old] = self._k[layer][:, :, :old], self._v[layer][:, :, :old]
+            self._k[layer], self._v[layer] = kb, vb
+        self._k[layer][:, :, old:old + n] = k
+        self._v[layer][:, :, old:old + n] = v
+        self._len[layer] = old + n
+        return self._k[layer][:, :, :old + n], self._v[layer][:, :, :old + n]
 
     def reorder(self, index: Tensor) -> None:
-        for store in (self.keys, self.values):
+        for store in (self._k, self._v):
             for layer, t in store.items():
                 store[layer] = t.index_select(0, index)
         self.static = {l: (k.index_select(0, index), v.index_select(0, index)) for l, (k, v) in self.static.items()}
+        if self.segment_ids is not None:
+            self.segment_ids = self.segment_ids.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):

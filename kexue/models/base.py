@@ -73,8 +73,7 @@ class Transformer(nn.Module):
             segment_ids = torch.zeros_like(input_ids)
         mask_segments = segment_ids
         if self.application == "unilm" and cache is not None:
-            mask_segments = getattr(cache, "segment_ids", None)
-            mask_segments = segment_ids if mask_segments is None else torch.cat([mask_segments, segment_ids], 1)
+            mask_segments = segment_ids if cache.segment_ids is None else torch.cat([cache.segment_ids, segment_ids], 1)
             cache.segment_ids = mask_segments
         mask = build_mask(self.application, attention_mask, mask_segments, q_len, past + q_len, input_ids.device)
         x = self.apply_embeddings(input_ids, segment_ids, position_ids, cond)
