@@ -1,1 +1,3 @@
 """Losses, one concept per module (CoSENT, SimBERT contrastive, multilabel categorical CE, …)."""
+from .contrastive import interleave, simbert_contrastive_loss  # noqa: F401
+from .cosent import cosent_cross_encoder_loss, cosent_loss, cosent_ranking_loss  # noqa: F401
