@@ -33,3 +33,13 @@ def check_pairs(a: Sequence[str], b: Sequence[str], labels: Sequence[float] | No
         raise ValueError(f"mismatched pairs: {len(a)} first sentences vs {len(b)} second sentences")
     if labels is not None and len(labels) != len(a):
         raise ValueError(f"mismatched labels: {len(a)} pairs vs {len(labels)} labels")
+
+
+def split_pairs(pairs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """``[(a, b), …]`` -> (as, bs), checking every item is a pair of non-empty strings."""
+    for i, p in enumerate(pairs):
+        if isinstance(p, str) or len(p) != 2:
+            raise ValueError(f"pairs[{i}] is not an (a, b) pair: {p!r}")
+    a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+    check_pairs(a, b)
+    return a, b
