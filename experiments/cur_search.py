@@ -8,7 +8,7 @@ Curve: recall@10 vs cross-encoder calls per query for
   * CUR (k_i random anchor items + re-rank of the best reconstructed items),
   * bi-encoder (all-MiniLM-L6-v2 cosine) top-B re-ranked by the cross-encoder (B calls),
   * bi-encoder alone (0 calls).
-Run: PYTHONPATH=. python experiments/cur_search.py [--items 300 --queries 50 --anchor-queries 50]
+Run: PYTHONPATH=. python experiments/cur_search.py [--items 200 --queries 40 --anchor-queries 40]
 """
 from __future__ import annotations
 
@@ -37,13 +37,15 @@ def score_matrix(ce: CrossEncoder, queries: list[str], items: list[str], desc: s
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--items", type=int, default=300)
-    ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--anchor-queries", type=int, default=50)
+    ap.add_argument("--items", type=int, default=200)
+    ap.add_argument("--queries", type=int, default=40)
+    ap.add_argument("--anchor-queries", type=int, default=40)
     ap.add_argument("--layers", type=int, default=3, help="MiniLM layers kept in the cross-encoder")
     ap.add_argument("--train-seconds", type=float, default=120.0)
     ap.add_argument("--out", default="runs/cur_search")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,11 +78,11 @@ def main() -> None:
     bi_rank = (bi_q @ bi_items.T).argsort(dim=1, descending=True)
     curve: dict[str, dict[int, float]] = {"bi-encoder only (0 calls)": {0: sum(
         recall_at_k(bi_rank[i, :10], truth[i]) for i in range(len(queries))) / len(queries)}}
-    budgets = [10, 20, 30, 50, 75, 100, 150]
+    budgets = [10, 20, 30, 40, 60, 80, 100]
     curve["bi-encoder top-B + CE re-rank"] = {
         b: sum(recall_at_k(rerank_search(bi_rank[i, :b], lambda idx, i=i: M[i, idx], 10), truth[i])
                for i in range(len(queries))) / len(queries) for b in budgets}
-    for k_i in (10, 20, 40):
+    for k_i in (10, 20, 30):
         cur = CUR.fit(R, random_anchors(len(items), k_i, seed=0))
         curve[f"CUR, {k_i} anchor items"] = {
             b: sum(recall_at_k(cur_search(cur, lambda idx, i=i: M[i, idx], 10, b)[0], truth[i])

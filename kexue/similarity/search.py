@@ -18,12 +18,21 @@ class VectorIndex(Protocol):
     def __len__(self) -> int: ...
 
 
-def _check(vectors: Tensor, dim: int | None) -> Tensor:
+def _prepare(vectors: Tensor, dim: int | None, normalize: bool) -> Tensor:
+    """Shape-check, cast to fp32 and (optionally) L2-normalise rows."""
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be [N, d], got shape {tuple(vectors.shape)}")
     if dim is not None and vectors.shape[1] != dim:
         raise ValueError(f"index holds dim {dim}, got vectors of dim {vectors.shape[1]}")
-    return vectors.float()
+    v = vectors.float()
+    return F.normalize(v, dim=-1) if normalize else v
+
+
+def _top(k: int, size: int) -> int:
+    k = min(k, size)
+    if k < 1:
+        raise ValueError("search needs k >= 1 and a non-empty index")
+    return k
 
 
 class TorchIndex:
@@ -34,8 +43,7 @@ class TorchIndex:
         self.vectors = torch.empty(0, dim or 0)
 
     def add(self, vectors: Tensor) -> None:
-        v = _check(vectors, self.dim)
-        v = F.normalize(v, dim=-1) if self.normalize else v
+        v = _prepare(vectors, self.dim, self.normalize)
         self.dim = v.shape[1]
         self.vectors = v if len(self) == 0 else torch.cat([self.vectors, v])
 
@@ -44,11 +52,8 @@ class TorchIndex:
 
     def search(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """``([Q, k] scores, [Q, k] indices)``, best first."""
-        q = _check(queries, self.dim)
-        q = F.normalize(q, dim=-1) if self.normalize else q
-        k = min(k, len(self))
-        if k < 1:
-            raise ValueError("search needs k >= 1 and a non-empty index")
+        q = _prepare(queries, self.dim, self.normalize)
+        k = _top(k, len(self))
         scores, idx = [], []
         for start in range(0, q.shape[0], self.chunk):
             top = (q[start:start + self.chunk] @ self.vectors.T).topk(k, dim=1)
@@ -69,20 +74,14 @@ class FaissIndex:
         self.index = index if index is not None else faiss.IndexFlatIP(dim)
 
     def add(self, vectors: Tensor) -> None:
-        v = _check(vectors, self.dim)
-        v = F.normalize(v, dim=-1) if self.normalize else v
-        self.index.add(v.contiguous().numpy())
+        self.index.add(_prepare(vectors, self.dim, self.normalize).contiguous().numpy())
 
     def __len__(self) -> int:
         return self.index.ntotal
 
     def search(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        q = _check(queries, self.dim)
-        q = F.normalize(q, dim=-1) if self.normalize else q
-        k = min(k, len(self))
-        if k < 1:
-            raise ValueError("search needs k >= 1 and a non-empty index")
-        D, I = self.index.search(q.contiguous().numpy(), k)
+        q = _prepare(queries, self.dim, self.normalize)
+        D, I = self.index.search(q.contiguous().numpy(), _top(k, len(self)))
         return torch.from_numpy(D), torch.from_numpy(I).long()
 
 
