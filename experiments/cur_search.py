@@ -73,6 +73,13 @@ def main() -> None:
     R = score_matrix(ce, anchor_q, items, "offline anchor-query rows R")
     M = score_matrix(ce, queries, items, "ground truth (exact) for the test queries")
     truth = [M[i].topk(10).indices for i in range(len(queries))]
+    # How query-independent is the cross-encoder? Share of score variance explained by each item's
+    # mean score over queries (a rank-1 "item bias" that CUR captures with very few anchors).
+    centred = M - M.mean()
+    item_bias_share = float(1 - ((M - M.mean(0, keepdim=True)) ** 2).sum() / (centred ** 2).sum())
+    sv = torch.linalg.svdvals(centred)
+    top5_energy = float((sv[:5] ** 2).sum() / (sv ** 2).sum())
+    print(f"score matrix: item-bias share of variance {item_bias_share:.3f}, top-5 singular energy {top5_energy:.3f}")
 
     bi_items, bi_q = embed(bi_model, tok, items), embed(bi_model, tok, queries)
     bi_rank = (bi_q @ bi_items.T).argsort(dim=1, descending=True)
@@ -96,7 +103,8 @@ def main() -> None:
         print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in cols) + " |")
     result = {"items": len(items), "queries": len(queries), "anchor_queries": len(anchor_q),
               "cross_encoder_layers": args.layers, "cross_encoder_train_steps": len(losses),
-              "cross_encoder_spearman_300_test_pairs": ce_rho, "recall_at_10": curve}
+              "cross_encoder_spearman_300_test_pairs": ce_rho, "item_bias_share": item_bias_share,
+              "top5_singular_energy": top5_energy, "recall_at_10": curve}
     (out / "cur_search.json").write_text(json.dumps(result, indent=2))
     try:
         import matplotlib

@@ -22,10 +22,10 @@ from kexue.similarity.simbert import SimBERT, pair_auc
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=float, default=180.0)
+    ap.add_argument("--seconds", type=float, default=240.0)
     ap.add_argument("--family", default="roformer", choices=["roformer", "bert"])
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--out", default="runs/simbert_zh")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
