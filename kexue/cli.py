@@ -10,6 +10,8 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kexue.demo", "the flagship demo: sentence embeddings on real data"),
     "evaluate": ("kexue.similarity.evaluate", "Spearman of a sentence encoder on every STS set (table)"),
+    "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
+    "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
 }
 
 

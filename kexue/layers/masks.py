@@ -49,8 +49,8 @@ def build_mask(
     device=None,
 ) -> Tensor | None:
     """The mask for an application (``encoder`` | ``lm`` | ``unilm``) combined with padding."""
-    if application == "encoder":
-        mask = None
+    if application == "encoder" or (application == "lm" and q_len == 1):
+        mask = None  # a single new token may see every cached key: no tensor to build per step
     elif application == "lm":
         mask = causal_mask(q_len, k_len, device=device)
     elif application == "unilm":

@@ -7,11 +7,13 @@ from typing import Any
 from .base import Transformer, TransformerOutput
 from .bert import BERT, RoFormer, RoFormerV2
 from .config import TransformerConfig
+from .gpt import GPT
 
 FAMILIES: dict[str, type[Transformer]] = {
     "bert": BERT,
     "roformer": RoFormer,
     "roformer_v2": RoFormerV2,
+    "gpt": GPT,
 }
 
 
@@ -53,5 +55,5 @@ def build_model(
     return model
 
 
-__all__ = ["FAMILIES", "BERT", "RoFormer", "RoFormerV2", "Transformer", "TransformerConfig",
+__all__ = ["FAMILIES", "BERT", "GPT", "RoFormer", "RoFormerV2", "Transformer", "TransformerConfig",
            "TransformerOutput", "build_model"]

@@ -116,34 +116,18 @@ class SimBERT:
     @torch.inference_mode()
     def sample(self, text: str, n: int = 8, topk: int | None = 5, topp: float | None = None,
                max_new: int | None = None, temperature: float = 1.0, seed: int | None = None) -> list[str]:
-        """n sampled continuations of "[CLS] text [SEP]" in the target segment, until [SEP].
+        """n sampled targets for the source "[CLS] text [SEP]" (UniLM decoding with a KV cache,
+        :func:`kexue.generation.sample`), each up to its [SEP]."""
+        from ..generation import decoding_state, sample
 
-        A minimal loop that re-runs the prefix each step (sentences are short); n samples run as one batch.
-        """
         check_texts([text])
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         ids, seg = self.tokenizer.encode(text, maxlen=self.maxlen)
-        ids_t = torch.tensor([ids] * n)
-        seg_t = torch.tensor([seg] * n)
-        done = torch.zeros(n, dtype=torch.bool)
-        gen: list[list[int]] = [[] for _ in range(n)]
         self.model.eval()
-        for _ in range(max_new or self.maxlen):
-            logits = self.model(ids_t, seg_t, torch.ones_like(ids_t)).logits[:, -1].float() / temperature
-            for special in self.tokenizer.special_ids - {self.tokenizer.sep_id}:
-                logits[:, special] = float("-inf")
-            nxt = _sample(logits, topk, topp, g)
-            for i in range(n):
-                if not done[i]:
-                    if nxt[i] == self.tokenizer.sep_id:
-                        done[i] = True
-                    else:
-                        gen[i].append(int(nxt[i]))
-            if done.all():
-                break
-            ids_t = torch.cat([ids_t, nxt[:, None]], 1)
-            seg_t = torch.cat([seg_t, torch.ones(n, 1, dtype=torch.long)], 1)
-        return [self.tokenizer.decode(g_) for g_ in gen]
+        state = decoding_state(self.model, torch.tensor([ids]), segment_ids=torch.tensor([seg]))
+        rows = sample(state, max_new or self.maxlen, eos_id=self.tokenizer.sep_id, n=n, temperature=temperature,
+                      top_k=topk, top_p=topp, generator=g)
+        return [self.tokenizer.decode(r) for r in rows]
 
     def generate_similar(self, text: str, n: int = 8, k: int | None = None, topk: int | None = 5,
                          topp: float | None = None, seed: int | None = None,
@@ -162,20 +146,6 @@ class SimBERT:
         sims = (v[1:] @ v[0]).tolist()
         ranked = sorted(zip(cands, sims), key=lambda x: -x[1])
         return ranked[:k] if k else ranked
-
-
-def _sample(logits: Tensor, topk: int | None, topp: float | None, generator=None) -> Tensor:
-    """One token per row from top-k and/or nucleus (top-p) filtered softmax."""
-    if topk is not None:
-        kth = logits.topk(min(topk, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if topp is not None:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token if the mass *before* it already reaches p (the top token always stays).
-        drop = probs.cumsum(-1) - probs >= topp
-        logits = logits.scatter(-1, order, sorted_logits.masked_fill(drop, float("-inf")))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 
 def pair_auc(model: SimBERT, pairs: Sequence[tuple[str, str]], seed: int = 0) -> float:

@@ -1,0 +1,1 @@
+"""Generative models outside the diffusion family: invertible ResNet, EAE."""

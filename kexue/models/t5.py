@@ -1,0 +1,284 @@
+"""T5 / T5 v1.1 / mT5 encoder-decoder (the backbone of T5 PEGASUS).
+
+    enc = RMSNorm(Encoder(x; bias = B_bi[bucket(j - i)]))
+    p(y_t | y_<t, x) = softmax(W · Decoder(y_<t, enc; bias = B_causal[bucket(j - i)]))
+
+(《T5 PEGASUS：开源一个中文生成式预训练模型》, 《那个屠榜的T5模型，现在可以在中文上玩玩了》.)
+Attention logits are *unscaled* (the 1/√d is folded into the initialisation); the relative-position
+bias is computed by the first layer of each stack and shared by all its layers; norms are RMSNorm
+without mean-centring, pre-norm. T5 v1.1 / mT5 use a gated-GELU FFN and an untied LM head; the
+original T5 uses ReLU, ties the head to the embedding and rescales the decoder output by d^-1/2.
+
+Weight names follow ours; :func:`convert_hf_t5` maps an HF ``T5ForConditionalGeneration`` /
+``MT5ForConditionalGeneration`` state dict onto them, :meth:`T5.from_pretrained` loads a directory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
+
+from ..layers import FeedForward
+
+
+@dataclass
+class T5Config:
+    """HF ``T5Config`` field names. ``scale_decoder_outputs``: multiply the decoder output by d^-1/2
+    before the head (original T5 with tied embeddings; not v1.1 / mT5)."""
+    vocab_size: int = 32128
+    d_model: int = 512
+    d_kv: int = 64
+    d_ff: int = 2048
+    num_layers: int = 6
+    num_decoder_layers: int | None = None
+    num_heads: int = 8
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    dropout_rate: float = 0.1
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "gated-gelu"
+    tie_word_embeddings: bool = False
+    scale_decoder_outputs: bool = False
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    decoder_start_token_id: int = 0
+
+    def __post_init__(self):
+        if self.num_decoder_layers is None:
+            self.num_decoder_layers = self.num_layers
+
+    @property
+    def gated(self) -> bool:
+        return self.feed_forward_proj.startswith("gated-")
+
+    @property
+    def act(self) -> str:
+        name = self.feed_forward_proj.split("-")[-1]
+        return "gelu_new" if self.feed_forward_proj == "gated-gelu" else name
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "T5Config":
+        """From an HF ``config.json`` dict. HF's rule: the original T5 rescales unless the config says
+        ``tie_word_embeddings: false`` (v1.1); mT5 never rescales."""
+        d = dict(d)
+        if "scale_decoder_outputs" not in d:
+            d["scale_decoder_outputs"] = d.get("model_type") != "mt5" and d.get("tie_word_embeddings") is not False
+        if d.get("model_type") == "mt5" and "tie_word_embeddings" not in d:
+            d["tie_word_embeddings"] = False
+        if d.get("eos_token_id") is None:
+            d["eos_token_id"] = 1
+        if d.get("decoder_start_token_id") is None:
+            d["decoder_start_token_id"] = d.get("pad_token_id") or 0
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
+
+
+def relative_position_bucket(relative_position: Tensor, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> Tensor:
+    """Mesh-TF bucketing of ``j - i``: half the buckets are exact offsets, the other half grow
+    logarithmically up to ``max_distance``; a bidirectional stack splits buckets by sign."""
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        n = relative_position.abs()
+    else:
+        n = (-relative_position).clamp(min=0)
+    max_exact = num_buckets // 2
+    large = max_exact + (
+        torch.log(n.float() / max_exact) / math.log(max_distance / max_exact) * (num_buckets - max_exact)
+    ).long()
+    large = large.clamp(max=num_buckets - 1)
+    return buckets + torch.where(n < max_exact, n, large)
+
+
+class RelativePositionBias(nn.Module):
+    """Learned scalar bias per (bucket, head): returns ``[1, H, q_len, k_len]`` for queries at
+    positions ``offset .. offset+q_len-1`` against keys ``0 .. k_len-1``."""
+
+    def __init__(self, config: T5Config, bidirectional: bool):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.embedding = nn.Embedding(self.num_buckets, config.num_heads)
+
+    def forward(self, q_len: int, k_len: int, offset: int = 0) -> Tensor:
+        device = self.embedding.weight.device
+        q = torch.arange(offset, offset + q_len, device=device)[:, None]
+        k = torch.arange(k_len, device=device)[None, :]
+        b = relative_position_bucket(k - q, self.bidirectional, self.num_buckets, self.max_distance)
+        return self.embedding(b).permute(2, 0, 1).unsqueeze(0)
+
+
+def _attention(config: T5Config, layer_idx: int) -> MultiHeadAttention:
+    # scale=1.0: T5 does not divide the logits by √d.
+    return MultiHeadAttention(config.d_model, config.num_heads, head_dim=config.d_kv, bias=False, scale=1.0,
+                              dropout=config.dropout_rate, layer_idx=layer_idx)
+
+
+def _ffn(config: T5Config):
+    return FeedForward(config.d_model, config.d_ff, act=config.act, bias=False, gated=config.gated,
+                       dropout=config.dropout_rate)
+
+
+class T5DecoderLayer(nn.Module):
+    """x += SelfAttn(N(x)) (causal, cached); x += CrossAttn(N(x), enc) (enc keys cached once); x += FFN(N(x))."""
+
+    def __init__(self, config: T5Config, layer_idx: int):
+        super().__init__()
+        norm = lambda: RMSNorm(config.d_model, config.layer_norm_epsilon)  # noqa: E731
+        self.self_attn, self.self_norm = _attention(config, layer_idx), norm()
+        self.cross_attn, self.cross_norm = _attention(config, layer_idx), norm()
+        self.ffn, self.ffn_norm = _ffn(config), norm()
+        self.dropout = nn.Dropout(config.dropout_rate)
+
+    def forward(self, x: Tensor, enc: Tensor, self_mask: Tensor | None, self_bias: Tensor,
+                cross_mask: Tensor | None, cache: KVCache | None = None) -> Tensor:
+        x = x + self.dropout(self.self_attn(self.self_norm(x), self_mask, bias=self_bias, cache=cache))
+        x = x + self.dropout(self.cross_attn(self.cross_norm(x), cross_mask, context=enc, cache=cache))
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))
+
+
+class T5(nn.Module):
+    """Encoder-decoder with an LM head. ``encode`` once, then ``decode`` incrementally with a KVCache."""
+
+    def __init__(self, config: T5Config):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.shared = nn.Embedding(config.vocab_size, d)
+        self.dropout = nn.Dropout(config.dropout_rate)
+        norm = lambda: RMSNorm(d, config.layer_norm_epsilon)  # noqa: E731
+        self.encoder_bias = RelativePositionBias(config, bidirectional=True)
+        self.encoder_layers = nn.ModuleList(
+            TransformerBlock(_attention(config, i), _ffn(config), norm, pre_norm=True, dropout=config.dropout_rate)
+            for i in range(config.num_layers)
+        )
+        self.encoder_norm = norm()
+        self.decoder_bias = RelativePositionBias(config, bidirectional=False)
+        self.decoder_layers = nn.ModuleList(T5DecoderLayer(config, i) for i in range(config.num_decoder_layers))
+        self.decoder_norm = norm()
+        self.lm_head = nn.Linear(d, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.shared.weight
+
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """``[B, L]`` ids -> ``[B, L, d]`` encoder states (padding keys masked by ``attention_mask``)."""
+        x = self.dropout(self.shared(input_ids))
+        mask = padding_mask(attention_mask) if attention_mask is not None else None
+        bias = self.encoder_bias(x.shape[1], x.shape[1])
+        for layer in self.encoder_layers:
+            x = layer(x, mask, bias=bias)
+        return self.dropout(self.encoder_norm(x))
+
+    def decode(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, encoder_mask: Tensor | None = None,
+               cache: KVCache | None = None, decoder_attention_mask: Tensor | None = None) -> Tensor:
+        """Logits ``[B, T, V]`` for the new decoder tokens; with ``cache`` the past tokens are not re-run
+        and the encoder keys/values are projected only on the first call."""
+        past = cache.length if cache is not None else 0
+        t = decoder_input_ids.shape[1]
+        x = self.dropout(self.shared(decoder_input_ids))
+        if cache is not None:  # one bias table per decoding, sliced at every step (saves ~15 ops a step)
+            table = getattr(cache, "t5_decoder_bias", None)
+            if table is None or table.shape[-1] < past + t:
+                n = max(64, 2 * (past + t))
+                table = cache.t5_decoder_bias = self.decoder_bias(n, n)
+            bias = table[:, :, past:past + t, :past + t]
+        else:
+            bias = self.decoder_bias(t, past + t, offset=past)
+        # The causal rule lives in the bias' bucket table only for keys <= query; mask the future.
+        self_mask = None
+        if t > 1:
+            q = torch.arange(past, past + t, device=x.device)[:, None]
+            self_mask = (torch.arange(past + t, device=x.device)[None, :] <= q)[None, None]
+        if decoder_attention_mask is not None:
+            pad = padding_mask(decoder_attention_mask)
+            self_mask = pad if self_mask is None else self_mask & pad
+        cross_mask = padding_mask(encoder_mask) if encoder_mask is not None else None
+        for layer in self.decoder_layers:
+            x = layer(x, encoder_hidden, self_mask, bias, cross_mask, cache)
+        x = self.dropout(self.decoder_norm(x))
+        if self.config.scale_decoder_outputs:
+            x = x * self.config.d_model ** -0.5
+        return self.lm_head(x)
+
+    def forward(self, input_ids: Tensor, decoder_input_ids: Tensor, attention_mask: Tensor | None = None,
+                decoder_attention_mask: Tensor | None = None) -> Tensor:
+        enc = self.encode(input_ids, attention_mask)
+        return self.decode(decoder_input_ids, enc, attention_mask, decoder_attention_mask=decoder_attention_mask)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "T5":
+        """Load an HF T5 / mT5 / T5 PEGASUS directory (``config.json`` + safetensors or ``pytorch_model.bin``)."""
+        path = Path(path)
+        config = T5Config.from_dict(json.loads((path / "config.json").read_text()))
+        model = cls(config)
+        st = sorted(path.glob("*.safetensors"))
+        if st:
+            from safetensors.torch import load_file
+            state = {}
+            for f in st:
+                state.update(load_file(str(f)))
+        else:
+            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        model.load_hf_state_dict(state)
+        return model
+
+    def load_hf_state_dict(self, state: dict[str, Tensor]) -> None:
+        converted = convert_hf_t5(state)
+        if "lm_head.weight" not in converted:  # tied checkpoints store only the embedding
+            converted["lm_head.weight"] = converted["shared.weight"]
+        missing, unexpected = self.load_state_dict(converted, strict=False)
+        if missing or unexpected:
+            raise KeyError(f"T5 checkpoint mismatch: missing {missing}, unexpected {unexpected}")
+
+
+_HF_PATTERNS = [
+    (r"encoder\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.", "encoder_bias.embedding."),
+    (r"decoder\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.", "decoder_bias.embedding."),
+    (r"encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"encoder_layers.\1.attn."),
+    (r"encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"encoder_layers.\1.attn_norm."),
+    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.", r"encoder_layers.\1.ffn."),
+    (r"encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"encoder_layers.\1.ffn_norm."),
+    (r"encoder\.final_layer_norm\.", "encoder_norm."),
+    (r"decoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"decoder_layers.\1.self_attn."),
+    (r"decoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"decoder_layers.\1.self_norm."),
+    (r"decoder\.block\.(\d+)\.layer\.1\.EncDecAttention\.", r"decoder_layers.\1.cross_attn."),
+    (r"decoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"decoder_layers.\1.cross_norm."),
+    (r"decoder\.block\.(\d+)\.layer\.2\.DenseReluDense\.", r"decoder_layers.\1.ffn."),
+    (r"decoder\.block\.(\d+)\.layer\.2\.layer_norm\.", r"decoder_layers.\1.ffn_norm."),
+    (r"decoder\.final_layer_norm\.", "decoder_norm."),
+]
+# HF's FFN: wi (plain) or wi_0 (activated gate) ⊙ wi_1 (linear), then wo.
+_FFN_NAMES = {"wi.": "up.", "wi_0.": "gate.", "wi_1.": "up.", "wo.": "down."}
+_SKIP = ("encoder.embed_tokens.", "decoder.embed_tokens.", "EncDecAttention.relative_attention_bias")
+
+
+def convert_hf_t5(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """HF T5/mT5 parameter names -> ours (tied copies of the embedding are dropped)."""
+    out: dict[str, Tensor] = {}
+    for name, tensor in state.items():
+        if any(s in name for s in _SKIP):
+            continue
+        new = name
+        for pattern, repl in _HF_PATTERNS:
+            new, n = re.subn("^" + pattern, repl, new)
+            if n:
+                break
+        if ".ffn." in new:
+            head, tail = new.split(".ffn.", 1)
+            for hf, ours in _FFN_NAMES.items():
+                if tail.startswith(hf):
+                    tail = ours + tail[len(hf):]
+                    break
+            new = f"{head}.ffn.{tail}"
+        out[new] = tensor
+    return out

@@ -1,0 +1,190 @@
+r"""Pretraining objectives on a folder of plain text (bert4keras ``pretraining/``; "Keras:Tensorflow的黄金标准").
+
+* **MLM with whole-word masking**: :math:`\mathcal{L} = -\sum_{i\in M}\log p(x_i \mid \tilde x)`, where the
+  masked set :math:`M` picks whole (jieba) words with probability ``mask_rate`` and replaces each
+  chosen word's tokens by ``[MASK]`` (80%), a random token (10%) or itself (10%).
+* **UniLM seq2seq**: :math:`\mathcal{L} = -\sum_{t\in\text{target}}\log p(y_t \mid x, y_{<t})` with the
+  UniLM mask (source bidirectional, target causal) over ``[CLS] source [SEP] target [SEP]``.
+
+``kexue pretrain --data DIR --objective mlm|unilm --out OUT`` runs either with :func:`kexue.train.fit`
+(resumable; ``torchrun --nproc_per_node N -m kexue.cli pretrain ...`` for several processes).
+No Chinese vocabulary ships offline, so ``--vocab`` defaults to a character vocabulary built from
+the corpus (:func:`build_char_vocab`).
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from kexue.tokenizers import Tokenizer, build_vocab, jieba_words
+
+IGNORE = -100
+
+
+def read_corpus(folder: str | Path) -> list[str]:
+    """Every non-empty line of every ``*.txt`` under ``folder`` (one passage per line)."""
+    files = sorted(Path(folder).rglob("*.txt"))
+    if not files:
+        raise FileNotFoundError(f"no *.txt files under {folder}")
+    return [line.strip() for f in files for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def build_char_vocab(texts: Iterable[str], path: str | Path, min_count: int = 1,
+                     max_size: int | None = None) -> Tokenizer:
+    """Write a character-level BERT ``vocab.txt`` for ``texts`` and return its tokenizer."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(build_vocab(texts, min_count=min_count, max_size=max_size)) + "\n", encoding="utf-8")
+    return Tokenizer(path)
+
+
+class WholeWordMLM:
+    """Collate function: texts -> ``input_ids, segment_ids, attention_mask, labels`` (``-100`` = not
+    predicted). Words come from ``words(text)`` (jieba by default); the tokenisation of each text
+    is cached, the masking is redrawn (from Python's ``random``) every time a text is batched."""
+
+    def __init__(self, tokenizer: Tokenizer, maxlen: int = 128, mask_rate: float = 0.15,
+                 words: Callable[[str], Sequence[str]] = jieba_words):
+        self.tok, self.maxlen, self.mask_rate, self.words = tokenizer, maxlen, mask_rate, words
+        self._cache: dict[str, list[list[int]]] = {}
+
+    def word_ids(self, text: str) -> list[list[int]]:
+        if text not in self._cache:
+            out, n = [], 0
+            for w in self.words(text):
+                ids = self.tok.encode(w)[0][1:-1] if w.strip() else []
+                if not ids:
+                    continue
+                if n + len(ids) > self.maxlen - 2:
+                    break
+                out.append(ids)
+                n += len(ids)
+            self._cache[text] = out
+        return self._cache[text]
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        rows, labels = [], []
+        for text in texts:
+            ids, lab = [self.tok.cls_id], [IGNORE]
+            for word in self.word_ids(text):
+                if random.random() < self.mask_rate:
+                    r = random.random()  # one decision per word: the whole word is masked alike
+                    for t in word:
+                        ids.append(self.tok.mask_id if r < 0.8 else
+                                   random.randrange(len(self.tok.special_ids), self.tok.vocab_size) if r < 0.9 else t)
+                        lab.append(t)
+                else:
+                    ids += word
+                    lab += [IGNORE] * len(word)
+            rows.append(ids + [self.tok.sep_id])
+            labels.append(lab + [IGNORE])
+        n = max(map(len, rows))
+        batch = {"input_ids": torch.full((len(rows), n), self.tok.pad_id), "labels": torch.full((len(rows), n), IGNORE),
+                 "attention_mask": torch.zeros(len(rows), n, dtype=torch.long)}
+        for i, (r, l) in enumerate(zip(rows, labels)):
+            batch["input_ids"][i, :len(r)] = torch.tensor(r)
+            batch["labels"][i, :len(l)] = torch.tensor(l)
+            batch["attention_mask"][i, :len(r)] = 1
+        batch["segment_ids"] = torch.zeros_like(batch["input_ids"])
+        return batch
+
+
+def split_source_target(text: str) -> tuple[str, str]:
+    """UniLM pretraining pair from one passage: the first sentence (or line / half) as the
+    source, the rest as the target."""
+    for sep in ("\n", "。", "！", "？", "；", "，", ". "):
+        i = text.find(sep)
+        if 0 < i < len(text) - len(sep):
+            return text[:i + len(sep)].strip(), text[i + len(sep):].strip()
+    half = max(1, len(text) // 2)
+    return text[:half], text[half:] or text
+
+
+class UniLMPairs:
+    """Collate function: texts -> ``[CLS] source [SEP] target [SEP]`` batches for :func:`unilm_loss`."""
+
+    def __init__(self, tokenizer: Tokenizer, maxlen: int = 128):
+        self.tok, self.maxlen = tokenizer, maxlen
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return self.tok.encode_batch([split_source_target(t) for t in texts], maxlen=self.maxlen)
+
+
+def mlm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
+    return nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE)
+
+
+def unilm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Next-token cross-entropy on the target segment only (the model must use ``application="unilm"``)."""
+    ids, segs, mask = batch["input_ids"], batch["segment_ids"], batch["attention_mask"]
+    logits = model(ids, segs, mask).logits[:, :-1]
+    weight = (segs[:, 1:] * mask[:, 1:]).float()
+    ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
+    return (ce * weight.flatten()).sum() / weight.sum().clamp(min=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kexue.checkpoints import save_pretrained
+    from kexue.models import build_model
+    from kexue.optim import Lion, WarmupLinear, lambda_lr
+    from kexue.train import fit
+
+    ap = argparse.ArgumentParser(prog="kexue pretrain", description="MLM (whole-word masking) or UniLM "
+                                 "seq2seq pretraining on a folder of *.txt files (one passage per line)")
+    ap.add_argument("--data", required=True, help="folder of *.txt files")
+    ap.add_argument("--objective", choices=("mlm", "unilm"), default="mlm")
+    ap.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, vocab.txt, train/")
+    ap.add_argument("--vocab", help="vocab.txt (default: a character vocab built from the corpus into OUT)")
+    ap.add_argument("--init", help="start from this kexue/HF checkpoint folder instead of random weights")
+    ap.add_argument("--family", default="bert", choices=("bert", "roformer"))
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=2)
+    ap.add_argument("--maxlen", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--optimizer", choices=("adamw", "lion"), default="adamw")
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--checkpoint-every", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    texts = read_corpus(args.data)
+    vocab = Path(args.vocab) if args.vocab else out / "vocab.txt"
+    tok = Tokenizer(vocab) if vocab.exists() else build_char_vocab(texts, vocab)
+    application = "unilm" if args.objective == "unilm" else "encoder"
+    torch.manual_seed(args.seed)
+    if args.init:
+        model = build_model(checkpoint=args.init, application=application, with_mlm=True)
+    else:
+        cfg = dict(model_type=args.family, vocab_size=tok.vocab_size, hidden_size=args.hidden,
+                   num_hidden_layers=args.layers, num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                   max_position_embeddings=max(512, args.maxlen), type_vocab_size=2)
+        model = build_model(cfg, application=application, with_mlm=True)
+    collate = WholeWordMLM(tok, args.maxlen) if args.objective == "mlm" else UniLMPairs(tok, args.maxlen)
+    data = torch.utils.data.DataLoader(texts, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
+                                       drop_last=len(texts) >= args.batch_size)
+    opt_cls = Lion if args.optimizer == "lion" else torch.optim.AdamW
+    opt = opt_cls(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    history = fit(model, mlm_loss if args.objective == "mlm" else unilm_loss, data, optimizer=opt, steps=args.steps,
+                  scheduler=lambda_lr(opt, WarmupLinear(args.warmup, args.steps)), grad_accum=args.grad_accum,
+                  clip_norm=1.0, checkpoint_dir=out / "train", checkpoint_every=args.checkpoint_every,
+                  progress=not args.no_progress, seed=args.seed)
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        save_pretrained(model, out, tok)
+        losses = history["loss"]
+        k = max(1, len(losses) // 10)
+        print(f"{args.objective}: {len(losses)} steps, loss {sum(losses[:k]) / k:.3f} (first {k}) -> "
+              f"{sum(losses[-k:]) / k:.3f} (last {k}); saved to {out}")
+    return 0
