@@ -16,9 +16,9 @@ import argparse
 import json
 import random
 import time
-from pathlib import Path
 
 import torch
+from _setup import parse
 
 from kexue import datasets
 from kexue.pretrained import embed, minilm
@@ -42,13 +42,7 @@ def main() -> None:
     ap.add_argument("--anchor-queries", type=int, default=40)
     ap.add_argument("--layers", type=int, default=3, help="MiniLM layers kept in the cross-encoder")
     ap.add_argument("--train-seconds", type=float, default=120.0)
-    ap.add_argument("--out", default="runs/cur_search")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = parse(ap, "runs/cur_search")
 
     test, train = datasets.sts_en("test"), datasets.sts_en("train")
     rng = random.Random(0)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import torch
+from _setup import parse
 
 from kexue import datasets
 from kexue.similarity.evaluate import evaluate_pairs
@@ -26,13 +26,7 @@ def main() -> None:
     ap.add_argument("--family", default="roformer", choices=["roformer", "bert"])
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=3)
-    ap.add_argument("--out", default="runs/simbert_zh")
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args, out = parse(ap, "runs/simbert_zh")
     train_all, test_all = datasets.sts_zh("train"), datasets.sts_zh("test")
     train = [(p.a, p.b) for p in train_all if p.score >= 4]
     test = [(p.a, p.b) for p in test_all if p.score >= 4]
