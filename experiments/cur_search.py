@@ -18,7 +18,7 @@ import random
 import time
 
 import torch
-from _setup import parse
+from _similarity_setup import parse
 
 from kexue import datasets
 from kexue.pretrained import embed, minilm

@@ -13,7 +13,7 @@ import argparse
 import json
 
 import torch
-from _setup import parse
+from _similarity_setup import parse
 
 from kexue import datasets
 from kexue.similarity.evaluate import evaluate_pairs
