@@ -10,6 +10,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kexue.demo", "the flagship demo: sentence embeddings on real data"),
     "evaluate": ("kexue.similarity.evaluate", "Spearman of a sentence encoder on every STS set (table)"),
+    "classify": ("kexue.tasks.classify", "short-text classification: Tang vs Song poems or a user TSV, accuracy"),
+    "poem": ("kexue.tasks.poem", "class-conditional poem generation with Conditional LayerNorm (fortunes-zh)"),
+    "reading": ("kexue.tasks.reading", "UniLM reading comprehension with multi-passage voting (WebQA), EM/F1"),
+    "dialogue": ("kexue.tasks.dialogue", "multi-turn dialogue with a causal LM, response perplexity"),
+    "ner": ("kexue.tasks.ner", "NER on People's Daily: GlobalPointer (+R-Drop) or CRF, entity P/R/F1"),
     "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
     "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
 }

@@ -1,0 +1,144 @@
+"""Shared plumbing for the task recipes: model + tokenizer from a checkpoint or from scratch,
+a char vocabulary built from the training data, batching, training through :func:`kexue.train.fit`, metrics JSON.
+
+Every recipe takes ``--checkpoint DIR`` (HF layout: config.json, weights, vocab.txt) to fine-tune a
+pretrained model; without it a small model is trained from scratch on a character vocabulary
+built from the recipe's own training texts (no Chinese checkpoint ships offline).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..checkpoints import CheckpointError, load_checkpoint
+from ..io import write_json
+from ..models import Transformer, TransformerConfig, build_model
+from ..optim.schedules import WarmupLinear, lambda_lr
+from ..pretraining import build_char_vocab
+from ..tokenizers import SPECIAL_TOKENS, Tokenizer, pad_batch
+from ..train import fit as train_fit
+
+SMALL = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+             max_position_embeddings=512, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch_size: int = 32) -> argparse.ArgumentParser:
+    """The options every recipe shares."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--checkpoint", help="pretrained HF-layout folder (config.json, weights, vocab.txt)")
+    p.add_argument("--family", default="roformer", help="family of the from-scratch model (bert, roformer, ...)")
+    p.add_argument("--out", default=out, help="output folder: metrics.json, vocab.txt")
+    p.add_argument("--epochs", type=int, default=epochs)
+    p.add_argument("--lr", type=float, default=lr, help="learning rate (use ~2e-5 with a pretrained checkpoint)")
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--limit", type=int, default=None, help="use only the first N train/eval examples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    return p
+
+
+def setup(args: argparse.Namespace) -> Path:
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def model_and_tokenizer(args: argparse.Namespace, texts: Sequence[str], out: Path, application: str = "encoder",
+                        with_mlm: bool = False, cond_dim: int | None = None, **overrides) -> tuple[Transformer, Tokenizer]:
+    """Load ``args.checkpoint`` if given, else a small ``args.family`` model on a char vocab of ``texts``."""
+    if args.checkpoint:
+        model = build_model(args.checkpoint, application=application, with_mlm=with_mlm, cond_dim=cond_dim)
+        report = load_checkpoint(model, args.checkpoint, strict=False)
+        # only parts the recipe adds may be missing: conditional-LN projections, an MLM/LM head
+        fatal = report.mismatched + [m for m in report.missing if not re.search(r"cond_|predictions|lm_head", m)]
+        if fatal:
+            raise CheckpointError(f"checkpoint {args.checkpoint} does not fit: {', '.join(fatal)}")
+        if not report.ok:
+            print(f"checkpoint {args.checkpoint}: {report} (missing parts start from scratch)")
+        return model, Tokenizer.from_pretrained(args.checkpoint)
+    tokenizer = build_char_vocab(texts, out / "vocab.txt")  # no Chinese vocab ships: one from the data
+    config = TransformerConfig.from_dict({**SMALL, **overrides, "vocab_size": tokenizer.vocab_size,
+                                          "model_type": args.family})
+    return build_model(config, application=application, with_mlm=with_mlm, cond_dim=cond_dim), tokenizer
+
+
+def char_ids(tokenizer: Tokenizer, chars: Sequence[str]) -> list[int]:
+    """One id per character (keeps NER tags aligned; digits/Latin never merge into word pieces)."""
+    ids = []
+    for ch in chars:
+        key = ch.lower() if tokenizer.lowercase else ch
+        ids.append(tokenizer.vocab.get(key, tokenizer.unk_id) if ch.strip() else tokenizer.unk_id)
+    return ids
+
+
+def batches(items: Sequence, batch_size: int, shuffle: bool = False, seed: int = 0,
+            length: Callable[[object], int] | None = None) -> Iterator[list]:
+    """Mini-batches; with ``length``, items of similar length share a batch (less padding): shuffle,
+    sort within pools of 50 batches, then shuffle the batches."""
+    order = list(range(len(items)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    if length is not None:
+        pool = batch_size * 50
+        order = [j for i in range(0, len(order), pool) for j in sorted(order[i:i + pool], key=lambda j: length(items[j]))]
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle and length is not None:
+        rng.shuffle(chunks)
+    for chunk in chunks:
+        yield [items[j] for j in chunk]
+
+
+def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict[str, Tensor]:
+    return pad_batch(encoded, pad_id)
+
+
+def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epochs: int, lr: float,
+        batch_size: int, seed: int = 0, progress: bool = True, weight_decay: float = 0.01,
+        length: Callable[[object], int] | None = None) -> list[float]:
+    """:func:`kexue.train.fit` with AdamW, 10 % linear warm-up then linear decay, clipping at 1;
+    ``step(batch)`` returns the loss; ``length(item)`` enables length-bucketed batches.
+    Returns the mean loss of each epoch."""
+    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    per_epoch = (len(train) + batch_size - 1) // batch_size
+    total = max(1, epochs * per_epoch)
+    sched = lambda_lr(opt, WarmupLinear(max(1, total // 10), total))
+    history = train_fit(module, lambda _, b: step(b), lambda epoch: list(batches(train, batch_size, True, seed + epoch, length)),
+                        optimizer=opt, steps=total, scheduler=sched, clip_norm=1.0, progress=progress, seed=seed)
+    losses = history["loss"]
+    per_epoch_loss = [sum(losses[i:i + per_epoch]) / len(losses[i:i + per_epoch]) for i in range(0, len(losses), per_epoch)]
+    for e, value in enumerate(per_epoch_loss):
+        print(f"epoch {e + 1}: loss {value:.4f}")
+    module.eval()
+    return per_epoch_loss
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.start, 1)
+
+
+def write_metrics(out: Path, metrics: dict) -> Path:
+    """Write ``metrics.json`` and echo it."""
+    path = write_json(out / "metrics.json", metrics)
+    print(json.dumps(metrics, ensure_ascii=False, indent=1))
+    return path
+
+
+__all__ = ["SPECIAL_TOKENS", "SMALL", "Timer", "batches", "char_ids", "fit", "model_and_tokenizer",
+           "pad", "recipe_args", "setup", "write_metrics"]

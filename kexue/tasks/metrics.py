@@ -1,0 +1,49 @@
+"""Task metrics: entity-level P/R/F1 over span sets, BIO -> spans, answer exact match and char F1.
+
+Entity F1 (CoNLL convention): an entity counts as correct only if type, start and end all match;
+P = |pred ∩ gold| / |pred|, R = |pred ∩ gold| / |gold|, F1 = 2PR / (P + R), micro-averaged.
+Answer F1 (SQuAD convention, on characters for Chinese): F1 of the bag of characters.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Hashable, Iterable, Sequence
+
+
+def bio_to_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """``["B-PER", "I-PER", "O", ...]`` -> ``{("PER", 0, 1)}`` (inclusive ends; stray I- starts an entity)."""
+    spans, start, kind = set(), None, None
+    for i, tag in enumerate(list(tags) + ["O"]):
+        head, _, label = tag.partition("-")
+        if start is not None and (head != "I" or label != kind):
+            spans.add((kind, start, i - 1))
+            start = kind = None
+        if head == "B" or (head == "I" and start is None):
+            start, kind = i, label
+    return spans
+
+
+def span_prf(pred: Iterable[set[Hashable]], gold: Iterable[set[Hashable]]) -> dict[str, float]:
+    """Micro precision / recall / F1 of predicted vs gold span sets (one set per sentence)."""
+    tp = n_pred = n_gold = 0
+    for p, g in zip(pred, gold):
+        tp += len(p & g)
+        n_pred += len(p)
+        n_gold += len(g)
+    precision = tp / n_pred if n_pred else 0.0
+    recall = tp / n_gold if n_gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "n_pred": n_pred, "n_gold": n_gold}
+
+
+def answer_f1(pred: str, gold: str) -> float:
+    """Character-bag F1 between two answers."""
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if not pred or not gold or not common:
+        return float(pred == gold)
+    p, r = common / len(pred), common / len(gold)
+    return 2 * p * r / (p + r)
+
+
+def answer_em(pred: str, gold: str) -> float:
+    return float(pred.strip() == gold.strip())

@@ -1,0 +1,117 @@
+"""Seq2seq reading comprehension (UniLM) with multi-passage voting, on the WebQA JSON format.
+
+《万能的seq2seq：基于seq2seq的阅读理解问答》: feed ``[CLS] question [SEP] passage [SEP]`` as the
+source and generate the answer as the target of a UniLM (prefix-masked) model; a passage without the
+answer is trained to emit ``[SEP]`` at once. At test time every passage of a question is decoded
+*jointly*: passages whose first token is most likely ``[SEP]`` (no answer) are dropped, and at each
+step the next-token distributions of the remaining passages are averaged,
+
+    p(y_t | y_<t) = 1/|P| Σ_{p∈P} p(y_t | y_<t, question, passage_p)
+
+so passages vote on every character. Scores are exact match and character F1 against the gold
+answer (the most frequent non-empty passage answer).
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .. import datasets
+from ..generation import decoding_state
+from .common import Timer, fit, model_and_tokenizer, pad, recipe_args, setup, write_metrics
+from .metrics import answer_em, answer_f1
+from .sampling import DecodeView
+
+
+def source_ids(tokenizer, question: str, passage: str, maxlen: int) -> list[int]:
+    ids, _ = tokenizer.encode(question, passage, maxlen=maxlen)  # long passages lose their end
+    return ids
+
+
+def examples(records: list[dict], tokenizer, maxlen: int) -> list[tuple[list[int], list[int]]]:
+    """(source ids, target ids = answer + [SEP]) for every passage; empty answers -> just [SEP]."""
+    out = []
+    for rec in records:
+        for p in rec["passages"]:
+            target = tokenizer.encode(p["answer"])[0][1:] if p["answer"] else [tokenizer.sep_id]
+            out.append((source_ids(tokenizer, rec["question"], p["passage"], maxlen), target))
+    return out
+
+
+def seq2seq_loss(model, tokenizer, chunk) -> Tensor:
+    """Cross-entropy on the target tokens only (segment 1), each predicted from the position before."""
+    batch = pad([(s + t, [0] * len(s) + [1] * len(t)) for s, t in chunk], tokenizer.pad_id)
+    logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
+    target = batch["input_ids"][:, 1:].masked_fill(batch["segment_ids"][:, 1:] == 0, -100)
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=-100)
+
+
+@torch.no_grad()
+def vote_decode(model, tokenizer, sources: list[list[int]], max_answer: int = 16) -> str:
+    """Greedy joint decoding over all passages of a question with the post's voting (KV-cached)."""
+    P, L = len(sources), max(map(len, sources))
+    ids = torch.full((P, L), tokenizer.pad_id)
+    mask = torch.zeros(P, L, dtype=torch.long)
+    for r, src in enumerate(sources):  # left padding: every row's next token sits in the last column
+        ids[r, L - len(src):], mask[r, L - len(src):] = torch.tensor(src), 1
+    view = DecodeView(model, banned=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id])
+    state = decoding_state(view, ids, mask, torch.zeros_like(ids))
+    probs = state.prefill().float().softmax(-1)
+    answering = (probs.argmax(-1) != tokenizer.sep_id).nonzero()[:, 0]  # first token [SEP] = no answer here
+    if len(answering) == 0:
+        return ""
+    state.reorder(answering)
+    probs = probs[answering]
+    answer: list[int] = []
+    for _ in range(max_answer):
+        token = int(probs.mean(0).argmax())  # the passages vote with their probabilities
+        if token == tokenizer.sep_id:
+            break
+        answer.append(token)
+        probs = state.step(torch.full((len(answering),), token)).float().softmax(-1)
+    return tokenizer.decode(answer)
+
+
+def gold_answer(record: dict) -> str:
+    answers = Counter(p["answer"] for p in record["passages"] if p["answer"])
+    return answers.most_common(1)[0][0] if answers else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = recipe_args("Seq2seq (UniLM) reading comprehension with multi-passage voting, WebQA format",
+                    out="runs/reading", epochs=40, lr=1e-3, batch_size=16)
+    p.add_argument("--train", help="WebQA-format JSON for training (default: webqa-sample/sample.json)")
+    p.add_argument("--eval", help="WebQA-format JSON for evaluation (default: the training file)")
+    p.add_argument("--maxlen", type=int, default=192, help="source length: [CLS] question [SEP] passage [SEP]")
+    p.add_argument("--max-answer", type=int, default=16)
+    args = p.parse_args(argv)
+    out = setup(args)
+    timer = Timer()
+    train_recs = datasets.webqa(args.train)
+    eval_recs = datasets.webqa(args.eval) if args.eval else train_recs
+    if args.limit:
+        train_recs, eval_recs = train_recs[: args.limit], eval_recs[: args.limit]
+    texts = [r["question"] for r in train_recs] + [q["passage"] + q["answer"] for r in train_recs for q in r["passages"]]
+    model, tokenizer = model_and_tokenizer(args, texts, out, application="unilm", with_mlm=True)
+    train = examples(train_recs, tokenizer, args.maxlen)
+    history = fit(model, train, lambda chunk: seq2seq_loss(model, tokenizer, chunk), args.epochs, args.lr,
+                  args.batch_size, args.seed, not args.no_progress,
+                  length=lambda e: len(e[0]) + len(e[1]))
+    model.eval()
+    preds = []
+    for rec in eval_recs:
+        sources = [source_ids(tokenizer, rec["question"], q["passage"], args.maxlen) for q in rec["passages"]]
+        pred = vote_decode(model, tokenizer, sources, args.max_answer)
+        preds.append({"question": rec["question"], "pred": pred, "gold": gold_answer(rec)})
+    metrics = {"task": "reading", "train": args.train or "webqa-sample/sample.json",
+               "eval": args.eval or args.train or "webqa-sample/sample.json (same as train: format fixture)",
+               "n_train_passages": len(train), "n_eval_questions": len(preds), "checkpoint": args.checkpoint,
+               "epochs": args.epochs, "loss": history,
+               "em": sum(answer_em(x["pred"], x["gold"]) for x in preds) / max(1, len(preds)),
+               "f1": sum(answer_f1(x["pred"], x["gold"]) for x in preds) / max(1, len(preds)),
+               "predictions": preds, "seconds": timer.seconds()}
+    write_metrics(out, metrics)
+    return 0
