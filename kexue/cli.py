@@ -9,6 +9,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("kexue.demo", "the flagship demo: sentence embeddings on real data"),
+    "evaluate": ("kexue.similarity.evaluate", "Spearman of a sentence encoder on every STS set (table)"),
     "classify": ("kexue.tasks.classify", "short-text classification: Tang vs Song poems or a user TSV, accuracy"),
     "poem": ("kexue.tasks.poem", "class-conditional poem generation with Conditional LayerNorm (fortunes-zh)"),
     "reading": ("kexue.tasks.reading", "UniLM reading comprehension with multi-passage voting (WebQA), EM/F1"),

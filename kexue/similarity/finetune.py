@@ -1,0 +1,150 @@
+"""CoSENT fine-tuning of a sentence encoder (bi-encoder) or a cross-encoder on scored pairs.
+
+《CoSENT（一）》: batches of (a, b, score), loss = CoSENT(cos(u, v)·20) for a bi-encoder;
+《CoSENT（三）》: the same ranking loss on a cross-encoder's logit of "[CLS] a [SEP] b [SEP]".
+The loop is deliberately tiny and wall-clock budgeted (``seconds``) so demos fit a CPU budget;
+``kexue.train`` is the general trainer.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..datasets import Pair
+from ..losses import cosent_cross_encoder_loss, cosent_loss
+from ..pretrained import mean_pool
+from ..tokenizers import Tokenizer, pad_batch
+from .inputs import check_pairs
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, seed: int = 0) -> list[list[int]]:
+    """Shuffled batches of similar length (less padding = faster CPU steps), in random order."""
+    rng = random.Random(seed)
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    # Sort within windows of 50 batches: keeps randomness across windows, similar lengths within.
+    window = batch_size * 50
+    out = []
+    for s in range(0, len(idx), window):
+        chunk = sorted(idx[s:s + window], key=lambda i: lengths[i])
+        out += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def budgeted_loop(step: Callable[[list[int]], Tensor], batches: list[list[int]], params, lr: float = 2e-5,
+                  seconds: float = 120.0, max_steps: int | None = None, warmup: int = 10,
+                  progress: bool = True, desc: str = "training") -> list[float]:
+    """AdamW with linear warmup, cycling over ``batches`` until ``seconds`` or ``max_steps``; returns losses."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    for g in opt.param_groups:  # groups may carry their own lr (e.g. a fresh head); warmup scales each
+        g["base_lr"] = g["lr"]
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=max_steps, desc=desc, unit="step", disable=not progress)
+    i = 0
+    while (max_steps is None or i < max_steps) and time.perf_counter() - t0 < seconds:
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * min(1.0, (i + 1) / warmup)
+        loss = step(batches[i % len(batches)])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        i += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    bar.close()
+    return losses
+
+
+def finetune_cosent(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair], seconds: float = 120.0,
+                    batch_size: int = 32, lr: float = 2e-5, maxlen: int = 64, max_steps: int | None = None,
+                    scale: float = 20.0, seed: int = 0, progress: bool = True,
+                    freeze_token_embeddings: bool = True) -> list[float]:
+    """Bi-encoder CoSENT on mean-pooled vectors (the MiniLM recipe); the model is left in eval mode.
+
+    ``freeze_token_embeddings`` keeps the vocabulary matrix fixed (half of MiniLM's weights): its dense
+    gradient and AdamW update dominate a CPU step, and a few hundred pairs cannot train it anyway.
+    """
+    check_pairs([p.a for p in pairs], [p.b for p in pairs], [p.score for p in pairs])
+    enc = [(tokenizer.encode(p.a, maxlen=maxlen), tokenizer.encode(p.b, maxlen=maxlen)) for p in pairs]
+    labels = torch.tensor([p.score for p in pairs])
+
+    def step(idx: list[int]) -> Tensor:
+        batch = pad_batch([enc[i][0] for i in idx] + [enc[i][1] for i in idx], tokenizer.pad_id)
+        h = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
+        v = mean_pool(h, batch["attention_mask"])
+        return cosent_loss(v[:len(idx)], v[len(idx):], labels[idx], scale)
+
+    batches = length_batches([len(a[0]) + len(b[0]) for a, b in enc], batch_size, seed)
+    frozen = [p for n, p in model.named_parameters()
+              if freeze_token_embeddings and n.endswith("embeddings.token.weight") and p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    model.train()
+    try:
+        return budgeted_loop(step, batches, [p for p in model.parameters() if p.requires_grad], lr, seconds,
+                             max_steps, progress=progress, desc="CoSENT fine-tune")
+    finally:
+        model.eval()
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+class CrossEncoder(nn.Module):
+    """Encoder + linear head on the mean-pooled tokens: one logit for "[CLS] a [SEP] b [SEP]".
+
+    Mean pooling (not [CLS]) because the starting point, all-MiniLM-L6-v2, was trained to put its
+    sentence meaning there; with a CPU-minutes budget that head start matters.
+    """
+
+    def __init__(self, encoder: nn.Module, tokenizer: Tokenizer, maxlen: int = 128):
+        super().__init__()
+        self.encoder, self.tokenizer, self.maxlen = encoder, tokenizer, maxlen
+        self.head = nn.Linear(encoder.config.hidden_size, 1)
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        h = self.encoder(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
+        return self.head(mean_pool(h, batch["attention_mask"])).squeeze(-1)
+
+    @torch.inference_mode()
+    def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> Tensor:
+        """``[len(pairs)]`` logits, batched; one cross-encoder call per pair."""
+        self.eval()
+        enc = [self.tokenizer.encode(a, b, maxlen=self.maxlen) for a, b in pairs]
+        out = []
+        for s in range(0, len(enc), batch_size):
+            out.append(self(pad_batch(enc[s:s + batch_size], self.tokenizer.pad_id)))
+        return torch.cat(out) if out else torch.empty(0)
+
+
+def finetune_cross_encoder(ce: CrossEncoder, pairs: Sequence[Pair], seconds: float = 120.0, batch_size: int = 32,
+                           lr: float = 3e-5, head_lr: float = 1e-3, max_steps: int | None = None, seed: int = 0,
+                           progress: bool = True) -> list[float]:
+    """Cross-encoder CoSENT (scale 1 on logits); both orders (a, b) and (b, a) are used as examples.
+
+    The fresh linear head gets its own larger ``head_lr``: at the encoder's lr its logits stay
+    near 0 for hundreds of steps and the ranking loss sits at its chance value.
+    """
+    check_pairs([p.a for p in pairs], [p.b for p in pairs], [p.score for p in pairs])
+    both = [(p.a, p.b, p.score) for p in pairs] + [(p.b, p.a, p.score) for p in pairs]
+    enc = [ce.tokenizer.encode(a, b, maxlen=ce.maxlen) for a, b, _ in both]
+    labels = torch.tensor([s for _, _, s in both])
+
+    def step(idx: list[int]) -> Tensor:
+        return cosent_cross_encoder_loss(ce(pad_batch([enc[i] for i in idx], ce.tokenizer.pad_id)), labels[idx])
+
+    batches = length_batches([len(e[0]) for e in enc], batch_size, seed)
+    ce.train()
+    try:
+        groups = [{"params": ce.encoder.parameters(), "lr": lr}, {"params": ce.head.parameters(), "lr": head_lr}]
+        return budgeted_loop(step, batches, groups, lr, seconds, max_steps, progress=progress,
+                             desc="cross-encoder CoSENT")
+    finally:
+        ce.eval()

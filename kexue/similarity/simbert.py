@@ -1,0 +1,162 @@
+"""SimBERT / RoFormer-Sim: L = UniLM seq2seq(a → b) + SimBERT contrastive(v_a, v_b) on [CLS], one model.
+
+《鱼与熊掌兼得：融合检索和生成的SimBERT模型》 and 《SimBERTv2来了！融合检索和生成的RoFormer-Sim模型》.
+Each similar pair (a, b) becomes two UniLM samples "[CLS] a [SEP] b [SEP]" and "[CLS] b [SEP] a [SEP]"
+placed next to each other in the batch. The UniLM mask lets the source segment see only itself,
+so the [CLS] vector of sample (a → b) encodes a alone: the two neighbours' [CLS] vectors are the
+pair's sentence vectors, trained with the in-batch contrastive loss (scale 30) while the target
+segment learns to generate a paraphrase. ``generate_similar`` samples candidates with top-k /
+top-p and re-ranks them by vector similarity; ``encode`` gives the retrieval vectors.
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..losses import simbert_contrastive_loss
+from ..models import Transformer, build_model
+from ..models.config import TransformerConfig
+from ..tokenizers import Tokenizer, build_vocab, pad_batch
+from .inputs import check_texts, split_pairs
+
+
+class SimBERT:
+    """A UniLM model with MLM head and pooler plus its tokenizer."""
+
+    def __init__(self, model: Transformer, tokenizer: Tokenizer, maxlen: int = 64):
+        if model.application != "unilm" or not model.with_mlm:
+            raise ValueError("SimBERT needs a model built with application='unilm' and with_mlm=True")
+        self.model, self.tokenizer, self.maxlen = model, tokenizer, maxlen
+
+    @classmethod
+    def small(cls, texts: Sequence[str], family: str = "roformer", hidden: int = 256, layers: int = 4,
+              heads: int = 4, maxlen: int = 64) -> "SimBERT":
+        """A small model from scratch with a character vocabulary built from ``texts`` (no Chinese
+        checkpoint ships offline; load a real one with ``SimBERT(build_model(..., checkpoint=...), tok)``)."""
+        tok = Tokenizer(build_vocab(check_texts(texts), min_count=1))
+        cfg = TransformerConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                num_attention_heads=heads, intermediate_size=4 * hidden,
+                                max_position_embeddings=2 * maxlen + 8, hidden_dropout_prob=0.1,
+                                attention_probs_dropout_prob=0.1, model_type=family)
+        model = build_model(cfg, application="unilm", with_pool=True, with_mlm=True)
+        return cls(model, tok, maxlen)
+
+    # -- the objective -----------------------------------------------------------------------------
+    def batch(self, pairs: Sequence[tuple[str, str]]) -> dict[str, Tensor]:
+        """Interleaved UniLM samples: (a_1 → b_1), (b_1 → a_1), (a_2 → b_2), …"""
+        enc = []
+        for a, b in pairs:
+            enc.append(self.tokenizer.encode(a, b, maxlen=2 * self.maxlen))
+            enc.append(self.tokenizer.encode(b, a, maxlen=2 * self.maxlen))
+        return pad_batch(enc, self.tokenizer.pad_id)
+
+    def loss(self, batch: dict[str, Tensor], scale: float = 30.0) -> tuple[Tensor, Tensor]:
+        """(seq2seq cross-entropy on target tokens, contrastive loss on the pooled [CLS] vectors)."""
+        ids, seg, mask = batch["input_ids"], batch["segment_ids"], batch["attention_mask"]
+        out = self.model(ids, seg, mask)
+        # Predict token t+1 at position t wherever t+1 is a real target token (segment 1).
+        target = (seg[:, 1:] == 1) & (mask[:, 1:] == 1)
+        logits = out.logits[:, :-1][target]
+        seq2seq = F.cross_entropy(logits.float(), ids[:, 1:][target])
+        cls = out.pooled if out.pooled is not None else out.hidden[:, 0]
+        return seq2seq, simbert_contrastive_loss(cls, scale)
+
+    def fit(self, pairs: Sequence[tuple[str, str]], seconds: float = 180.0, batch_size: int = 32,
+            lr: float = 1e-3, max_steps: int | None = None, seed: int = 0, progress: bool = True) -> list[dict]:
+        """Wall-clock budgeted AdamW on the summed loss; returns per-step loss records."""
+        split_pairs(pairs)
+        rng = random.Random(seed)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
+        history, order, t0, step = [], list(range(len(pairs))), time.perf_counter(), 0
+        bar = tqdm(total=max_steps, desc="SimBERT", unit="step", disable=not progress)
+        self.model.train()
+        while (max_steps is None or step < max_steps) and time.perf_counter() - t0 < seconds:
+            if step * batch_size % len(pairs) < batch_size:
+                rng.shuffle(order)
+            start = step * batch_size % len(pairs)
+            idx = order[start:start + batch_size]
+            if len(idx) < 2:
+                idx = order[:batch_size]
+            for g in opt.param_groups:
+                g["lr"] = lr * min(1.0, (step + 1) / 50)
+            s2s, con = self.loss(self.batch([pairs[i] for i in idx]))
+            opt.zero_grad()
+            (s2s + con).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            opt.step()
+            history.append({"seq2seq": s2s.item(), "contrastive": con.item()})
+            step += 1
+            bar.update(1)
+            bar.set_postfix(seq2seq=f"{s2s.item():.2f}", contrastive=f"{con.item():.2f}")
+        bar.close()
+        self.model.eval()
+        return history
+
+    # -- retrieval -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 128) -> Tensor:
+        """``[N, hidden]`` L2-normalised [CLS] (pooled) vectors of single sentences."""
+        texts = check_texts(texts)
+        self.model.eval()
+        out = []
+        for s in range(0, len(texts), batch_size):
+            batch = pad_batch([self.tokenizer.encode(t, maxlen=self.maxlen) for t in texts[s:s + batch_size]],
+                              self.tokenizer.pad_id)
+            o = self.model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
+            out.append(F.normalize((o.pooled if o.pooled is not None else o.hidden[:, 0]).float(), dim=-1))
+        return torch.cat(out)
+
+    # -- generation ------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def sample(self, text: str, n: int = 8, topk: int | None = 5, topp: float | None = None,
+               max_new: int | None = None, temperature: float = 1.0, seed: int | None = None) -> list[str]:
+        """n sampled targets for the source "[CLS] text [SEP]" (UniLM decoding with a KV cache,
+        :func:`kexue.generation.sample`), each up to its [SEP]."""
+        from ..generation import decoding_state, sample
+
+        check_texts([text])
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        ids, seg = self.tokenizer.encode(text, maxlen=self.maxlen)
+        self.model.eval()
+        state = decoding_state(self.model, torch.tensor([ids]), segment_ids=torch.tensor([seg]))
+        rows = sample(state, max_new or self.maxlen, eos_id=self.tokenizer.sep_id, n=n, temperature=temperature,
+                      top_k=topk, top_p=topp, generator=g)
+        return [self.tokenizer.decode(r) for r in rows]
+
+    def generate_similar(self, text: str, n: int = 8, k: int | None = None, topk: int | None = 5,
+                         topp: float | None = None, seed: int | None = None,
+                         keep_copies: bool = False) -> list[tuple[str, float]]:
+        """Sample n candidates, drop duplicates (and copies of ``text``), re-rank by cosine to ``text``.
+
+        Returns up to ``k`` (default all) ``(candidate, cosine)`` pairs, most similar first.
+        """
+        cands = [c for c in dict.fromkeys(self.sample(text, n, topk, topp, seed=seed)) if c.strip()]
+        norm = lambda s: s.replace(" ", "")
+        if not keep_copies:
+            cands = [c for c in cands if norm(c) != norm(text)]
+        if not cands:
+            return []
+        v = self.encode([text] + cands)
+        sims = (v[1:] @ v[0]).tolist()
+        ranked = sorted(zip(cands, sims), key=lambda x: -x[1])
+        return ranked[:k] if k else ranked
+
+
+def pair_auc(model: SimBERT, pairs: Sequence[tuple[str, str]], seed: int = 0) -> float:
+    """AUC of cos(true pair) vs cos(a_i, b_j) for a random derangement j ≠ i (1 = always ranked above)."""
+    a, b = split_pairs(pairs)
+    va, vb = model.encode(a), model.encode(b)
+    pos = (va * vb).sum(-1)
+    perm = list(range(len(pairs)))
+    random.Random(seed).shuffle(perm)
+    perm = [p if p != i else (i + 1) % len(pairs) for i, p in enumerate(perm)]
+    neg = (va * vb[perm]).sum(-1)
+    # Mann-Whitney U / (n_pos · n_neg), ties counted half.
+    diff = pos[:, None] - neg[None, :]
+    return float(((diff > 0).double() + 0.5 * (diff == 0).double()).mean())

@@ -1,0 +1,84 @@
+"""BERT-whitening with hyper-parameters: x̃ = (x − β·μ) · U · Λ^(−γ/2), first k columns kept.
+
+《你可能不需要BERT-flow：一个线性变换媲美BERT-flow》 and 《当BERT-whitening引入超参数：总有一款适合你》.
+μ is the corpus mean and Σ = U Λ Uᵀ the SVD of its covariance. β = γ = 1 is classic whitening
+(zero mean, identity covariance); β = γ = 0 is a pure rotation (cosines unchanged), so the pair
+interpolates between "trust the encoder" and "fully isotropic". Columns come sorted by
+eigenvalue, so keeping the first k is PCA-style dimensionality reduction.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+
+@dataclass
+class Whitening:
+    """A fitted transform; ``transform(x)`` applies it, ``save``/``load`` persist it."""
+
+    mu: Tensor  # [d]
+    U: Tensor  # [d, d], columns = eigenvectors, eigenvalues descending
+    eigenvalues: Tensor  # [d]
+    beta: float = 1.0
+    gamma: float = 1.0
+    k: int | None = None
+
+    @classmethod
+    def fit(cls, vectors: Tensor, beta: float = 1.0, gamma: float = 1.0, k: int | None = None) -> "Whitening":
+        """Fit μ, U, Λ on ``[N, d]`` vectors (in float64; the covariance uses N − 1 like ``np.cov``)."""
+        if vectors.ndim != 2 or vectors.shape[0] < 2:
+            raise ValueError(f"whitening needs [N >= 2, d] vectors, got shape {tuple(vectors.shape)}")
+        x = vectors.double()
+        mu = x.mean(0)
+        cov = torch.cov(x.T)
+        # Σ is symmetric PSD, so its SVD is its eigendecomposition with values already descending.
+        U, s, _ = torch.linalg.svd(cov)
+        out = cls(mu, U, s, beta, gamma, None)
+        return out.with_params(beta, gamma, k)
+
+    def with_params(self, beta: float | None = None, gamma: float | None = None, k: int | None = None) -> "Whitening":
+        """The same fitted statistics with other (β, γ, k): a grid search needs one fit only."""
+        d = self.mu.numel()
+        k = self.k if k is None else k
+        if k is not None and not 1 <= k <= d:
+            raise ValueError(f"k must be in [1, {d}], got {k}")
+        return Whitening(self.mu, self.U, self.eigenvalues, self.beta if beta is None else beta,
+                         self.gamma if gamma is None else gamma, k)
+
+    @property
+    def matrix(self) -> Tensor:
+        """``[d, k]`` = U Λ^(−γ/2), first k columns (float64)."""
+        k = self.k or self.mu.numel()
+        scale = self.eigenvalues[:k].clamp(min=1e-12) ** (-self.gamma / 2)
+        return self.U[:, :k] * scale
+
+    def transform(self, x: Tensor) -> Tensor:
+        """``[N, d]`` -> ``[N, k]`` in the dtype of ``x``."""
+        if x.shape[-1] != self.mu.numel():
+            raise ValueError(f"whitening was fitted on dim {self.mu.numel()}, got vectors of dim {x.shape[-1]}")
+        return ((x.double() - self.beta * self.mu) @ self.matrix).to(x.dtype)
+
+    __call__ = transform
+
+    def save(self, path: str | Path) -> None:
+        """One safetensors file; (β, γ, k) go in its metadata."""
+        meta = {"kexue": "whitening", "params": json.dumps({"beta": self.beta, "gamma": self.gamma, "k": self.k})}
+        tensors = {"mu": self.mu.contiguous(), "U": self.U.contiguous(), "eigenvalues": self.eigenvalues.contiguous()}
+        save_file(tensors, str(path), metadata=meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Whitening":
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("kexue") != "whitening":
+            raise ValueError(f"{path} is not a kexue whitening file")
+        t = load_file(str(path))
+        p = json.loads(meta["params"])
+        return cls(t["mu"], t["U"], t["eigenvalues"], p["beta"], p["gamma"], p["k"])
