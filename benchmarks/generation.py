@@ -56,6 +56,21 @@ def timed(fns, repeats: int, warmup: bool = True) -> list[float]:
     return best
 
 
+def weight_floor(model, repeats: int = 20) -> dict[str, float]:
+    """Tokens/s ceiling at batch 1: every projection of one decoding step (all ``nn.Linear`` weights plus
+    the tied LM head) streamed through bare matmuls with M = 1 and no model code. Each step must read all
+    weights once, so no fp32 implementation beats this on the machine. Two layouts: ``nn.Linear``'s
+    [out, in] (kexue, HF T5) and GPT-2 ``Conv1D``'s [in, out] (HF GPT-2)."""
+    mats = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    mats.append(model.token.weight.detach())
+    transposed = [w.t().contiguous() for w in mats]
+    xs = [torch.randn(1, w.shape[1]) for w in mats]
+    out_in = lambda: [torch.nn.functional.linear(x, w) for x, w in zip(xs, mats)]  # noqa: E731
+    in_out = lambda: [x @ w for x, w in zip(xs, transposed)]  # noqa: E731
+    t = timed([out_in, in_out], repeats)
+    return {"[out, in]": 1 / t[0], "[in, out]": 1 / t[1]}
+
+
 def hf_generate(hf, ids, **kw):
     with torch.inference_mode():
         return hf.generate(ids, **kw)
@@ -80,6 +95,11 @@ def main(argv=None) -> None:
           f"{'no-cache tok/s':>15} {'cache speed-up':>15}")
     for family in args.families:
         hf, ours = build(family, args.size)
+        if family == "gpt":
+            floor = weight_floor(ours)
+            mb = sum(p.numel() for p in ours.parameters()) * 4 / 1e6
+            print(f"gpt weight-streaming ceiling at batch 1 ({mb:.0f} MB of fp32 weights per token, bare matmuls): "
+                  + ", ".join(f"{k} {v:.0f} tok/s" for k, v in floor.items()), flush=True)
         vocab = SIZES[args.size][3]
         for b in args.batches:
             ids = torch.randint(5, vocab, (b, PROMPT), generator=torch.Generator().manual_seed(b))
