@@ -8,8 +8,10 @@ from typing import Callable
 import torch
 
 
-def time_round_robin(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, interleaving them so load changes hit all alike."""
+def time_round_robin(fns: dict[str, Callable[[], object]], reps: int = 5, warmup: int = 1,
+                     stat: Callable[[list[float]], float] = statistics.median) -> dict[str, float]:
+    """Seconds per call of each function (``stat`` of ``reps`` samples: median, or ``min`` for best-of),
+    interleaving them so load changes hit all alike."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -19,7 +21,7 @@ def time_round_robin(fns: dict[str, Callable[[], object]], reps: int = 5, warmup
             t0 = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return {k: stat(v) for k, v in samples.items()}
 
 
 def matmul_peak_gflops(n: int = 1024, reps: int = 5, dtype=torch.float32) -> float:

@@ -7,10 +7,14 @@ Both sides call the identical network the same number of times, so the ratio mea
 """
 from __future__ import annotations
 
-import time
+import sys
+from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import time_round_robin  # noqa: E402
 
 from kexue.diffusion.ddim import sample_ddim
 from kexue.diffusion.ddpm import sample_ddpm
@@ -28,13 +32,12 @@ def diffusers_loop(scheduler, model, x, steps, **step_kw):
     return x
 
 
-def best_of(fn, repeats=3):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), out
+def compare(ours, theirs) -> tuple[float, float, float]:
+    """Best-of-3 seconds of each sampler (interleaved) and the max |difference| of their outputs; the
+    run that produces the outputs doubles as the warm-up."""
+    diff = (ours() - theirs()).abs().max().item()
+    t = time_round_robin({"ours": ours, "theirs": theirs}, reps=3, warmup=0, stat=min)
+    return t["ours"], t["theirs"], diff
 
 
 def main() -> None:
@@ -48,19 +51,19 @@ def main() -> None:
     for steps in (10, 50):
         ts = spaced_timesteps(1000, steps, "leading")
         ref = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
-        tk, a = best_of(lambda: sample_ddim(model, x, model.abar, ts))
-        td, b = best_of(lambda: diffusers_loop(ref, model, x, steps, eta=0.0))
-        print(f"{'ddim ' + str(steps):<22}{tk:>10.3f}{td:>13.3f}{tk / td:>8.2f}{(a - b).abs().max().item():>12.2e}")
+        tk, td, diff = compare(lambda: sample_ddim(model, x, model.abar, ts),
+                               lambda: diffusers_loop(ref, model, x, steps, eta=0.0))
+        print(f"{'ddim ' + str(steps):<22}{tk:>10.3f}{td:>13.3f}{tk / td:>8.2f}{diff:>12.2e}")
         ref = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
-        tk, a = best_of(lambda: sample_ddpm(model, x, model.abar, ts, generator=torch.Generator().manual_seed(0)))
-        td, b = best_of(lambda: diffusers_loop(ref, model, x, steps, generator=torch.Generator().manual_seed(0)))
-        print(f"{'ddpm ' + str(steps):<22}{tk:>10.3f}{td:>13.3f}{tk / td:>8.2f}{(a - b).abs().max().item():>12.2e}")
+        tk, td, diff = compare(
+            lambda: sample_ddpm(model, x, model.abar, ts, generator=torch.Generator().manual_seed(0)),
+            lambda: diffusers_loop(ref, model, x, steps, generator=torch.Generator().manual_seed(0)))
+        print(f"{'ddpm ' + str(steps):<22}{tk:>10.3f}{td:>13.3f}{tk / td:>8.2f}{diff:>12.2e}")
     # Pure sampler overhead: a free "network" so only the update arithmetic is timed.
     zero = lambda x, t: x * 0.1  # noqa: E731
     ts = spaced_timesteps(1000, 250, "leading")
     ref = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
-    tk, _ = best_of(lambda: sample_ddim(zero, x, model.abar, ts))
-    td, _ = best_of(lambda: diffusers_loop(ref, zero, x, 250, eta=0.0))
+    tk, td, _ = compare(lambda: sample_ddim(zero, x, model.abar, ts), lambda: diffusers_loop(ref, zero, x, 250, eta=0.0))
     print(f"{'ddim 250 (no net)':<22}{tk:>10.3f}{td:>13.3f}{tk / td:>8.2f}")
 
 

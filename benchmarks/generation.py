@@ -10,10 +10,14 @@ tokens of the whole batch, beams not counted) and the ratio kexue / HF.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
+from pathlib import Path
 
 import torch
 import transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import time_round_robin  # noqa: E402
 
 from kexue.generation import beam_search, decoding_state, greedy, sample
 from kexue.models.gpt import GPT
@@ -42,20 +46,6 @@ def build(family: str, size: str):
     return hf, ours.eval()
 
 
-def timed(fns, repeats: int, warmup: bool = True) -> list[float]:
-    """Best wall time of each function; runs are interleaved so that load drifting on a shared
-    machine hits both sides alike."""
-    for fn in fns if warmup else []:
-        fn()
-    best = [float("inf")] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - t0)
-    return best
-
-
 def weight_floor(model, repeats: int = 20) -> dict[str, float]:
     """Tokens/s ceiling at batch 1: every projection of one decoding step (all ``nn.Linear`` weights plus
     the tied LM head) streamed through bare matmuls with M = 1 and no model code. Each step must read all
@@ -67,8 +57,8 @@ def weight_floor(model, repeats: int = 20) -> dict[str, float]:
     xs = [torch.randn(1, w.shape[1]) for w in mats]
     out_in = lambda: [torch.nn.functional.linear(x, w) for x, w in zip(xs, mats)]  # noqa: E731
     in_out = lambda: [x @ w for x, w in zip(xs, transposed)]  # noqa: E731
-    t = timed([out_in, in_out], repeats)
-    return {"[out, in]": 1 / t[0], "[in, out]": 1 / t[1]}
+    t = time_round_robin({"[out, in]": out_in, "[in, out]": in_out}, repeats, stat=min)
+    return {k: 1 / v for k, v in t.items()}
 
 
 def hf_generate(hf, ids, **kw):
@@ -113,11 +103,14 @@ def main(argv=None) -> None:
             for name, (run, kw) in methods.items():
                 if name not in args.methods:
                     continue
-                t_ours, t_hf = timed([lambda: run(decoding_state(ours, ids)),
-                                      lambda: hf_generate(hf, ids, **hf_kw, **kw)], args.repeats)
+                # best of interleaved runs: load drifting on a shared machine hits both sides alike
+                t = time_round_robin({"kexue": lambda: run(decoding_state(ours, ids)),
+                                      "hf": lambda: hf_generate(hf, ids, **hf_kw, **kw)}, args.repeats, stat=min)
+                t_ours, t_hf = t["kexue"], t["hf"]
                 t_nc = None
                 if name != "sample" and b in args.nocache_batches:
-                    t_nc = timed([lambda: run(decoding_state(ours, ids, use_cache=False))], 1, warmup=False)[0]
+                    t_nc = time_round_robin({"nc": lambda: run(decoding_state(ours, ids, use_cache=False))}, 1,
+                                            warmup=0)["nc"]
                 tps = lambda t: b * NEW / t  # noqa: E731
                 nc = f"{tps(t_nc):>15.0f} {t_nc / t_ours:>14.1f}x" if t_nc else f"{'':>15} {'':>15}"
                 print(f"{family:<5} {b:>5} {name:<10} {tps(t_ours):>12.0f} {tps(t_hf):>10.0f} {t_hf / t_ours:>6.2f}x {nc}",
