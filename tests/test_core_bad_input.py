@@ -51,6 +51,14 @@ def test_overlong_input_refused_by_model_and_truncated_by_tokenizer():
     model(torch.tensor([ids]) % 50)
 
 
+def test_decoding_past_the_position_table_is_refused():
+    from kexue.generation import generate
+    lm = build_model(TINY, application="lm", with_mlm=True).eval()
+    assert len(generate(lm, torch.randint(5, 50, (1, 10)), max_new_tokens=6)[0]) == 6  # 16 positions: fits
+    with pytest.raises(ValueError, match="17 tokens exceeds the model's 16 positions"):
+        generate(lm, torch.randint(5, 50, (1, 10)), max_new_tokens=8)
+
+
 def test_pytorch_bin_checkpoints_load_with_weights_only(tmp_path):
     model = build_model(TINY)
     save_pretrained(model, tmp_path)

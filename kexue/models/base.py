@@ -55,18 +55,20 @@ class Transformer(nn.Module):
         """``input_ids [B, L]``; ``segment_ids`` token types (source/target for UniLM);
         ``attention_mask [B, K]`` 1 for real tokens, K = cached + new; ``cond [B, cond_dim]`` for
         Conditional LayerNorm; ``cache`` for incremental decoding (new tokens only in input_ids)."""
-        if input_ids.shape[1] > self.max_positions():
+        past = cache.length if cache is not None else 0
+        q_len = input_ids.shape[1]
+        # the positions this call looks up: cached tokens count too, so decoding past the table is refused
+        needed = past + q_len if position_ids is None or not position_ids.numel() else int(position_ids.max()) + 1
+        if needed > self.max_positions():
             raise ValueError(
-                f"input of {input_ids.shape[1]} tokens exceeds the model's {self.max_positions()} positions; "
-                "truncate it (Tokenizer.encode(..., maxlen=...))"
+                f"input of {needed} tokens exceeds the model's {self.max_positions()} positions; "
+                "truncate it (Tokenizer.encode(..., maxlen=...)) or generate fewer tokens"
             )
         if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
             raise ValueError(
                 f"token id {int(input_ids.max())} is outside the model's vocab_size={self.config.vocab_size}: "
                 "the tokenizer's vocabulary does not match the model config"
             )
-        past = cache.length if cache is not None else 0
-        q_len = input_ids.shape[1]
         if position_ids is None:
             position_ids = torch.arange(past, past + q_len, device=input_ids.device)[None]
         if segment_ids is None:
