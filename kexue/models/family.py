@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from .base import Transformer
 from .bert import BERT, RoFormer, RoFormerV2
-from .config import (APPLICATIONS, MODEL_TYPES, ConfigError, Options, TransformerConfig, check_refused, family_of,
-                     gpt2_to_ours, ours_to_gpt2, read_config, refuse)
+from .config import (ACTIVATION_NAMES, APPLICATIONS, MODEL_TYPES, ConfigError, Options, TransformerConfig,
+                     check_refused, check_type, family_of, gpt2_to_ours, ours_to_gpt2, read_config, refuse)
 from .gpt import GPT
 from .t5 import T5, T5Config
 from .weights import LoadReport, load_state
@@ -65,6 +65,11 @@ def _encoder_to_hf(model: Transformer) -> dict[str, Any]:
     return d
 
 
+GPT2_TYPES = {"n_embd": "pos_int", "n_layer": "pos_int", "n_head": "pos_int", "n_inner": "opt_int",
+              "n_positions": "pos_int", "activation_function": "str", "layer_norm_epsilon": "float",
+              "resid_pdrop": "float", "attn_pdrop": "float", "embd_pdrop": "float"}
+
+
 def _gpt_config(d: dict[str, Any], path=None) -> TransformerConfig:
     d = {k: v for k, v in d.items() if k != "kexue"}
     check_refused(d, "gpt", path)
@@ -72,6 +77,11 @@ def _gpt_config(d: dict[str, Any], path=None) -> TransformerConfig:
         if d.get(name):
             refuse(name, d[name], "not a GPT field", path)
     if "n_embd" in d or d.get("model_type") == "gpt2":  # GPT-2 names; BERT names are accepted too
+        for name, kind in GPT2_TYPES.items():  # errors name GPT-2's fields, not their translation
+            if name in d:
+                check_type(name, d[name], kind, path)
+        if d.get("activation_function", "gelu_new") not in ACTIVATION_NAMES:
+            refuse("activation_function", d["activation_function"], f"known: {list(ACTIVATION_NAMES)}", path)
         d = gpt2_to_ours(d)
     d.setdefault("type_vocab_size", 0)
     return TransformerConfig.from_dict({**d, "model_type": "gpt"}, path)
