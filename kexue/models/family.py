@@ -140,7 +140,8 @@ def build_model(
     option keys may also sit at the top level), a config object, or ``None`` to read the checkpoint's.
     ``family`` defaults to the kexue block's, else the HF ``model_type``. ``application``:
     ``encoder`` | ``lm`` | ``unilm`` (BERT family), ``lm`` (GPT), ``seq2seq`` (T5); lm / unilm always
-    build the output head. ``options``: the kexue block's keys (:class:`Options`), overriding the file's.
+    build the output head. ``options``: the kexue block's keys (:class:`Options`), overriding the
+    file's (``None`` leaves the file's value).
     """
     path = None
     if config is None:
@@ -180,7 +181,8 @@ def build_model(
             raise ConfigError(f"a {type(cfg).__name__} cannot build family {fam.name}")
         if isinstance(cfg, TransformerConfig):
             cfg.model_type = fam.name
-    merged = {**block, **options, "family": fam.name}
+    # an option passed as None means "not given": the file's value (or the default) stands
+    merged = {**block, **{k: v for k, v in options.items() if v is not None}, "family": fam.name}
     if application is not None:
         merged["application"] = application
     merged.setdefault("application", fam.model.default_application if fam.name != "t5" else "seq2seq")
