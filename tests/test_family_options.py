@@ -158,3 +158,20 @@ def test_conditional_layernorm_size_and_hidden_layer(tmp_path, act):
         out = again(ids, segs, cond=c).logits
         assert torch.equal(out, model(ids, segs, cond=c).logits)
         assert (out - again(ids, segs, cond=torch.randn(2, 6)).logits).abs().max() > 1e-3
+
+
+def test_hierarchical_positions_on_gpt_equal_gpt2_with_the_decomposed_table(tmp_path):
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=16, resid_pdrop=0.0, embd_pdrop=0.0,
+               attn_pdrop=0.0, model_type="gpt2")
+    ours = build_model(cfg, hierarchical_alpha=0.3).eval()
+    hf = tf.GPT2LMHeadModel(tf.GPT2Config(**{**cfg, "n_positions": 256})).eval()
+    state = ours.weight_map().to_hf()
+    state["transformer.wpe.weight"] = hierarchical_positions(ours.position.weight.detach(), 256, 0.3)
+    hf.load_state_dict(state, strict=False)
+    ids = _ids(l=50)
+    with torch.no_grad():
+        assert (ours(ids).logits - hf(input_ids=ids).logits).abs().max() <= 1e-5
+    again = _reload(ours, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, ours(ids).logits)
