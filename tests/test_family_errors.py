@@ -178,3 +178,24 @@ def test_tied_model_refuses_a_different_head_in_a_direct_load(tmp_path):
     assert torch.equal(model.mlm.weight, hf.cls.predictions.decoder.weight)
     save_pretrained(model, tmp_path / "again")
     assert json.loads((tmp_path / "again" / "config.json").read_text())["tie_word_embeddings"] is False
+
+
+@pytest.mark.parametrize("variant", ["chunk_size_feed_forward", "reorder_and_upcast_attn"])
+def test_accepted_precision_and_chunking_fields_match_transformers(tmp_path, variant):
+    """Fields kexue accepts without code: chunking and HF's upcast switch leave the fp32 result unchanged."""
+    torch.manual_seed(0)
+    if variant == "chunk_size_feed_forward":
+        hf = tf.BertModel(tf.BertConfig(**BERT, chunk_size_feed_forward=3), add_pooling_layer=False).eval()
+    else:
+        cfg = {k: v for k, v in GPT2.items() if k != "model_type"}
+        config = tf.GPT2Config(**cfg, reorder_and_upcast_attn=True, scale_attn_by_inverse_layer_idx=True)
+        config._attn_implementation = "eager"  # HF's upcast path exists in eager attention only
+        hf = tf.GPT2LMHeadModel(config).eval()
+    hf.save_pretrained(tmp_path)
+    ours = build_model(checkpoint=tmp_path).eval()
+    ids = torch.randint(1, 50, (2, 9))
+    with torch.no_grad():
+        ref = hf(input_ids=ids)
+        got = ours(ids)
+        diff = (got.hidden - ref.last_hidden_state) if variant.startswith("chunk") else (got.logits - ref.logits)
+    assert diff.abs().max() <= 1e-5
