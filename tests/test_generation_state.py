@@ -8,7 +8,7 @@ import torch
 
 from kexue.generation import beam_search, decoding_state, generate, greedy, sample, stream
 from kexue.models import build_model
-from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
+from generation_common import left_pad, one_thread  # noqa: F401,E402  (autouse fixture)
 
 V, COND, EOS = 60, 8, 3
 BASE = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -42,15 +42,6 @@ def rows():
 @pytest.fixture(scope="module")
 def conds():
     return torch.randn(2, COND, generator=torch.Generator().manual_seed(4))
-
-
-def left_pad(rows):
-    n = max(map(len, rows))
-    ids = torch.zeros(len(rows), n, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, n - len(r):], mask[i, n - len(r):] = torch.tensor(r), 1
-    return ids, mask
 
 
 def alone(model, row, cond, run):
