@@ -151,8 +151,10 @@ class PrefixDecoding(_Banning):
             self.mask = torch.cat([self.mask, torch.ones_like(tokens)], 1)
         pos, self.next_pos = self.next_pos, self.next_pos + 1
         if self.cache is not None:
+            if not self.unilm:  # a causal mask needs no segment history
+                return self._run(tokens, self.new_segment, pos)
             self.key_segments = torch.cat([self.key_segments, self.new_segment], 1)
-            return self._run(tokens, self.new_segment, pos, self.key_segments if self.unilm else None)
+            return self._run(tokens, self.new_segment, pos, self.key_segments)
         self.ids = torch.cat([self.ids, tokens], 1)
         self.segments = torch.cat([self.segments, self.new_segment], 1)
         self.positions = torch.cat([self.positions, pos], 1)
