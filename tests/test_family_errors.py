@@ -199,3 +199,21 @@ def test_accepted_precision_and_chunking_fields_match_transformers(tmp_path, var
         got = ours(ids)
         diff = (got.hidden - ref.last_hidden_state) if variant.startswith("chunk") else (got.logits - ref.logits)
     assert diff.abs().max() <= 1e-5
+
+
+def test_mis_shaped_fused_and_transposed_tensors_are_named_in_hf_shapes(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_pretrained(build_model(GPT2), tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["transformer.h.1.attn.c_attn.weight"] = state["transformer.h.1.attn.c_attn.weight"][:, :90]
+    state["transformer.h.0.mlp.c_fc.weight"] = state["transformer.h.0.mlp.c_fc.weight"].t()
+    del state["transformer.ln_f.bias"]
+    state["transformer.h.0.attn.extra"] = torch.zeros(1)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        build_model(checkpoint=tmp_path)
+    msg = str(err.value)
+    assert "missing (1): transformer.ln_f.bias" in msg and "unexpected (1): transformer.h.0.attn.extra" in msg
+    assert "transformer.h.1.attn.c_attn.weight checkpoint [32, 90] vs model [32, 96]" in msg
+    assert "transformer.h.0.mlp.c_fc.weight checkpoint [128, 32] vs model [32, 128]" in msg
