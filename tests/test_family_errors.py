@@ -39,7 +39,7 @@ def test_refused_fields_are_named_with_the_path(tmp_path, family, field):
     ("bert", "hidden_act", "quick_gelu"), ("bert", "rotary_value", True), ("bert", "scale_attn_weights", False),
     ("gpt", "embedding_size", 16), ("gpt", "activation_function", "gelu_fast"), ("gpt", "n_head", 0),
     ("t5", "feed_forward_proj", "gated-quick_gelu"), ("t5", "feed_forward_proj", "gelu-gated"),
-    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "electra"),
+    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "electra"), ("bert", "n_embd", 32),
 ])
 def test_unimplemented_values_are_named(tmp_path, family, field, value):
     with pytest.raises(ConfigError, match=f"'{field}'.*{tmp_path}"):

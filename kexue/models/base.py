@@ -37,7 +37,7 @@ def check_ids(name: str, ids: Tensor, upper: int, what: str) -> None:
         raise ValueError(f"{name} must hold integers, got dtype {ids.dtype}")
     if tracing() or not ids.numel():
         return
-    lo, hi = int(ids.min()), int(ids.max())
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one device sync
     if lo < 0:
         raise ValueError(f"{name} holds a negative id ({lo})")
     if hi >= upper:
