@@ -217,3 +217,16 @@ def test_mis_shaped_fused_and_transposed_tensors_are_named_in_hf_shapes(tmp_path
     assert "missing (1): transformer.ln_f.bias" in msg and "unexpected (1): transformer.h.0.attn.extra" in msg
     assert "transformer.h.1.attn.c_attn.weight checkpoint [32, 90] vs model [32, 96]" in msg
     assert "transformer.h.0.mlp.c_fc.weight checkpoint [128, 32] vs model [32, 128]" in msg
+
+
+def test_segments_without_a_token_type_table():
+    model = build_model({**BERT, "type_vocab_size": 0}, application="unilm").eval()
+    ids = torch.randint(1, 50, (1, 6))
+    segs = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    model(ids, segs)  # UniLM: segment ids shape the mask only
+    with pytest.raises(ValueError, match="segment_ids holds id 2"):
+        model(ids, segs * 2)
+    encoder = build_model({**BERT, "type_vocab_size": 0}).eval()
+    encoder(ids, torch.zeros_like(ids))
+    with pytest.raises(ValueError, match="segment_ids holds id 1, outside type_vocab_size=0"):
+        encoder(ids, segs)
