@@ -39,7 +39,7 @@ def test_refused_fields_are_named_with_the_path(tmp_path, family, field):
     ("bert", "hidden_act", "quick_gelu"), ("bert", "rotary_value", True), ("bert", "scale_attn_weights", False),
     ("gpt", "embedding_size", 16), ("gpt", "activation_function", "gelu_fast"), ("gpt", "n_head", 0),
     ("t5", "feed_forward_proj", "gated-quick_gelu"), ("t5", "feed_forward_proj", "gelu-gated"),
-    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "electra"),
+    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "electra"), ("bert", "n_embd", 32),
 ])
 def test_unimplemented_values_are_named(tmp_path, family, field, value):
     with pytest.raises(ConfigError, match=f"'{field}'.*{tmp_path}"):
@@ -199,3 +199,34 @@ def test_accepted_precision_and_chunking_fields_match_transformers(tmp_path, var
         got = ours(ids)
         diff = (got.hidden - ref.last_hidden_state) if variant.startswith("chunk") else (got.logits - ref.logits)
     assert diff.abs().max() <= 1e-5
+
+
+def test_mis_shaped_fused_and_transposed_tensors_are_named_in_hf_shapes(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    save_pretrained(build_model(GPT2), tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["transformer.h.1.attn.c_attn.weight"] = state["transformer.h.1.attn.c_attn.weight"][:, :90]
+    state["transformer.h.0.mlp.c_fc.weight"] = state["transformer.h.0.mlp.c_fc.weight"].t()
+    del state["transformer.ln_f.bias"]
+    state["transformer.h.0.attn.extra"] = torch.zeros(1)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError) as err:
+        build_model(checkpoint=tmp_path)
+    msg = str(err.value)
+    assert "missing (1): transformer.ln_f.bias" in msg and "unexpected (1): transformer.h.0.attn.extra" in msg
+    assert "transformer.h.1.attn.c_attn.weight checkpoint [32, 90] vs model [32, 96]" in msg
+    assert "transformer.h.0.mlp.c_fc.weight checkpoint [128, 32] vs model [32, 128]" in msg
+
+
+def test_segments_without_a_token_type_table():
+    model = build_model({**BERT, "type_vocab_size": 0}, application="unilm").eval()
+    ids = torch.randint(1, 50, (1, 6))
+    segs = torch.tensor([[0, 0, 0, 1, 1, 1]])
+    model(ids, segs)  # UniLM: segment ids shape the mask only
+    with pytest.raises(ValueError, match="segment_ids holds id 2"):
+        model(ids, segs * 2)
+    encoder = build_model({**BERT, "type_vocab_size": 0}).eval()
+    encoder(ids, torch.zeros_like(ids))
+    with pytest.raises(ValueError, match="segment_ids holds id 1, outside type_vocab_size=0"):
+        encoder(ids, segs)

@@ -45,9 +45,10 @@ def _encoder_config(family: str):
         check_refused(d, family, path)
         if family == "bert" and d.get("rotary_value"):
             refuse("rotary_value", d["rotary_value"], "BERT has no rotary positions (use family roformer)", path)
-        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx"):
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "n_embd", "n_layer", "n_head",
+                     "d_model", "num_heads", "num_layers", "d_ff"):
             if name in d:
-                refuse(name, d[name], "a GPT-2 field in a BERT-family config", path)
+                refuse(name, d[name], f"a GPT-2 / T5 field in a {family} config (wrong model_type?)", path)
         return TransformerConfig.from_dict({**d, "model_type": family}, path)
     return parse
 
