@@ -32,17 +32,28 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
         self.head_dim, self.base, self.interleaved = head_dim, base, interleaved
 
-    def forward(self, positions: Tensor, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-        """``positions``: ``[L]`` or ``[B, L]`` integer positions -> cos, sin of shape ``[..., L, D]``."""
-        inv_freq = self.base ** (
-            -torch.arange(0, self.head_dim // 2, dtype=torch.float64, device=positions.device) * 2.0 / self.head_dim
-        )
-        angles = positions.to(torch.float64)[..., None] * inv_freq
+    def inv_freq(self, device=None) -> Tensor:
+        """θ_i = base^{-2i/d}, i = 0 … d/2-1, in float64 (angles are formed in float64, then cast)."""
+        return self.base ** (-torch.arange(0, self.head_dim // 2, dtype=torch.float64, device=device) * 2.0
+                             / self.head_dim)
+
+    def cos_sin(self, angles: Tensor, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """Per-pair angles ``[..., D/2]`` -> cos, sin ``[..., D]`` in this rotary's channel layout."""
         if self.interleaved:
             angles = angles.repeat_interleave(2, dim=-1)
         else:
             angles = torch.cat([angles, angles], dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def forward(self, positions: Tensor, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """``positions``: ``[L]`` or ``[B, L]`` integer positions -> cos, sin of shape ``[..., L, D]``."""
+        if positions.dim() > 2:
+            raise ValueError(
+                f"RoPE takes position ids of shape [L] or [B, L], got {tuple(positions.shape)}; 2-D/3-D "
+                "positions ([B, L, 2] / [B, L, 3]) need RoPE-Tie (kexue config option rope_tie=True)"
+            )
+        angles = positions.to(torch.float64)[..., None] * self.inv_freq(positions.device)
+        return self.cos_sin(angles, dtype)
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Apply R_m to ``x [B, H, L, D]`` given cos/sin ``[L, D]`` or ``[B, L, D]``."""
@@ -87,12 +98,17 @@ def hierarchical_positions(table: Tensor, n_positions: int, alpha: float = 0.4) 
     equals the original p_j for i = 0, so the first n positions are unchanged.
     """
     n = table.shape[0]
+    if not 0 < alpha < 1 or alpha == 0.5:
+        raise ValueError(f"hierarchical_alpha must lie in (0, 1) and differ from 0.5, got {alpha}")
     u = (table - alpha * table[:1]) / (1 - alpha)
     i = torch.arange(n_positions) // n
     j = torch.arange(n_positions) % n
     if i.max() >= n:
         raise ValueError(f"hierarchical decomposition reaches at most {n * n} positions")
-    return alpha * u[i] + (1 - alpha) * u[j]
+    out = alpha * u[i] + (1 - alpha) * u[j]
+    # the formula gives p_j for i = 0 up to rounding; copy the table so short inputs are unchanged bit for bit
+    out[: min(n, n_positions)] = table[:n_positions]
+    return out
 
 
 def entropy_invariant_scale(n_keys: Tensor, train_len: int) -> Tensor:
@@ -101,4 +117,7 @@ def entropy_invariant_scale(n_keys: Tensor, train_len: int) -> Tensor:
     Multiplying QK^T/√d by log n / log N (N the training length) keeps the attention entropy
     roughly constant when the number n of visible keys changes.
     """
-    return torch.log(n_keys.clamp(min=2).to(torch.float32)) / math.log(train_len)
+    n = n_keys.clamp(min=2).to(torch.float64)
+    scale = torch.log(n) / math.log(train_len)
+    # exactly 1 at the training length, so attention there is standard attention bit for bit
+    return torch.where(n == train_len, torch.ones_like(scale), scale).to(torch.float32)

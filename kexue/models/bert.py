@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
+from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RMSNorm, TransformerBlock
 from ..layers.embeddings import Embeddings
 from ..layers.ffn import activation
 from ..layers.positions import sinusoidal
+from ..layers.rope_tie import rotary_for
 from .base import Transformer, TransformerOutput
 
 _NORM = r"(weight|bias|cond_\w+\.weight)"  # a norm's own tensors, conditional-LN ones included
@@ -73,6 +74,9 @@ class BERT(Transformer):
 
     def build(self) -> None:
         c = self.config
+        if self.learned_positions and c.extra.get("rope_tie"):
+            raise ValueError(f"config option rope_tie needs a RoPE model (roformer, roformer_v2, gpt with rope), "
+                             f"not {self.family}")
         dim = c.embedding_size or c.hidden_size
         self.embeddings = Embeddings(
             c.vocab_size, dim, self.norm_factory(dim), c.type_vocab_size,
@@ -128,7 +132,8 @@ class RoFormer(BERT):
 
     def build(self) -> None:
         super().build()
-        self.rotary = RotaryEmbedding(self.config.head_dim, self.config.rope_base, interleaved=True)
+        # rope_tie: position ids may also be [B, L, 2] / [B, L, 3] (RoPE-Tie; text-only stays RoPE-1D)
+        self.rotary = rotary_for(self.config.head_dim, self.config.rope_base, True, self.config.extra.get("rope_tie"))
 
     def max_positions(self) -> int:
         return 1 << 30  # RoPE extrapolates; no table bounds the length

@@ -8,7 +8,8 @@ lower-triangular mask). For multi-turn dialogue (DialoGPT / CDial-GPT style) con
 with a separator, give speakers different ``segment_ids`` (``type_vocab_size > 0``) and compute the
 loss on the replies only (:func:`kexue.losses.seq2seq.seq2seq_loss` with a loss mask).
 
-``config.extra["rope"] = True`` replaces the learned position table by RoPE in every layer.
+``config.extra["rope"] = True`` replaces the learned position table by RoPE in every layer;
+``rope_tie = True`` on top lets position ids be 2-D (RoPE-Tie, :mod:`kexue.layers.rope_tie`).
 GPT-2's checkpoints use ``Conv1D`` (weights stored ``[in, out]``) and a fused ``c_attn``;
 :func:`convert_hf_gpt2` splits and transposes them.
 """
@@ -21,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RotaryEmbedding, TransformerBlock
+from ..layers import FeedForward, LayerNorm, MultiHeadAttention, TransformerBlock
+from ..layers.rope_tie import rotary_for
 from .base import Transformer, TransformerOutput
 from .config import TransformerConfig
 
@@ -54,7 +56,10 @@ class GPT(Transformer):
             for i in range(c.num_hidden_layers)
         )
         self.final_norm = norm()
-        self.rotary = RotaryEmbedding(c.head_dim, c.rope_base, interleaved=False) if self.rope else None
+        if c.extra.get("rope_tie") and not self.rope:
+            raise ValueError("config option rope_tie needs rope=True in a GPT (learned positions cannot be tied)")
+        # rope_tie: position ids may also be [B, L, 2] / [B, L, 3] (RoPE-Tie; text-only stays RoPE-1D)
+        self.rotary = rotary_for(c.head_dim, c.rope_base, False, c.extra.get("rope_tie")) if self.rope else None
         for module in self.modules():  # GPT-2's initialisation
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
