@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| post {name} MLM acc % (RoFormer) | " + " | ".join(f"{a}" for a in accs) + " |")
     lines += ["", "entropy: mean over layers and heads of -Σ a log a for the last 32 query rows "
                   f"(log n for uniform attention: {', '.join(f'{math.log(n):.2f}' for n in LENGTHS)}).",
-              "", f"{time.time() - t0:.0f} s on one CPU thread."]
+              "", f"{time.time() - t0:.0f} s wall, {time.process_time():.0f} s CPU (one thread)."]
     OUT.mkdir(parents=True, exist_ok=True)
     write_text(OUT / "entropy_scale.md", "\n".join(lines) + "\n")
     write_json(OUT / "entropy_scale.json", {"args": vars(args), "results": results, "post_mlm_acc": POST})

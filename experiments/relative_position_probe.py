@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
               "training amplifies). Absolute positions change the inputs; no denominator, l2 normalisation and "
               "A⊙C break Σ_j a_ij = 1; [CLS]/[SEP] make the value vectors differ near the ends, and the "
               "relative encoding propagates that to every position."]
-    lines += ["", f"{time.time() - t0:.0f} s on one CPU thread."]
+    lines += ["", f"{time.time() - t0:.0f} s wall, {time.process_time():.0f} s CPU (one thread)."]
     OUT.mkdir(parents=True, exist_ok=True)
     write_text(OUT / "relative_position_probe.md", "\n".join(lines) + "\n")
     write_json(OUT / "relative_position_probe.json", {"args": vars(args), "rows": rows, "per_position": per_position})
