@@ -62,6 +62,8 @@ def test_text_only_is_rope_1d_bit_for_bit():
         tie = RoPETie(32, interleaved=interleaved)(torch.stack([n, n], -1))
         one = RotaryEmbedding(32, interleaved=interleaved)(n)
         assert all(torch.equal(a, b) for a, b in zip(tie, one))
+        tie3 = RoPETie(32, interleaved=interleaved, axes=3)(torch.stack([n, n, n], -1))  # 3-D (video) form
+        assert all(torch.equal(a, b) for a, b in zip(tie3, one))
 
 
 def test_image_only_is_rope_2d():
