@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import io
+import sys
+import types
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -143,3 +145,13 @@ def plot_attention(probs: Tensor, path: str | Path, tokens: Sequence[str] | None
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
+
+
+class _CallableModule(types.ModuleType):
+    """``kexue.capture`` is this module; calling it calls :func:`capture`."""
+
+    def __call__(self, model: nn.Module, *names: str, all_calls: bool = False):
+        return capture(model, *names, all_calls=all_calls)
+
+
+sys.modules[__name__].__class__ = _CallableModule
