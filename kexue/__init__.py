@@ -1,2 +1,12 @@
 """kexue: the models and training techniques of Scientific Spaces (kexue.fm), in PyTorch."""
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # ``kexue.capture(model, "layers.*.attn.probs") as got`` without importing torch at ``import kexue``
+    # (the CLI stays fast); the module kexue.capture is itself callable, so both spellings work.
+    if name == "capture":
+        import importlib
+
+        return importlib.import_module(".capture", __name__)
+    raise AttributeError(f"module 'kexue' has no attribute {name!r}")

@@ -60,6 +60,15 @@ class KVCache:
         self.static = {l: (k.index_select(0, index), v.index_select(0, index)) for l, (k, v) in self.static.items()}
 
 
+class ScaledDotProduct(nn.Module):
+    """softmax(scale · q kᵀ + mask) v through SDPA. A module of its own so that forward hooks
+    (:func:`kexue.capture`) see the q, k, v and mask a layer really used, RoPE and cache included."""
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float,
+                scale: float) -> Tensor:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, scale=scale)
+
+
 class MultiHeadAttention(nn.Module):
     def __init__(
         self,
@@ -89,6 +98,7 @@ class MultiHeadAttention(nn.Module):
         self.entropy_train_len = entropy_train_len
         self.layer_idx = layer_idx
         self.rotary_value = rotary_value  # RoFormer's rotary_value: V is rotated like Q and K
+        self.core = ScaledDotProduct()
 
     def _split(self, x: Tensor) -> Tensor:
         b, l, _ = x.shape
@@ -129,7 +139,5 @@ class MultiHeadAttention(nn.Module):
         attn_mask = mask
         if bias is not None:
             attn_mask = bias if mask is None else bias.masked_fill(~mask, float("-inf"))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
-        )
+        out = self.core(q, k, v, attn_mask, self.dropout if self.training else 0.0, self.scale)
         return self.o(out.transpose(1, 2).flatten(2))

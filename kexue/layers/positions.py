@@ -32,17 +32,28 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
         self.head_dim, self.base, self.interleaved = head_dim, base, interleaved
 
-    def forward(self, positions: Tensor, dtype=torch.float32) -> tuple[Tensor, Tensor]:
-        """``positions``: ``[L]`` or ``[B, L]`` integer positions -> cos, sin of shape ``[..., L, D]``."""
-        inv_freq = self.base ** (
-            -torch.arange(0, self.head_dim // 2, dtype=torch.float64, device=positions.device) * 2.0 / self.head_dim
-        )
-        angles = positions.to(torch.float64)[..., None] * inv_freq
+    def inv_freq(self, device=None) -> Tensor:
+        """θ_i = base^{-2i/d}, i = 0 … d/2-1, in float64 (angles are formed in float64, then cast)."""
+        return self.base ** (-torch.arange(0, self.head_dim // 2, dtype=torch.float64, device=device) * 2.0
+                             / self.head_dim)
+
+    def cos_sin(self, angles: Tensor, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """Per-pair angles ``[..., D/2]`` -> cos, sin ``[..., D]`` in this rotary's channel layout."""
         if self.interleaved:
             angles = angles.repeat_interleave(2, dim=-1)
         else:
             angles = torch.cat([angles, angles], dim=-1)
         return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def forward(self, positions: Tensor, dtype=torch.float32) -> tuple[Tensor, Tensor]:
+        """``positions``: ``[L]`` or ``[B, L]`` integer positions -> cos, sin of shape ``[..., L, D]``."""
+        if positions.dim() > 2:
+            raise ValueError(
+                f"RoPE takes position ids of shape [L] or [B, L], got {tuple(positions.shape)}; 2-D/3-D "
+                "positions ([B, L, 2] / [B, L, 3]) need RoPE-Tie (kexue config option rope_tie=True)"
+            )
+        angles = positions.to(torch.float64)[..., None] * self.inv_freq(positions.device)
+        return self.cos_sin(angles, dtype)
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         """Apply R_m to ``x [B, H, L, D]`` given cos/sin ``[L, D]`` or ``[B, L, D]``."""
@@ -93,10 +104,15 @@ def hierarchical_positions(table: Tensor, n_positions: int, alpha: float = 0.4) 
 
 
 def hierarchical_lookup(table: Tensor, position_ids: Tensor, alpha: float = 0.4) -> Tensor:
-    """The hierarchical embedding of each of ``position_ids`` (any shape) from a learned ``[n, d]`` table."""
+    """The hierarchical embedding of each of ``position_ids`` (any shape) from a learned ``[n, d]`` table.
+    Ids below n return the trained rows themselves (the formula gives p_j for i = 0 only up to rounding),
+    so inputs no longer than the table are unchanged bit for bit."""
+    if not 0 < alpha < 1 or alpha == 0.5:
+        raise ValueError(f"hierarchical_alpha must lie in (0, 1) and differ from 0.5, got {alpha}")
     n = table.shape[0]
     u = (table - alpha * table[:1]) / (1 - alpha)
-    return alpha * u[position_ids // n] + (1 - alpha) * u[position_ids % n]
+    out = alpha * u[position_ids // n] + (1 - alpha) * u[position_ids % n]
+    return torch.where((position_ids < n)[..., None], table[position_ids.clamp(max=n - 1)], out)
 
 
 def entropy_invariant_scale(n_keys: Tensor, train_len: int) -> Tensor:
@@ -105,4 +121,7 @@ def entropy_invariant_scale(n_keys: Tensor, train_len: int) -> Tensor:
     Multiplying QK^T/√d by log n / log N (N the training length) keeps the attention entropy
     roughly constant when the number n of visible keys changes.
     """
-    return torch.log(n_keys.clamp(min=2).to(torch.float32)) / math.log(train_len)
+    n = n_keys.clamp(min=2).to(torch.float64)
+    scale = torch.log(n) / math.log(train_len)
+    # exactly 1 at the training length, so attention there is standard attention bit for bit
+    return torch.where(n == train_len, torch.ones_like(scale), scale).to(torch.float32)

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RMSNorm, RotaryEmbedding, TransformerBlock
+from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RMSNorm, TransformerBlock
 from ..layers.embeddings import Embeddings
 from ..layers.ffn import activation
 from ..layers.positions import sinusoidal
+from ..layers.rope_tie import rotary_for
 from .base import Transformer, TransformerOutput
 from .weights import Rule, WeightMap
 
@@ -165,7 +166,8 @@ class RoFormer(BERT):
 
     def build(self) -> None:
         super().build()
-        self.rotary = RotaryEmbedding(self.config.head_dim, self.config.rope_base, interleaved=True)
+        # rope_tie: position ids may also be [B, L, 2] / [B, L, 3] (RoPE-Tie; text-only stays RoPE-1D)
+        self.rotary = rotary_for(self.config.head_dim, self.config.rope_base, True, self.options.rope_tie)
 
     def max_positions(self) -> int:
         return 1 << 30  # RoPE extrapolates; no table bounds the length

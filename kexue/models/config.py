@@ -48,10 +48,12 @@ def check_type(name: str, value: Any, kind: str, path=None) -> None:
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
         "list": isinstance(value, list),
+        "tie": isinstance(value, bool) or (isinstance(value, int) and value in (2, 3)),
     }[base]
     if not ok:
         want = {"pos_int": "a positive integer", "int": "an integer", "float": "a number", "bool": "true/false",
-                "str": "a string", "list": "a list"}[base]
+                "str": "a string", "list": "a list",
+                "tie": "true/false or the number of axes (2 or 3)"}[base]
         raise ConfigError(f"config field {name!r}{_where(path)} must be {want}{' or null' if optional else ''}, "
                           f"got {value!r}")
 
@@ -228,6 +230,7 @@ class Options:
     hierarchical_alpha: hierarchical decomposition of the learned positions (bert4keras's
     ``hierarchical_position=True`` is α = 0.4). entropy_train_len: scale logits by log n / log N.
     rope / pre_norm / final_norm: GPT only (pre_norm=final_norm=False is bert4keras's ``gpt``).
+    rope_tie: RoPE-Tie (true = 2 axes, or 3) for RoPE models: position ids may be [B, L, axes].
     """
     family: str = "bert"
     application: str = "encoder"
@@ -241,13 +244,14 @@ class Options:
     rope: bool = False
     pre_norm: bool = True
     final_norm: bool = True
+    rope_tie: bool | int = False
     task: str | None = None
     labels: list | None = None
 
     TYPES = {"family": "str", "application": "str", "with_pool": "bool", "with_mlm": "bool", "cond_dim": "opt_int",
              "cond_hidden": "opt_int", "cond_hidden_act": "str", "hierarchical_alpha": "opt_float",
              "entropy_train_len": "opt_int", "rope": "bool", "pre_norm": "bool", "final_norm": "bool",
-             "task": "opt_str", "labels": "opt_list"}
+             "rope_tie": "tie", "task": "opt_str", "labels": "opt_list"}
     GPT_ONLY = ("rope", "pre_norm", "final_norm")
 
     @classmethod
@@ -295,6 +299,9 @@ class Options:
                               f"{self.family} uses RoPE")
         if self.family == "gpt" and self.rope and self.hierarchical_alpha is not None:
             raise ConfigError(f"option kexue.hierarchical_alpha{_where(path)} needs learned positions, not rope")
+        if self.rope_tie and not (self.family in ("roformer", "roformer_v2") or (self.family == "gpt" and self.rope)):
+            raise ConfigError(f"option kexue.rope_tie{_where(path)} needs a RoPE model (roformer, roformer_v2, "
+                              f"or gpt with rope=True), not {self.family}{' without rope' if self.family == 'gpt' else ''}")
         if self.hierarchical_alpha is not None and not 0 < self.hierarchical_alpha < 1:
             raise ConfigError(f"option kexue.hierarchical_alpha{_where(path)} must lie in (0, 1), "
                               f"got {self.hierarchical_alpha}")

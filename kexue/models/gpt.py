@@ -15,7 +15,8 @@ with a separator, give speakers different ``segment_ids`` and compute the loss o
 * options (config.json's kexue block): ``rope`` (RoPE instead of learned positions), ``pre_norm`` /
   ``final_norm`` (both false: bert4keras's ``gpt``, the GPT-1 / CDial-GPT post-norm layout whose
   embeddings are summed without a norm), hierarchical positions, conditional LayerNorm, the
-  entropy-invariant scale.
+  entropy-invariant scale, ``rope_tie`` (with ``rope``: position ids may be [B, L, 2] / [B, L, 3],
+  RoPE-Tie, :mod:`kexue.layers.rope_tie`).
 
 GPT-2 checkpoints store ``Conv1D`` weights ``[in, out]`` and a fused ``c_attn``; the weight map
 splits / fuses and transposes them in both directions.
@@ -28,8 +29,9 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RotaryEmbedding, TransformerBlock
+from ..layers import FeedForward, LayerNorm, MultiHeadAttention, TransformerBlock
 from ..layers.positions import hierarchical_lookup
+from ..layers.rope_tie import rotary_for
 from .base import Transformer, TransformerOutput
 from .config import TransformerConfig, gpt2_to_ours
 from .weights import Rule, WeightMap
@@ -80,7 +82,8 @@ class GPT(Transformer):
         )
         self.final_norm = norm() if o.final_norm else None
         self.lm_head = None if c.tie_word_embeddings else nn.Linear(d, c.vocab_size, bias=False)
-        self.rotary = RotaryEmbedding(c.head_dim, c.rope_base, interleaved=False) if o.rope else None
+        # rope_tie: position ids may also be [B, L, 2] / [B, L, 3] (RoPE-Tie; text-only stays RoPE-1D)
+        self.rotary = rotary_for(c.head_dim, c.rope_base, False, o.rope_tie) if o.rope else None
         for module in self.modules():  # GPT-2's initialisation
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
