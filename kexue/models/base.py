@@ -115,8 +115,13 @@ class Transformer(nn.Module):
         if position_ids is not None:
             if position_ids.dim() == 1:
                 position_ids = position_ids[None]
-            if position_ids.dim() != 2 or position_ids.shape[1] != l or position_ids.shape[0] not in (1, b):
-                raise ValueError(f"position_ids shape {list(position_ids.shape)} must be [{l}], [1, {l}] or [{b}, {l}]")
+            axes = getattr(getattr(self, "rotary", None), "axes", None)  # RoPE-Tie: [B, L, axes] positions
+            shape_ok = position_ids.dim() == 2 or (axes is not None and position_ids.dim() == 3
+                                                   and position_ids.shape[2] == axes)
+            if not shape_ok or position_ids.shape[1] != l or position_ids.shape[0] not in (1, b):
+                tie = f" or [{b}, {l}, {axes}] (RoPE-Tie)" if axes else ""
+                raise ValueError(f"position_ids shape {list(position_ids.shape)} must be [{l}], [1, {l}] or "
+                                 f"[{b}, {l}]{tie}")
             check_ids("position_ids", position_ids, 1 << 62, "the int64 range")
         if cond is not None:
             if self.cond_dim is None:
