@@ -241,3 +241,26 @@ def test_generator_shapes_sizes_and_selfmod():
             assert x.shape == (5, 3, size, size) and x.abs().max() <= 1
             assert gan.discriminator(x).shape == (5,)
     assert isinstance(build_gan(selfmod=True).generator.norms[0], SelfModBatchNorm)
+
+
+def test_train_gan_through_fit_on_real_digits(tmp_path):
+    from kexue.diffusion.data import digits
+    from kexue.generative.gan_train import train_gan
+
+    x = digits()[0][:128]
+    gan, history = train_gan(x, loss="wgan-gp", d_norm="none", steps=4, batch_size=32, width=8, z_dim=4,
+                             n_critic=2, checkpoint_dir=tmp_path)
+    assert history["step"] == [1, 2, 3, 4] and "gp" in history["terms"]
+    assert (tmp_path / "model.safetensors").exists()
+    assert int(gan.step) == 4
+    with pytest.raises(ValueError, match="batch_size"):
+        train_gan(x[:10], steps=1, batch_size=32)
+
+
+def test_cli_refuses_bad_options():
+    from kexue.generative.gan_cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--data", "digits", "--size", "16"])
+    with pytest.raises(SystemExit):
+        main(["--loss", "lsgan"])
