@@ -27,3 +27,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Amos reference oracle (tests/test_amos_jestimator.py): jestimator's amos.py under JAX, own venv.
+JAX_VENV  := .venv-jax
+JAX_STAMP := $(JAX_VENV)/.kexue-installed
+$(JAX_STAMP):
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_VENV)/bin/python -m pip install -q --upgrade pip
+	$(JAX_VENV)/bin/python -m pip install -q jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 optax==0.2.8 jestimator==0.3.3
+	touch $(JAX_STAMP)
+.venv-jax: $(JAX_STAMP)
+test: $(JAX_STAMP)
+.PHONY: .venv-jax

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dialogue": ("kexue.tasks.dialogue", "multi-turn dialogue with a causal LM, response perplexity"),
     "ner": ("kexue.tasks.ner", "NER on People's Daily: GlobalPointer (+R-Drop) or CRF, entity P/R/F1"),
     "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
+    "gan": ("kexue.generative.gan_cli", "train a GAN (DCGAN/SELF-MOD; hinge/WGAN-GP/reflow) on digits or images"),
     "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
 }
 
