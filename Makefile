@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kexue-installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean zh-mini
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,7 @@ $(JAX_STAMP):
 .venv-jax: $(JAX_STAMP)
 test: $(JAX_STAMP)
 .PHONY: .venv-jax
+
+# kexue-zh-mini from scratch (resumable: rerun to continue), written into kexue/weights/kexue-zh-mini
+zh-mini: $(STAMP)
+	$(PY) -m kexue.zh_mini --out kexue/weights/kexue-zh-mini --work runs/zh-mini --steps 1500

