@@ -40,7 +40,7 @@ def zh_mini_path() -> Path:
 def zh_mini(**build_kwargs) -> tuple[Transformer, Tokenizer]:
     """kexue-zh-mini (RoFormer, 4 layers, hidden 256, character vocabulary) in fp32, eval mode."""
     path = zh_mini_path()
-    model = build_model(checkpoint=path, **build_kwargs).float().eval()
+    model = build_model(checkpoint=path, **{"with_mlm": True, **build_kwargs}).float().eval()
     return model, Tokenizer.from_pretrained(path)
 
 

@@ -222,3 +222,17 @@ def test_diffusion_save_load_round_trip_without_pickle(tmp_path):
     cfg_path.write_text(json.dumps({"kind": "shortcut", "channels": 1, "width": 16}))
     with pytest.raises(ValueError, match="does not fit a shortcut model of width 16"):
         load_model(tmp_path / "m2")
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Files kexue writes are readable like any file open() creates (mkstemp alone would give 0600)."""
+    import os
+
+    from kexue.io import write_json
+
+    mask = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "m.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert (path.stat().st_mode & 0o777) == 0o644
