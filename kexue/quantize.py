@@ -12,7 +12,12 @@ Modes of :func:`quantize`:
 
 - ``"int8"``: dynamic quantization (PyTorch's ``torch.ao``, fbgemm): int8 weights per output channel,
   activations quantized to uint8 at every call from their own min/max. For encoder inference and for
-  decoding on CPU; batch-1 decoding streams 4x fewer weight bytes.
+  decoding on CPU; batch-1 decoding streams 4x fewer weight bytes. One range for a whole activation
+  tensor (7 bits on CPUs without VNNI) is what costs accuracy: a few input channels carry outliers.
+  With ``calibration`` (a function that runs the model on representative inputs) each linear is
+  smoothed first (SmoothQuant, Xiao et al. 2022):  x W^T = (x / s)(W s)^T,  s_c = a_c^α / w_c^(1-α),
+  a_c = max |x_c| seen in calibration, w_c = max_o |W_oc|, which moves the outliers into the weights
+  (quantized per channel) and out of the activations.
 - ``"int8-weight-only"``: int8 weights per output channel, activations stay fp32
   (``torch._weight_int8pack_mm``). Closer to fp32 than ``"int8"``; its CPU kernel is vectorised for
   AVX-512 only (see :mod:`kexue.hardware`): on an AVX2 CPU it is slower than fp32 and a warning says so.
@@ -92,6 +97,46 @@ class InOutLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class SmoothedLinear(nn.Module):
+    """y = lin(x ⊙ s⁻¹) where ``lin`` holds W s (SmoothQuant's per-input-channel migration)."""
+
+    def __init__(self, inv_scale: Tensor, linear: nn.Module):
+        super().__init__()
+        self.register_buffer("inv_scale", inv_scale)
+        self.linear = linear
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear(x * self.inv_scale)
+
+
+def smoothing_scales(act_absmax: Tensor, weight: Tensor, alpha: float) -> Tensor:
+    """s_c = a_c^α / w_c^(1-α) per input channel (both clamped away from zero)."""
+    a = act_absmax.float().clamp(min=1e-5)
+    w = weight.detach().abs().amax(0).float().clamp(min=1e-5)
+    return (a ** alpha / w ** (1 - alpha)).clamp(min=1e-5)
+
+
+def _calibrate(model: nn.Module, calibration: Callable[[nn.Module], object]) -> dict[nn.Module, Tensor]:
+    """max |x_c| of every nn.Linear's input over what ``calibration(model)`` runs."""
+    amax: dict[nn.Module, Tensor] = {}
+
+    def hook(module, inputs):
+        a = inputs[0].detach().abs().flatten(0, -2).amax(0).float()
+        amax[module] = torch.maximum(amax[module], a) if module in amax else a
+
+    linears = [m for m in model.modules() if type(m) is nn.Linear]
+    handles = [m.register_forward_pre_hook(hook) for m in linears]
+    try:
+        with torch.inference_mode():
+            calibration(model)
+    finally:
+        for h in handles:
+            h.remove()
+    if not amax:
+        raise ValueError("calibration ran no linear layer of the model: it must call the model it is given")
+    return amax
+
+
 def _dynamic_int8(weight: Tensor, bias: Tensor | None = None) -> nn.Module:
     """torch.ao's dynamically quantized linear (per-channel int8 weights) for a bare weight."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
@@ -153,16 +198,24 @@ class _TiedTable(torch.Tensor):
 # --------------------------------------------------------------------------------------------------
 # The public transforms
 # --------------------------------------------------------------------------------------------------
-def quantize(model: nn.Module, mode: str, inplace: bool = False) -> nn.Module:
+def quantize(model: nn.Module, mode: str, inplace: bool = False,
+             calibration: Callable[[nn.Module], object] | None = None, alpha: float = 0.7) -> nn.Module:
     """Return ``model`` (a copy unless ``inplace``) with every ``nn.Linear`` and tied output head
     transformed by ``mode``: ``"int8"``, ``"int8-weight-only"`` or ``"fp32-decode"`` (see the module
-    docstring). The model must be in eval mode, fp32, on the CPU, and not already transformed."""
+    docstring). The model must be in eval mode, fp32, on the CPU, and not already transformed.
+    ``calibration`` (int8 only): a function called with the fp32 model that runs it on representative
+    inputs, e.g. ``lambda m: embed(m, tokenizer, some_texts)``; the linears it reaches are smoothed
+    with migration strength ``alpha`` before quantization (layers it does not reach are not)."""
     if mode not in MODES:
         raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(MODES)}")
+    if calibration is not None and mode != "int8":
+        raise ValueError(f"calibration applies to mode='int8' only, not {mode!r}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if model.training:
         raise ValueError("quantize() is for inference: call model.eval() first")
     params = list(model.parameters())
-    if any(isinstance(m, (Int8WeightOnlyLinear, InOutLinear)) or type(m).__module__.startswith("torch.ao.nn")
+    if any(isinstance(m, (Int8WeightOnlyLinear, InOutLinear, SmoothedLinear)) or type(m).__module__.startswith("torch.ao.nn")
            for m in model.modules()) or any(isinstance(p, _TiedTable) for p in params):
         raise ValueError("model is already quantized; quantize the original fp32 model instead")
     for p in params:
@@ -179,11 +232,15 @@ def quantize(model: nn.Module, mode: str, inplace: bool = False) -> nn.Module:
     if not inplace:
         model = copy.deepcopy(model)
     factory = _FACTORIES[mode]
+    amax = _calibrate(model, calibration) if calibration is not None else {}
     with warnings.catch_warnings():  # torch.ao's notices about its own future move to torchao
         warnings.filterwarnings("ignore", message=r"(?s).*(deprecated|migrat)")
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear:
+                if type(child) is nn.Linear and child in amax:
+                    s = smoothing_scales(amax[child], child.weight, alpha)
+                    setattr(parent, name, SmoothedLinear(1 / s, factory(child.weight * s, child.bias)))
+                elif type(child) is nn.Linear:
                     setattr(parent, name, factory(child.weight, child.bias))
     for module in model.modules():
         if type(module) is nn.Embedding:
@@ -207,4 +264,5 @@ def compile_model(model: nn.Module, dynamic: bool | None = None) -> nn.Module:
     return model
 
 
-__all__ = ["MODES", "InOutLinear", "Int8WeightOnlyLinear", "compile_model", "quantize", "quantize_per_channel"]
+__all__ = ["MODES", "InOutLinear", "Int8WeightOnlyLinear", "SmoothedLinear", "compile_model", "quantize",
+           "quantize_per_channel", "smoothing_scales"]
