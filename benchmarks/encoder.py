@@ -38,14 +38,19 @@ def onnx_sessions(hf, workdir: Path, threads: int) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     class Hidden(torch.nn.Module):  # keyword call: HF's forward has many optional arguments
+        def __init__(self):
+            super().__init__()
+            self.hf = hf  # a submodule, so its weights export as initializers
+
         def forward(self, input_ids, attention_mask, token_type_ids):
-            return hf(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=token_type_ids).last_hidden_state
 
     fp32, int8 = workdir / "bert.onnx", workdir / "bert.int8.onnx"
     ids = torch.ones(1, 16, dtype=torch.long)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Hidden(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(fp32), dynamo=False,
+        torch.onnx.export(Hidden().eval(), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(fp32), dynamo=False,
                           input_names=["input_ids", "attention_mask", "token_type_ids"], output_names=["hidden"],
                           dynamic_axes={n: {0: "b", 1: "l"} for n in ["input_ids", "attention_mask", "token_type_ids"]},
                           opset_version=17)
@@ -87,13 +92,13 @@ def main(argv=None) -> dict:
             b4t.load_state_dict(_b4t_state(b4t, hf), strict=True)
             engines["bert4torch"] = b4t
         except Exception as e:  # keep the benchmark useful if the peer is missing
-            notes.append(f"bert4torch unavailable: {e!r}")
+            notes.append(f"bert4torch unavailable: {repr(e)[:300]}")
         sessions = {}
         if dev.type == "cpu":
             try:
                 sessions = onnx_sessions(hf, Path(d), torch.get_num_threads())
             except Exception as e:
-                notes.append(f"onnxruntime unavailable: {e!r}")
+                notes.append(f"onnxruntime unavailable: {repr(e)[:300]}")
         else:
             notes.append("onnxruntime and kexue int8 are CPU-only here: skipped on " + str(dev))
     variants = {"kexue": ours}

@@ -76,13 +76,13 @@ def lm_batches(ids: list[list[int]], length: int, batch: int, steps: int, seed: 
         yield torch.stack([stream[s:s + length + 1] for s in start.tolist()])
 
 
-def train_gpt(tok: Tokenizer, train_ids: list[list[int]], steps: int, length: int = 64):
+def train_gpt(tok: Tokenizer, train_ids: list[list[int]], steps: int, lr: float, length: int = 64):
     cfg = dict(vocab_size=tok.vocab_size, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
                intermediate_size=1024, max_position_embeddings=256, hidden_dropout_prob=0.0,
                attention_probs_dropout_prob=0.0, model_type="gpt")
     model = build_model(cfg, family="gpt", application="lm")
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     model.train()
     t0 = time.perf_counter()
     for step, x in enumerate(lm_batches(train_ids, length, 16, steps)):
@@ -114,7 +114,7 @@ def greedy_outputs(model, prompts: list[list[int]], new: int) -> list[list[int]]
     return [greedy(decoding_state(model, torch.tensor([p])), new)[0] for p in prompts]
 
 
-def lm_quality(steps: int, n_eval: int, new_tokens: int) -> dict:
+def lm_quality(steps: int, n_eval: int, new_tokens: int, lr: float) -> dict:
     texts = [t for t in datasets.chinese_text() if len(t) >= 24]
     random.Random(0).shuffle(texts)
     held, train = texts[:n_eval], texts[n_eval:]
@@ -122,10 +122,10 @@ def lm_quality(steps: int, n_eval: int, new_tokens: int) -> dict:
     train_ids = [tok.encode(t)[0] for t in train]
     print(f"GPT on {len(train)} Chinese texts ({sum(map(len, train_ids))} tokens), vocab {tok.vocab_size}, "
           f"{steps} steps", flush=True)
-    model, cfg = train_gpt(tok, train_ids, steps)
+    model, cfg = train_gpt(tok, train_ids, steps, lr)
     held_ids = [tok.encode(t, maxlen=128)[0] for t in held]
     prompts = [ids[:9] for ids in held_ids]  # [CLS] + 8 characters
-    out = {"config": cfg, "steps": steps, "heldout_texts": len(held), "greedy_new_tokens": new_tokens}
+    out = {"config": cfg, "steps": steps, "lr": lr, "heldout_texts": len(held), "greedy_new_tokens": new_tokens}
     ppl32 = perplexity(model, held_ids)
     ref = greedy_outputs(model, prompts, new_tokens)
     out["fp32"] = {"perplexity": round(ppl32, 4)}
@@ -152,6 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--heldout", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--parts", nargs="*", default=["sts", "lm"], help="sts (MiniLM), lm (GPT); others kept from the file")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--sts-limit", type=int, default=None, help="first N test pairs (default: all)")
@@ -161,7 +162,7 @@ def main() -> None:
     if "sts" in args.parts:
         new["sts_b_en_minilm"] = sts_quality(args.sts_limit)
     if "lm" in args.parts:
-        new["gpt_fortunes_zh"] = lm_quality(args.steps, args.heldout, args.new_tokens)
+        new["gpt_fortunes_zh"] = lm_quality(args.steps, args.heldout, args.new_tokens, args.lr)
     results = json.loads(path.read_text()) if path.exists() else {}  # read now: parts may run separately
     results.update(new)
     if not {"sts_b_en_minilm", "gpt_fortunes_zh"} <= results.keys():
