@@ -152,7 +152,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--heldout", type=int, default=100)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--parts", nargs="*", default=["sts", "lm"], help="sts (MiniLM), lm (GPT); others kept from the file")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--sts-limit", type=int, default=None, help="first N test pairs (default: all)")
