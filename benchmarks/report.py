@@ -1,6 +1,7 @@
 """Merge the speed benchmarks' saved numbers into ``benchmarks/results.json`` and draw ``results.png``.
 
-Reads ``benchmarks/results/{encoder,generation,training}.json`` (written by the benchmarks) and plots,
+Reads ``benchmarks/results/{encoder,generation,training}.json`` (written by the benchmarks;
+``generation_compile.json`` is a ``generation.py --compile`` run saved under that name) and plots,
 per benchmark, each engine's speed relative to the HF peer (1.0 = HF), so the chart shows ratios,
 which survive a loaded machine better than absolute times.
 
@@ -16,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 def load() -> dict:
     out = {}
-    for name in ("encoder", "generation", "training"):
+    for name in ("encoder", "generation", "generation_compile", "training"):
         p = HERE / "results" / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -29,12 +30,13 @@ def ratio_panels(results: dict) -> list[tuple[str, dict[str, float]]]:
     for shape, rows in results.get("encoder", {}).get("shapes", {}).items():
         hf = rows["hf"]["tokens_per_s"]
         panels.append((f"encoder {shape}", {k: v["tokens_per_s"] / hf for k, v in rows.items()}))
-    for row in results.get("generation", {}).get("rows", []):
-        if row["method"] == "sample":
-            continue
-        hf = row["tokens_per_s"]["hf"]
-        panels.append((f"{row['family']} b{row['batch']} {row['method']}",
-                       {k: v / hf for k, v in row["tokens_per_s"].items()}))
+    for name, tag in (("generation", ""), ("generation_compile", " (+compile)")):
+        for row in results.get(name, {}).get("rows", []):
+            if row["method"] == "sample":
+                continue
+            hf = row["tokens_per_s"]["hf"]
+            panels.append((f"{row['family']} b{row['batch']} {row['method']}{tag}",
+                           {k: v / hf for k, v in row["tokens_per_s"].items()}))
     engines = results.get("training", {}).get("engines")
     if engines:
         hf = engines["hf"]["tokens_per_s"]
