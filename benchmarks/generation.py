@@ -90,6 +90,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--methods", nargs="+", default=["greedy", "beam4", "sample"])
     ap.add_argument("--compile", action="store_true", help="also time kexue fp32 under torch.compile")
+    ap.add_argument("--nocache-batches", nargs="*", type=int, default=[1],
+                    help="batch sizes at which to also time kexue fp32 without cache (slow: quadratic)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -144,9 +146,14 @@ def main(argv=None) -> dict:
                     agree = {v: agreement(theirs, calls[v]()) for v in variants}
                 # best of interleaved runs: load drifting on a shared machine hits all alike
                 t = time_round_robin(calls, args.repeats, stat=min)
+                if name != "sample" and b in args.nocache_batches:  # what the KV cache saves
+                    t["kexue no-cache"] = time_round_robin(
+                        {"nc": lambda: run(decoding_state(ours, ids, use_cache=False))}, 1, warmup=0)["nc"]
                 tps = {k: b * NEW / v for k, v in t.items()}
                 ratios = ", ".join(f"{v} {t['hf'] / t[v]:.2f}x" + (f" ({agree[v]:.0%})" if v in agree else "")
                                    for v in variants)
+                if "kexue no-cache" in t:
+                    ratios += f"; no cache {tps['kexue no-cache']:.0f} tok/s (cache speed-up {t['kexue no-cache'] / t['kexue']:.1f}x)"
                 print(f"{family:<5} {b:>5} {name:<7} " + " ".join(f"{tps[n]:>21.0f}" for n in names) + "   " + ratios,
                       flush=True)
                 result["rows"].append({"family": family, "batch": b, "method": name, "tokens_per_s": tps,
