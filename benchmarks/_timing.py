@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -37,3 +38,10 @@ def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+def save_result(name: str, result: dict) -> Path:
+    """Write one benchmark's numbers to ``benchmarks/results/<name>.json`` (merged by ``report.py``)."""
+    from kexue.io import write_json
+
+    return write_json(Path(__file__).resolve().parent / "results" / f"{name}.json", result)

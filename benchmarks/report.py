@@ -1,0 +1,88 @@
+"""Merge the speed benchmarks' saved numbers into ``benchmarks/results.json`` and draw ``results.png``.
+
+Reads ``benchmarks/results/{encoder,generation,training}.json`` (written by the benchmarks;
+``generation_compile.json`` is a ``generation.py --compile`` run saved under that name) and plots,
+per benchmark, each engine's speed relative to the HF peer (1.0 = HF), so the chart shows ratios,
+which survive a loaded machine better than absolute times.
+
+    python benchmarks/report.py
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def load() -> dict:
+    out = {}
+    for name in ("encoder", "generation", "generation_compile", "training"):
+        p = HERE / "results" / f"{name}.json"
+        if p.exists():
+            out[name] = json.loads(p.read_text())
+    return out
+
+
+def ratio_panels(results: dict) -> list[tuple[str, dict[str, float]]]:
+    """(title, {engine: speed / HF speed}) per measured setting."""
+    panels = []
+    for shape, rows in results.get("encoder", {}).get("shapes", {}).items():
+        hf = rows["hf"]["tokens_per_s"]
+        panels.append((f"encoder {shape}", {k: v["tokens_per_s"] / hf for k, v in rows.items()}))
+    for name, tag in (("generation", ""), ("generation_compile", " (+compile)")):
+        for row in results.get(name, {}).get("rows", []):
+            if row["method"] == "sample":
+                continue
+            hf = row["tokens_per_s"]["hf"]
+            panels.append((f"{row['family']} b{row['batch']} {row['method']}{tag}",
+                           {k: v / hf for k, v in row["tokens_per_s"].items()}))
+    engines = results.get("training", {}).get("engines")
+    if engines:
+        hf = engines["hf"]["tokens_per_s"]
+        panels.append(("MLM train step", {k: v["tokens_per_s"] / hf for k, v in engines.items()}))
+    return panels
+
+
+def plot(panels, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 4
+    rows = max(1, -(-len(panels) // cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, (title, ratios) in zip(axes.flat, panels):
+        names = list(ratios)
+        ax.barh(names, [ratios[n] for n in names],
+                color=["tab:blue" if n.startswith("kexue") else "tab:gray" for n in names])
+        ax.axvline(1.0, color="k", lw=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.invert_yaxis()
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("speed relative to HF (1.0 = HF; higher is faster)", fontsize=10)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+def main() -> None:
+    from kexue.io import write_json
+
+    results = load()
+    if not results:
+        raise SystemExit("no benchmark results under benchmarks/results/: run the benchmarks first")
+    write_json(HERE / "results.json", results)
+    panels = ratio_panels(results)
+    plot(panels, HERE / "results.png")
+    for title, ratios in panels:
+        print(f"{title:<24} " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    print(f"wrote {HERE / 'results.json'} and {HERE / 'results.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""What the CPU computes natively, and the inference dtype that follows from it.
+
+    bf16 matmul speed ≈ fp32 speed × 2 with AVX512_BF16 / AMX, but ≈ fp32 speed / 8 when emulated
+
+A CPU without bf16 instructions (AVX2, plain AVX-512) converts every bf16 element to fp32 and back
+in software, so a "faster" dtype becomes several times slower. kexue therefore picks bf16 only when
+the instruction set has it (``avx512_bf16`` or ``amx_bf16`` in the CPU flags) or on a CUDA device
+that reports bf16 support; everywhere else it stays in fp32.
+"""
+from __future__ import annotations
+
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class CPUFeatures:
+    name: str  # model name from the OS, or platform.processor()
+    torch_capability: str  # the kernel set PyTorch dispatches to: DEFAULT, AVX2, AVX512, ...
+    avx2: bool
+    avx512: bool  # AVX-512 foundation + BW/VL/DQ (what PyTorch's AVX512 kernels need)
+    avx512_vnni: bool  # int8 dot products (fbgemm int8 GEMM)
+    avx512_bf16: bool
+    amx: bool  # AMX tiles with bf16 (Sapphire Rapids and later)
+
+    @property
+    def native_bf16(self) -> bool:
+        return self.avx512_bf16 or self.amx
+
+    def summary(self) -> str:
+        flags = [n for n in ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx") if getattr(self, n)]
+        bf16 = "native" if self.native_bf16 else "emulated (fp32 is used)"
+        return f"{self.name}; torch kernels {self.torch_capability}; flags {' '.join(flags) or 'none'}; bf16 {bf16}"
+
+
+def _linux_flags() -> tuple[str, set[str]]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "", set()
+    name, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not name:
+            name = value.strip()
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+    return name, flags
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_features() -> CPUFeatures:
+    """The features of the CPU this process runs on (flags from ``/proc/cpuinfo``; an OS without it
+    reports no AVX-512 / bf16, so kexue stays in fp32 there)."""
+    name, flags = _linux_flags()
+    capability = torch.backends.cpu.get_cpu_capability()
+    return CPUFeatures(
+        name=name or platform.processor() or "unknown CPU",
+        torch_capability=capability,
+        avx2="avx2" in flags or capability in ("AVX2", "AVX512"),
+        avx512={"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags,
+        avx512_vnni="avx512_vnni" in flags,
+        avx512_bf16="avx512_bf16" in flags,
+        amx={"amx_tile", "amx_bf16"} <= flags,
+    )
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """True when bf16 matmuls run in hardware on ``device``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu":
+        return cpu_features().native_bf16
+    return False
+
+
+def inference_dtype(device: str | torch.device = "cpu") -> torch.dtype:
+    """bf16 where the hardware has it, fp32 otherwise (never an emulated bf16)."""
+    return torch.bfloat16 if native_bf16(device) else torch.float32
+
+
+def describe(device: str | torch.device = "cpu") -> str:
+    """One line for benchmark and log headers."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return (f"{torch.cuda.get_device_name(device)}; bf16 {'native' if native_bf16(device) else 'not native'}; "
+                f"inference dtype {inference_dtype(device)}")
+    return f"{cpu_features().summary()}; inference dtype {inference_dtype(device)}"
+
+
+__all__ = ["CPUFeatures", "cpu_features", "describe", "inference_dtype", "native_bf16"]
