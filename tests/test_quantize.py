@@ -52,7 +52,8 @@ def outputs(model, family: str, ids: torch.Tensor) -> torch.Tensor:
     with torch.inference_mode():
         if family == "t5":
             return model(ids, ids[:, :5])
-        out = model(ids, torch.zeros_like(ids) if family != "unilm" else (torch.arange(ids.shape[1]) >= 6).long()[None])
+        segments = torch.zeros_like(ids) if family != "unilm" else (torch.arange(ids.shape[1]) >= 6).long().expand_as(ids)
+        out = model(ids, None if family == "gpt" else segments)
         return out.logits if out.logits is not None else out.hidden
 
 
