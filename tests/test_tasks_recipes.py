@@ -40,7 +40,8 @@ def test_classify_recipe(tmp_path):
 def test_classify_recipe_user_tsv(tmp_path):
     tsv = tmp_path / "data.tsv"
     tsv.write_text("".join(f"{t}\t{lab}\n" for t, lab in [("好极了", "pos"), ("糟透了", "neg")] * 6), encoding="utf-8")
-    m = run(tmp_path, "classify", "--tsv", str(tsv), "--epochs", "1")
+    tmp_path = tmp_path / "out"
+    m = run(tmp_path, "classify", "--train", str(tsv), "--epochs", "1")
     assert m["labels"] == ["neg", "pos"] and m["n_eval"] >= 2
 
 
@@ -66,5 +67,7 @@ def test_recipe_fine_tunes_a_pretrained_checkpoint(tmp_path):
     tsv = tmp_path / "data.tsv"
     tsv.write_text("".join(f"{t}\t{lab}\n" for t, lab in [("what a great film", "pos"), ("awful, boring plot", "neg")] * 5),
                    encoding="utf-8")
-    m = run(tmp_path, "classify", "--tsv", str(tsv), "--epochs", "1", "--lr", "2e-5", "--checkpoint", str(minilm_path()))
-    assert m["checkpoint"] and not (tmp_path / "vocab.txt").exists()
+    tmp_path = tmp_path / "out"
+    m = run(tmp_path, "classify", "--train", str(tsv), "--epochs", "1", "--lr", "2e-5", "--checkpoint", str(minilm_path()))
+    assert m["checkpoint"]
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == (minilm_path() / "vocab.txt").read_text(encoding="utf-8")

@@ -1,0 +1,117 @@
+"""Predictors for model folders without a recipe task: a sentence encoder (``kexue embed`` / ``search``,
+pair similarity) and a plain generator (application ``lm`` / ``unilm``, e.g. ``kexue pretrain``'s output).
+
+Encoder: the sentence vector is the mean of the last hidden states over real tokens, L2-normalised
+(sentence-transformers' pooling, the one the demo's CoSENT fine-tune trains); the similarity of a
+pair is the cosine of their vectors.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import argtypes as at
+from ..generation import decoding_state
+from ..predict import Predictor
+from ..pretrained import embed
+from ..similarity.search import build_index
+from .export import kexue_block, load_backbone, read_task
+from .sampling import DecodeView, decode
+
+
+class EncoderPredictor(Predictor):
+    """``predict(["text", ["a", "b"]])`` -> ``[{"text", "embedding"}, {"text", "similarity"}]``."""
+
+    task = "encoder"
+
+    def __init__(self, model, tokenizer, maxlen: int = 256):
+        self.encoder, self.tokenizer, self.maxlen = model.eval(), tokenizer, maxlen
+
+    @classmethod
+    def from_folder(cls, directory) -> "EncoderPredictor":
+        model, tokenizer = load_backbone(directory, application="encoder")
+        return cls(model, tokenizer, read_task(directory).get("settings", {}).get("maxlen", 256))
+
+    @property
+    def model(self):
+        return self.encoder
+
+    @staticmethod
+    def check_text(item) -> str:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a text string, got {type(item).__name__}")
+        return item
+
+    def check(self, item):
+        if isinstance(item, (list, tuple)):
+            if len(item) != 2 or not all(isinstance(t, str) for t in item):
+                raise ValueError('a pair input is ["text_a", "text_b"]')
+            return tuple(item)
+        return self.check_text(item)
+
+    def embed(self, texts: list[str]) -> Tensor:
+        return embed(self.encoder, self.tokenizer, texts, maxlen=self.maxlen, progress=self.progress)
+
+    def _predict(self, items: list, **_) -> list[dict]:
+        texts = sorted({t for x in items for t in ((x,) if isinstance(x, str) else x)})
+        where = {t: i for i, t in enumerate(texts)}
+        vectors = self.embed(texts)
+        out = []
+        for x in items:
+            if isinstance(x, str):
+                out.append({"text": x, "embedding": vectors[where[x]].tolist()})
+            else:
+                out.append({"text": list(x), "similarity": float(vectors[where[x[0]]] @ vectors[where[x[1]]])})
+        return out
+
+    def search(self, queries: list[str], corpus: list[str], k: int) -> list[dict]:
+        index = build_index(self.embed(corpus))
+        scores, idx = index.search(self.embed(queries), k)
+        return [{"query": q, "results": [{"text": corpus[j], "line": j + 1, "score": s}
+                                         for s, j in zip(srow, jrow)]}
+                for q, srow, jrow in zip(queries, scores.tolist(), idx.tolist())]
+
+
+class GenerationPredictor(Predictor):
+    """A causal LM continues the text; a UniLM writes the target of the source text.
+    ``predict(["text"])`` -> ``[{"text", "generations": [...]}]`` (greedy unless sampling/beam options)."""
+
+    task = "generate"
+    options = {"num_samples": at.positive_int, "num_beams": at.positive_int, "top_k": at.positive_int,
+               "top_p": at.open_probability, "temperature": at.positive_float, "max_new_tokens": at.positive_int,
+               "seed": at.nonnegative_int}
+
+    def __init__(self, model, tokenizer):
+        self.lm, self.tokenizer = model.eval(), tokenizer
+
+    @classmethod
+    def from_folder(cls, directory) -> "GenerationPredictor":
+        return cls(*load_backbone(directory, application=kexue_block(directory)["application"]))
+
+    @property
+    def model(self):
+        return self.lm
+
+    def check(self, item):
+        if not isinstance(item, str):
+            raise ValueError(f"a generation input is a text string, got {type(item).__name__}")
+        return item
+
+    @torch.no_grad()
+    def _predict(self, texts: list[str], max_new_tokens: int = 64, num_samples: int = 1, **options) -> list[dict]:
+        tok = self.tokenizer
+        # greedy unless a sampling option is given (or beams)
+        options["do_sample"] = bool({"top_k", "top_p", "temperature", "seed"} & set(options))
+        out = []
+        for text in texts:
+            ids, segs = tok.encode(text)
+            if self.lm.application == "lm":
+                ids, segs = ids[:-1], segs[:-1]  # [CLS] text: the continuation follows
+            view = DecodeView(self.lm, banned=[tok.pad_id, tok.cls_id, tok.mask_id, tok.unk_id])
+            state = decoding_state(view, torch.tensor([ids]), None, torch.tensor([segs]))
+            rows = decode(state, max_new_tokens, tok.sep_id, num_samples=num_samples, **options)
+            out.append({"text": text, "generations": [tok.decode(r) for r in rows]})
+        return out
+
+
+__all__ = ["EncoderPredictor", "GenerationPredictor"]
