@@ -1,8 +1,9 @@
 """Readers for the real datasets kept beside the repository in ``../shared/data``.
 
 Every reader returns plain Python lists so that recipes, tests and experiments share one
-parsing of each format. The data root is ``$KEXUE_DATA`` if set, otherwise the ``shared/data``
-folder next to the repository root (the layout CI uses).
+parsing of each format. One setting locates the shared folder: ``$KEXUE_SHARED`` if set, otherwise
+``<repo>/../shared`` (the folder next to the repository root, the layout CI uses); it holds
+``data/`` and ``seeds/``. ``$KEXUE_DATA`` still overrides the data folder alone.
 """
 from __future__ import annotations
 
@@ -14,17 +15,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_root() -> Path:
+    """The shared folder (``$KEXUE_SHARED`` or ``<repo>/../shared``) holding ``data/`` and ``seeds/``."""
+    env = os.environ.get("KEXUE_SHARED")
+    return Path(env) if env else REPO.parent / "shared"
 
 
 def data_root() -> Path:
-    """Folder holding the shared datasets (``$KEXUE_DATA`` or ``<repo>/../shared/data``)."""
+    """Folder holding the shared datasets (``$KEXUE_DATA`` or ``shared_root()/data``)."""
     env = os.environ.get("KEXUE_DATA")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(env) if env else shared_root() / "data"
     if not root.is_dir():
         raise FileNotFoundError(
-            f"shared data folder not found at {root}; set KEXUE_DATA to the folder holding "
-            "sts-b-zh/, sts-b-en/, ner-peoples-daily/, fortunes-zh/, webqa-sample/"
+            f"shared data folder not found at {root}; set KEXUE_SHARED to the folder holding data/ and seeds/ "
+            "(or KEXUE_DATA to the folder holding sts-b-zh/, sts-b-en/, ner-peoples-daily/, fortunes-zh/, "
+            "webqa-sample/)"
         )
+    return root
+
+
+def seeds_root() -> Path:
+    """Folder holding the shared seed files (``shared_root()/seeds``)."""
+    root = shared_root() / "seeds"
+    if not root.is_dir():
+        raise FileNotFoundError(f"shared seeds folder not found at {root}; set KEXUE_SHARED to the folder "
+                                "holding data/ and seeds/")
     return root
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from kexue.io import write_text
 from kexue.tokenizers import Tokenizer, build_vocab, jieba_words
 
 IGNORE = -100
@@ -37,9 +39,7 @@ def read_corpus(folder: str | Path) -> list[str]:
 def build_char_vocab(texts: Iterable[str], path: str | Path, min_count: int = 1,
                      max_size: int | None = None) -> Tokenizer:
     """Write a character-level BERT ``vocab.txt`` for ``texts`` and return its tokenizer."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(build_vocab(texts, min_count=min_count, max_size=max_size)) + "\n", encoding="utf-8")
+    write_text(path, "\n".join(build_vocab(texts, min_count=min_count, max_size=max_size)) + "\n")
     return Tokenizer(path)
 
 
@@ -67,22 +67,33 @@ class WholeWordMLM:
             self._cache[text] = out
         return self._cache[text]
 
+    def _mask_word(self, word: list[int], ids: list[int], lab: list[int]) -> None:
+        r = random.random()  # one decision per word: the whole word is masked alike
+        for t in word:
+            ids.append(self.tok.mask_id if r < 0.8 else
+                       random.randrange(len(self.tok.special_ids), self.tok.vocab_size) if r < 0.9 else t)
+            lab.append(t)
+
     def __call__(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        rows, labels = [], []
-        for text in texts:
+        rows, labels, spans = [], [], []
+        for i, text in enumerate(texts):
             ids, lab = [self.tok.cls_id], [IGNORE]
             for word in self.word_ids(text):
                 if random.random() < self.mask_rate:
-                    r = random.random()  # one decision per word: the whole word is masked alike
-                    for t in word:
-                        ids.append(self.tok.mask_id if r < 0.8 else
-                                   random.randrange(len(self.tok.special_ids), self.tok.vocab_size) if r < 0.9 else t)
-                        lab.append(t)
+                    self._mask_word(word, ids, lab)
                 else:
+                    spans.append((i, len(ids), word))
                     ids += word
                     lab += [IGNORE] * len(word)
             rows.append(ids + [self.tok.sep_id])
             labels.append(lab + [IGNORE])
+        if spans and all(l == IGNORE for lab in labels for l in lab):
+            # Nothing to predict would make the loss 0/0 = NaN: mask one word (drawn uniformly) instead.
+            i, start, word = spans[random.randrange(len(spans))]
+            ids, lab = rows[i][:start], labels[i][:start]
+            self._mask_word(word, ids, lab)
+            rows[i] = ids + rows[i][start + len(word):]
+            labels[i] = lab + labels[i][start + len(word):]
         n = max(map(len, rows))
         batch = {"input_ids": torch.full((len(rows), n), self.tok.pad_id), "labels": torch.full((len(rows), n), IGNORE),
                  "attention_mask": torch.zeros(len(rows), n, dtype=torch.long)}
@@ -116,8 +127,11 @@ class UniLMPairs:
 
 
 def mlm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Mean cross-entropy over the masked tokens; 0 (not 0/0 = NaN) for a batch without any."""
     logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
-    return nn.functional.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=IGNORE)
+    labels = batch["labels"].flatten()
+    ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=IGNORE, reduction="sum")
+    return ce / (labels != IGNORE).sum().clamp(min=1)
 
 
 def unilm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -127,6 +141,36 @@ def unilm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     weight = (segs[:, 1:] * mask[:, 1:]).float()
     ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
     return (ce * weight.flatten()).sum() / weight.sum().clamp(min=1)
+
+
+def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tuple[Tokenizer, dict]:
+    """The tokenizer of the run in ``out`` and its settings, checked against the run already there
+    (before anything is written): a vocabulary built from another corpus is never reused silently."""
+    from kexue.io import clean_stale_temp, fingerprint
+    from kexue.trainstate import check_run, read_settings
+
+    run = out / "train"
+    settings = {"corpus": fingerprint(texts), "vocab": fingerprint(Path(args.vocab)) if args.vocab else "from corpus",
+                "objective": args.objective, "init": str(args.init) if args.init else None, "family": args.family,
+                "hidden": args.hidden, "layers": args.layers, "heads": args.heads, "maxlen": args.maxlen,
+                "batch_size": args.batch_size}
+    changed = check_run(run, settings, resume=args.resume, overwrite=args.overwrite, partial=True)
+    if args.vocab:
+        return Tokenizer(args.vocab), settings
+    vocab = out / "vocab.txt"
+    clean_stale_temp(out)
+    if vocab.exists() and not args.overwrite:
+        if read_settings(run) is None and not args.resume:
+            raise ValueError(f"{vocab} exists but {out} holds no recorded run: pass --resume to train with that "
+                             "vocabulary, --overwrite to build one from this corpus, or --vocab FILE")
+        tok = Tokenizer(vocab)
+        if any(d.startswith("corpus:") for d in changed) or read_settings(run) is None:
+            unk = sum(tok.token_to_id(c) == tok.unk_id for t in texts for c in t if not c.isspace())
+            n = sum(not c.isspace() for t in texts for c in t)
+            print(f"pretrain: --resume keeps the vocabulary in {vocab}: {unk / max(1, n):.1%} of this corpus' "
+                  "characters are [UNK] in it", file=sys.stderr)
+        return tok, settings
+    return build_char_vocab(texts, vocab), settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,13 +200,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--checkpoint-every", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", choices=("off", "auto", "on"), default="off",
+                    help="bfloat16 autocast: auto = only where the hardware has it natively")
+    ap.add_argument("--skip-nonfinite", action="store_true",
+                    help="skip (and count) steps with a non-finite loss or gradient instead of stopping")
+    again = ap.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in --out even though its recorded settings differ")
+    again.add_argument("--overwrite", action="store_true", help="start the run in --out over")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
     texts = read_corpus(args.data)
-    vocab = Path(args.vocab) if args.vocab else out / "vocab.txt"
-    tok = Tokenizer(vocab) if vocab.exists() else build_char_vocab(texts, vocab)
+    tok, settings = _vocab_for_run(args, texts, out)
     application = "unilm" if args.objective == "unilm" else "encoder"
     torch.manual_seed(args.seed)
     if args.init:
@@ -180,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     history = fit(model, mlm_loss if args.objective == "mlm" else unilm_loss, data, optimizer=opt, steps=args.steps,
                   scheduler=lambda_lr(opt, WarmupLinear(args.warmup, args.steps)), grad_accum=args.grad_accum,
                   clip_norm=1.0, checkpoint_dir=out / "train", checkpoint_every=args.checkpoint_every,
-                  progress=not args.no_progress, seed=args.seed)
+                  progress=not args.no_progress, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+                  settings=settings, on_nonfinite="skip" if args.skip_nonfinite else "stop",
+                  bf16={"off": False, "auto": "auto", "on": True}[args.bf16], desc=f"pretrain {args.objective}")
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         save_pretrained(model, out, tok)
         losses = history["loss"]

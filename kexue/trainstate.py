@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from kexue.io import atomic_write
+
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
@@ -61,14 +63,9 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
 def save_state(state: dict, path: str | Path) -> None:
     """Atomically write ``state`` (nested dict) to ``path`` (a .safetensors file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
     skeleton = json.dumps(_encode(state, tensors))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"kexue_state": skeleton})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"kexue_state": skeleton}))
     try:  # make the rename itself durable
         fd = os.open(path.parent, os.O_RDONLY)
         os.fsync(fd)
@@ -100,3 +97,101 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(tuple(state["numpy"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(list(state["cuda"]))
+
+
+# -- run folders: the settings a run was started with ------------------------------------------------
+SETTINGS_FILE = "settings.json"
+_ABSENT = "(absent)"
+
+
+class SettingsMismatch(ValueError):
+    """A run folder holds a run started with other settings; ``differences`` lists them."""
+
+    def __init__(self, message: str, differences: list[str]):
+        super().__init__(message)
+        self.differences = differences
+
+
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON values, so that settings compare the same before and after a round trip."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    if isinstance(x, torch.Tensor):
+        return x.tolist() if x.numel() <= 16 else f"tensor{tuple(x.shape)}"
+    if isinstance(x, Path):
+        return str(x)
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    if callable(x):
+        return getattr(x, "__qualname__", type(x).__name__)
+    return repr(x)
+
+
+def diff_settings(old: Any, new: Any, path: str = "") -> list[str]:
+    """``["lr: 0.001 -> 0.002", "optimizer.class: AdamW -> Lion", ...]`` (dotted paths into nested dicts)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in list(old) + [k for k in new if k not in old]:
+            out += diff_settings(old.get(k, _ABSENT), new.get(k, _ABSENT), f"{path}.{k}" if path else k)
+        return out
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new) and old and \
+            any(isinstance(v, (dict, list)) for v in old):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in diff_settings(a, b, f"{path}[{i}]")]
+    return [] if old == new else [f"{path}: {json.dumps(old, ensure_ascii=False)} -> {json.dumps(new, ensure_ascii=False)}"]
+
+
+def read_settings(folder: str | Path) -> dict | None:
+    path = Path(folder) / SETTINGS_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def check_run(folder: str | Path, settings: dict, *, resume: bool = False, overwrite: bool = False,
+              partial: bool = False, state_file: str = "state.safetensors") -> list[str]:
+    """Refuse to train into ``folder`` when it holds a run with other settings.
+
+    Returns the differences that ``resume=True`` accepts (empty when the settings match, the folder is
+    new, or ``overwrite=True``); raises :class:`SettingsMismatch` naming each difference otherwise.
+    ``partial=True`` compares only the keys of ``settings`` (an early check before other settings exist).
+    """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other: continue the run or start it over, not both")
+    folder = Path(folder)
+    if overwrite:
+        return []
+    new = jsonable(settings)
+    old = read_settings(folder)
+    if old is None:
+        if (folder / state_file).exists() and not resume:
+            raise SettingsMismatch(f"run folder {folder} holds a checkpoint but no {SETTINGS_FILE}: pass "
+                                   "--resume / resume=True to continue it or --overwrite / overwrite=True "
+                                   "to start over", ["settings: unknown"])
+        return []
+    if partial:
+        old = {k: old.get(k, _ABSENT) for k in new}
+    diffs = diff_settings(old, new)
+    if diffs and not resume:
+        raise SettingsMismatch(f"run folder {folder} holds a run with other settings ({'; '.join(diffs)}): pass "
+                               "--resume / resume=True to continue it with these settings or --overwrite / "
+                               "overwrite=True to start over", diffs)
+    return diffs
+
+
+def start_run(folder: str | Path, settings: dict, *, overwrite: bool = False,
+              run_files: tuple[str, ...] = ("state.safetensors", "model.safetensors")) -> None:
+    """Prepare ``folder`` for a run that passed :func:`check_run`: remove the temp files a killed write
+    left behind, remove the old run's files if ``overwrite``, and record ``settings.json`` (atomic)."""
+    from kexue.io import clean_stale_temp, write_json
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp(folder)
+    if overwrite:
+        for name in (*run_files, SETTINGS_FILE):
+            (folder / name).unlink(missing_ok=True)
+    settings = jsonable(settings)
+    if read_settings(folder) != settings:
+        write_json(folder / SETTINGS_FILE, settings)

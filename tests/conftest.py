@@ -1,11 +1,13 @@
+"""Tests read the real data and seeds from the shared folder: ``$KEXUE_SHARED`` if set, otherwise
+``<repo>/../shared`` (see :func:`kexue.datasets.shared_root`; ``$KEXUE_DATA`` overrides the data folder)."""
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-os.environ.setdefault("KEXUE_DATA", str(REPO.parent / "shared" / "data"))
+from kexue.datasets import shared_root
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(2)
@@ -18,5 +20,5 @@ def _seed():
 
 @pytest.fixture
 def shared_dir() -> Path:
-    """The read-only ``../shared`` folder next to the repository."""
-    return REPO.parent / "shared"
+    """The read-only shared folder (``data/``, ``seeds/``) next to the repository."""
+    return shared_root()

@@ -42,10 +42,11 @@ def test_grad_accumulation_equals_big_batch():
 WORKER = textwrap.dedent('''
     import sys, time, torch
     from torch import nn
+    from kexue.io import write_text
     from kexue.train import fit
     from kexue.optim import EMA, WarmupLinear, lambda_lr
     torch.set_num_threads(1)
-    out, slow = sys.argv[1], float(sys.argv[2])
+    out, pause_at = sys.argv[1], int(sys.argv[2])
     torch.manual_seed(0)
     ds = torch.utils.data.TensorDataset(torch.randn(48, 6), torch.randn(48, 2))
     # the collate function draws from the global RNG, like random masking in MLM
@@ -55,10 +56,11 @@ WORKER = textwrap.dedent('''
     model = nn.Sequential(nn.Linear(6, 32), nn.Dropout(0.2), nn.ReLU(), nn.Linear(32, 2))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     def loss_fn(m, b):
-        time.sleep(slow)
         return ((m(b[0]) - b[1]) ** 2).mean()
     def progress(state):
-        open(out + ".progress", "w").write(str(state.step))
+        if state.step == pause_at:  # tell the test where we are (atomically), then wait to be killed
+            write_text(out + ".progress", str(state.step))
+            time.sleep(600)
     fit(model, loss_fn, data, optimizer=opt, steps=30, scheduler=lambda_lr(opt, WarmupLinear(4, 30)),
         ema=EMA(model, 0.8), grad_accum=2, callbacks=[progress], eval_every=1,
         checkpoint_dir=out, checkpoint_every=3, progress=False, seed=1)
@@ -68,23 +70,20 @@ WORKER = textwrap.dedent('''
 def test_kill_9_and_resume_equals_uninterrupted(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    run = lambda d, slow: subprocess.Popen([sys.executable, str(script), str(d), str(slow)], env=ENV)
+    run = lambda d, pause: subprocess.Popen([sys.executable, str(script), str(d), str(pause)], env=ENV)
     a, b = tmp_path / "killed", tmp_path / "straight"
-    proc = run(a, 0.03)
+    proc = run(a, 14)  # pauses inside step 14's callback, after the step-12 checkpoint
     progress = Path(str(a) + ".progress")
     deadline = time.time() + 120
-    while time.time() < deadline:
-        if progress.exists() and progress.read_text().strip() and int(progress.read_text()) >= 14:
-            break
+    while not progress.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
+    assert progress.read_text() == "14"
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL
-    killed_at = int(progress.read_text())
-    assert 14 <= killed_at < 30, killed_at  # really interrupted mid-training
     assert not (a / "model.safetensors").exists()
-    assert load_state(a / "state.safetensors")["progress"]["step"] < 30
-    assert run(a, 0.0).wait() == 0  # resume
-    assert run(b, 0.0).wait() == 0  # uninterrupted
+    assert load_state(a / "state.safetensors")["progress"]["step"] == 12
+    assert run(a, -1).wait() == 0  # resume
+    assert run(b, -1).wait() == 0  # uninterrupted
     sa, sb = load_state(a / "state.safetensors"), load_state(b / "state.safetensors")
     assert sa["progress"]["step"] == sb["progress"]["step"] == 30
     for part in ("model", "ema"):
