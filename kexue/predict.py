@@ -161,7 +161,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     p = at.ArgumentParser(prog="kexue predict", description="Predict with a saved model; JSON lines out.")
     _io_args(p)
     _generation_args(p)
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     items = read_inputs(args.texts, args.input)
     predictor = _start(args)
     options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
@@ -172,7 +172,7 @@ def predict_main(argv: list[str] | None = None) -> int:
 def embed_main(argv: list[str] | None = None) -> int:
     p = at.ArgumentParser(prog="kexue embed", description="Sentence vectors of an encoder; JSON lines out.")
     _io_args(p, "texts")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     items = read_inputs(args.texts, args.input)
     predictor = _start(args)
     if not hasattr(predictor, "embed"):
@@ -187,7 +187,7 @@ def search_main(argv: list[str] | None = None) -> int:
     _io_args(p, "queries")
     p.add_argument("--corpus", type=at.input_file, required=True, help="text file, one sentence per line")
     p.add_argument("--top-k", type=at.positive_int, default=5, help="results per query")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     queries = read_inputs(args.texts, args.input)
     predictor = _start(args)
     if not hasattr(predictor, "embed"):

@@ -1,0 +1,169 @@
+"""Every recipe on a tiny slice of real data saves a model folder whose predictor — through
+``kexue.load(DIR).predict`` and through ``kexue predict`` — reproduces the recipe's own evaluation
+predictions exactly."""
+import json
+
+import pytest
+import torch
+
+import kexue
+from kexue import datasets
+from kexue.cli import main as cli
+from kexue.tasks.metrics import bio_to_spans
+
+FOLDER_FILES = {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "task.json", "metrics.json",
+                "loss.png", "README.md", "eval_predictions.jsonl"}
+
+
+def bioes(tags):
+    """BIO -> BIOES (the rewrite the recipe must read back to the same spans)."""
+    out = list(tags)
+    for kind, s, e in bio_to_spans(tags):
+        out[s:e + 1] = [f"S-{kind}"] if s == e else [f"B-{kind}"] + [f"I-{kind}"] * (e - s - 1) + [f"E-{kind}"]
+    return out
+
+
+def write_tagged(path, sents):
+    path.write_text("".join("".join(f"{c} {t}\n" for c, t in zip(chars, tags)) + "\n" for chars, tags in sents),
+                    encoding="utf-8")
+
+
+def train(tmp_path_factory, name, *args):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp(name) / "model"
+    assert cli([name, "--out", str(out), "--no-progress", "--epochs", "1", *args]) == 0
+    return out
+
+
+def rows(out):
+    return [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def check_same(out, inputs, tmp_path, key_inputs=None):
+    """load().predict and `kexue predict --input` both give the recipe's eval predictions."""
+    expected = rows(out)
+    assert expected and len(expected) == len(inputs)
+    assert kexue.load(out).predict(inputs) == expected
+    src, dst = tmp_path / "inputs.jsonl", tmp_path / "preds.jsonl"
+    src.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in inputs), encoding="utf-8")
+    assert cli(["predict", str(out), "--input", str(src), "--output", str(dst)]) == 0
+    assert [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()] == expected
+    return expected
+
+
+@pytest.fixture(scope="module")
+def ner_model(tmp_path_factory):
+    """BIOES train file from example.dev; dev file from example.test with LOC renamed to an unseen type."""
+    data = tmp_path_factory.mktemp("ner-data")
+    train_s = [s for s in datasets.ner_peoples_daily("dev") if any(t != "O" for t in s[1])][:24]
+    test_s = datasets.ner_peoples_daily("test")[:16]
+    test_s = [(c, [t.replace("-LOC", "-PLACE") for t in tags]) for c, tags in test_s]
+    write_tagged(data / "train.bioes", [(c, bioes(t)) for c, t in train_s])
+    write_tagged(data / "dev.bio", test_s)
+    return train(tmp_path_factory, "ner", "--train", str(data / "train.bioes"), "--dev", str(data / "dev.bio"),
+                 "--maxlen", "48"), test_s
+
+
+def test_ner_reads_bioes_and_survives_an_unseen_type(ner_model, tmp_path):
+    out, test_s = ner_model
+    assert FOLDER_FILES | {"head.safetensors"} <= {p.name for p in out.iterdir()}
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    assert config["kexue"]["task"] == "ner" and config["kexue"]["labels"] == ["LOC", "ORG", "PER"]
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["eval_types_unseen_in_training"] == ["PLACE"] and metrics["n_gold"] > 0
+    preds = check_same(out, ["".join(c) for c, _ in test_s], tmp_path)
+    for p in preds:  # character offsets: text[start:end] is the entity
+        assert all(p["text"][e["start"]:e["end"]] == e["text"] and e["type"] in ("LOC", "ORG", "PER")
+                   for e in p["entities"])
+
+
+def test_bioes_reads_as_the_same_spans_as_bio():
+    for _, tags in datasets.ner_peoples_daily("dev")[:200]:
+        assert bio_to_spans(bioes(tags)) == bio_to_spans(tags)
+    assert bio_to_spans(["B-X", "M-X", "E-X", "S-Y", "O", "E-Z"]) == {("X", 0, 2), ("Y", 3, 3), ("Z", 5, 5)}
+
+
+def test_classify_single_texts(tmp_path_factory, tmp_path):
+    out = train(tmp_path_factory, "classify", "--limit", "24", "--maxlen", "48")
+    texts = [r["text"] for r in rows(out)]
+    preds = check_same(out, texts, tmp_path)
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in preds)
+
+
+def test_classify_sentence_pairs_from_lcqmc(tmp_path_factory, tmp_path, shared_dir):
+    lines = (shared_dir / "data/sim-zh/LCQMC.valid.data").read_text(encoding="utf-8").splitlines()
+    data = tmp_path_factory.mktemp("lcqmc")
+    (data / "train.tsv").write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
+    (data / "dev.tsv").write_text("\n".join(lines[40:52]) + "\n", encoding="utf-8")
+    out = train(tmp_path_factory, "classify", "--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"),
+                "--maxlen", "64")
+    pairs = [line.split("\t")[:2] for line in lines[40:52]]
+    preds = check_same(out, pairs, tmp_path)
+    assert {p["label"] for p in preds} <= {"0", "1"}
+    with pytest.raises(ValueError, match="sentence-pair model"):
+        kexue.load(out).predict(["just one text"])
+
+
+def test_poem(tmp_path_factory, tmp_path):
+    out = train(tmp_path_factory, "poem", "--limit", "16", "--maxlen", "40", "--samples", "2")
+    expected = check_same(out, [r["class"] for r in rows(out)], tmp_path)
+    assert all(len(r["poems"]) == 2 for r in expected)
+    p = kexue.load(out)
+    assert p.predict(["唐"], seed=3) == p.predict(["唐"], seed=3)  # same seed, same poems
+    beams = p.predict([{"class": "宋", "prefix": "明月"}], num_beams=3, num_samples=2, max_new_tokens=8)
+    assert len(beams[0]["poems"]) == 2 and all(s.startswith("明月") for s in beams[0]["poems"])
+    with pytest.raises(ValueError, match="unknown class"):
+        p.predict(["元"])
+
+
+def test_reading(tmp_path_factory, tmp_path):
+    out = train(tmp_path_factory, "reading", "--limit", "3", "--maxlen", "64", "--max-answer", "4")
+    records = [{"question": r["question"], "passages": [q["passage"] for q in r["passages"]]}
+               for r in datasets.webqa()[:3]]
+    check_same(out, records, tmp_path)
+
+
+def test_dialogue_and_chat(tmp_path_factory, tmp_path, monkeypatch, capsys):
+    out = train(tmp_path_factory, "dialogue", "--limit", "16", "--maxlen", "48")
+    check_same(out, [r["context"] for r in rows(out)], tmp_path)
+    first = rows(out)[0]
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(t + "\n" for t in first["context"][:1])))
+    capsys.readouterr()
+    assert cli(["chat", str(out)]) == 0
+    reply = capsys.readouterr().out.strip()
+    assert reply == kexue.load(out).predict([first["context"][:1]])[0]["reply"]
+
+
+def test_encoder_embed_search_and_pair_similarity(tmp_path, capsys):
+    """The embedded all-MiniLM-L6-v2 folder as an encoder: vectors equal sentence-transformers'."""
+    from sentence_transformers import SentenceTransformer
+
+    from kexue.pretrained import minilm_path
+
+    texts = [p.a for p in datasets.sts_en("test")[:6]]
+    capsys.readouterr()
+    assert cli(["embed", str(minilm_path()), *texts]) == 0
+    got = torch.tensor([json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()])
+    ref = SentenceTransformer(str(minilm_path()), device="cpu").encode(texts, convert_to_tensor=True,
+                                                                               normalize_embeddings=True)
+    assert torch.allclose(got, ref.float(), atol=1e-5)
+    sim = kexue.load(minilm_path()).predict([[texts[0], texts[1]]])[0]["similarity"]
+    assert sim == pytest.approx(float(ref[0] @ ref[1]), abs=1e-5)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    assert cli(["search", str(minilm_path()), "--corpus", str(corpus), "--top-k", "2", texts[2]]) == 0
+    hit = json.loads(capsys.readouterr().out)
+    assert hit["results"][0]["line"] == 3 and hit["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_int8_predict(tmp_path_factory):
+    pytest.importorskip("kexue.quantize")
+    from kexue.pretrained import minilm_path
+
+    texts = [p.a for p in datasets.sts_en("test")[:4]]
+    full = torch.tensor([r["embedding"] for r in kexue.load(minilm_path()).predict(texts)])
+    q = torch.tensor([r["embedding"] for r in kexue.load(minilm_path(), quantize="int8").predict(texts)])
+    cos = torch.nn.functional.cosine_similarity(full, q)
+    assert (cos > 0.98).all() and not torch.equal(full, q)  # quantized, and still the same vectors roughly
