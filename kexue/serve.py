@@ -10,7 +10,6 @@ options) are gathered into one ``predict`` call of up to ``--max-batch`` inputs,
 thread, so concurrent clients share model batches instead of queueing one forward pass each.
 Bad requests (malformed JSON, a wrong input, an unknown option) get a 400/422 with the reason.
 """
-from __future__ import annotations
 
 import asyncio
 import json
@@ -24,7 +23,7 @@ from . import argtypes as at
 class _Job:
     inputs: list
     options: dict
-    future: asyncio.Future = field(default=None)
+    future: "asyncio.Future | None" = field(default=None)
 
 
 class Batcher:
