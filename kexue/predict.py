@@ -35,11 +35,16 @@ class Predictor:
     task: str = ""
     options: dict[str, Callable[[str], Any]] = {}
     progress: bool = False
+    model_attr: str = ""  # the attribute holding the nn.Module
 
     @property
     def model(self):
         """The ``nn.Module`` that ``quantize`` rewrites."""
-        raise NotImplementedError
+        return getattr(self, self.model_attr)
+
+    @model.setter
+    def model(self, module) -> None:
+        setattr(self, self.model_attr, module)
 
     def check(self, item: Any) -> Any:
         """Validate one input (``ValueError`` naming what is wrong); returns it normalised."""
@@ -85,7 +90,7 @@ def load(directory: str | Path, quantize: str | None = None) -> Predictor:
             from .quantize import quantize as quantize_model
         except ImportError:
             raise ValueError(f"quantize={quantize!r} needs kexue.quantize, which this installation lacks") from None
-        quantize_model(predictor.model, quantize)
+        predictor.model = quantize_model(predictor.model, quantize)
     return predictor
 
 

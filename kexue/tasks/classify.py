@@ -82,7 +82,7 @@ class ClassifyPredictor(Predictor):
     """``predict(["text", …])`` (or ``[["a", "b"], …]`` for a sentence-pair model) ->
     ``[{"text", "label", "probabilities": {label: p}}]``."""
 
-    task = "classify"
+    task, model_attr = "classify", "classifier"
 
     def __init__(self, model: Classifier, tokenizer, labels: list[str], maxlen: int, pair: bool):
         self.classifier, self.tokenizer, self.labels, self.maxlen, self.pair = model.eval(), tokenizer, labels, maxlen, pair
@@ -93,10 +93,6 @@ class ClassifyPredictor(Predictor):
         encoder, tokenizer = load_backbone(directory)
         model = load_head(directory, Classifier(encoder, len(info["labels"])), "encoder")
         return cls(model, tokenizer, info["labels"], info["settings"]["maxlen"], info["settings"]["pair"])
-
-    @property
-    def model(self):
-        return self.classifier
 
     def check(self, item):
         if self.pair:

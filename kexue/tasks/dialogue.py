@@ -95,7 +95,7 @@ class DialoguePredictor(Predictor):
     """``predict([["turn 1", "turn 2", …], "a single turn"])`` -> ``[{"context", "reply"}]``; options
     ``num_beams``, ``top_k``, ``top_p``, ``temperature``, ``max_new_tokens``, ``seed``."""
 
-    task = "dialogue"
+    task, model_attr = "dialogue", "lm"
     options = GEN_OPTIONS
 
     def __init__(self, model, tokenizer, maxlen: int, defaults: dict):
@@ -106,10 +106,6 @@ class DialoguePredictor(Predictor):
         s = read_task(directory)["settings"]
         model, tokenizer = load_backbone(directory)
         return cls(model, tokenizer, s["maxlen"], s["generation"])
-
-    @property
-    def model(self):
-        return self.lm
 
     def check(self, item):
         if isinstance(item, str):

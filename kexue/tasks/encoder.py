@@ -22,7 +22,7 @@ from .sampling import DecodeView, decode
 class EncoderPredictor(Predictor):
     """``predict(["text", ["a", "b"]])`` -> ``[{"text", "embedding"}, {"text", "similarity"}]``."""
 
-    task = "encoder"
+    task, model_attr = "encoder", "encoder"
 
     def __init__(self, model, tokenizer, maxlen: int = 256):
         self.encoder, self.tokenizer, self.maxlen = model.eval(), tokenizer, maxlen
@@ -31,10 +31,6 @@ class EncoderPredictor(Predictor):
     def from_folder(cls, directory) -> "EncoderPredictor":
         model, tokenizer = load_backbone(directory, application="encoder")
         return cls(model, tokenizer, read_task(directory).get("settings", {}).get("maxlen", 256))
-
-    @property
-    def model(self):
-        return self.encoder
 
     @staticmethod
     def check_text(item) -> str:
@@ -76,7 +72,7 @@ class GenerationPredictor(Predictor):
     """A causal LM continues the text; a UniLM writes the target of the source text.
     ``predict(["text"])`` -> ``[{"text", "generations": [...]}]`` (greedy unless sampling/beam options)."""
 
-    task = "generate"
+    task, model_attr = "generate", "lm"
     options = {"num_samples": at.positive_int, "num_beams": at.positive_int, "top_k": at.positive_int,
                "top_p": at.open_probability, "temperature": at.positive_float, "max_new_tokens": at.positive_int,
                "seed": at.nonnegative_int}
@@ -87,10 +83,6 @@ class GenerationPredictor(Predictor):
     @classmethod
     def from_folder(cls, directory) -> "GenerationPredictor":
         return cls(*load_backbone(directory, application=kexue_block(directory)["application"]))
-
-    @property
-    def model(self):
-        return self.lm
 
     def check(self, item):
         if not isinstance(item, str):

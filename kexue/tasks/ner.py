@@ -134,7 +134,7 @@ class NERPredictor(Predictor):
     """``predict(["text", …])`` -> ``[{"text", "entities": [{type, start, end, text}], "truncated"}]``;
     text past ``maxlen - 2`` characters is not tagged (``truncated: true``), as in training."""
 
-    task = "ner"
+    task, model_attr = "ner", "tagger"
 
     def __init__(self, tagger: Tagger, tokenizer, maxlen: int):
         self.tagger, self.tokenizer, self.maxlen = tagger.eval(), tokenizer, maxlen
@@ -146,10 +146,6 @@ class NERPredictor(Predictor):
         encoder, tokenizer = load_backbone(directory)
         tagger = load_head(directory, Tagger(encoder, s["head"], info["labels"], s["head_size"]), "encoder")
         return cls(tagger, tokenizer, s["maxlen"])
-
-    @property
-    def model(self):
-        return self.tagger
 
     def check(self, item):
         if not isinstance(item, str):

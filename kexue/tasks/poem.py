@@ -73,7 +73,7 @@ class PoemPredictor(Predictor):
     """``predict(["唐", {"class": "宋", "prefix": "明月"}])`` -> ``[{"class", "poems": [...]}]``; options
     ``num_samples``, ``num_beams``, ``top_k``, ``top_p``, ``temperature``, ``max_new_tokens``, ``seed``."""
 
-    task = "poem"
+    task, model_attr = "poem", "lm"
     options = GEN_OPTIONS
 
     def __init__(self, model: ConditionalLM, tokenizer, labels: list[str], defaults: dict):
@@ -86,10 +86,6 @@ class PoemPredictor(Predictor):
         lm, tokenizer = load_backbone(directory)
         model = load_head(directory, ConditionalLM(lm, len(info["labels"]), s["cond_dim"]), "lm")
         return cls(model, tokenizer, info["labels"], s["generation"])
-
-    @property
-    def model(self):
-        return self.lm
 
     def check(self, item):
         if isinstance(item, str):

@@ -97,7 +97,7 @@ class ReadingPredictor(Predictor):
     """``predict([{"question": q, "passages": ["…", {"passage": "…"}]}])`` -> ``[{"question", "answer"}]``
     (empty answer: no passage holds one); option ``max_new_tokens`` (the longest answer)."""
 
-    task = "reading"
+    task, model_attr = "reading", "unilm"
     options = {"max_new_tokens": at.positive_int}
 
     def __init__(self, model, tokenizer, maxlen: int, max_answer: int):
@@ -108,10 +108,6 @@ class ReadingPredictor(Predictor):
         s = read_task(directory)["settings"]
         model, tokenizer = load_backbone(directory)
         return cls(model, tokenizer, s["maxlen"], s["max_answer"])
-
-    @property
-    def model(self):
-        return self.unilm
 
     def check(self, item):
         if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not item["question"].strip():
