@@ -56,6 +56,13 @@ def run(name: str, argv: list[str]) -> int:
     return int(getattr(importlib.import_module(module), func or "main")(argv) or 0)
 
 
+def dispatch(argv: list[str]) -> int:
+    """``kexue <command> …`` without the error handler: exceptions propagate (for Python callers and tests)."""
+    if not argv or argv[0] not in COMMANDS:
+        raise ValueError(f"unknown command {argv[0] if argv else ''!r}; try `kexue --help`")
+    return run(argv[0], argv[1:])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

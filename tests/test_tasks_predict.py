@@ -123,8 +123,13 @@ def test_reading(tmp_path_factory, tmp_path):
     check_same(out, records, tmp_path)
 
 
-def test_dialogue_and_chat(tmp_path_factory, tmp_path, monkeypatch, capsys):
-    out = train(tmp_path_factory, "dialogue", "--limit", "16", "--maxlen", "48")
+@pytest.fixture(scope="module")
+def dialogue_model(tmp_path_factory):
+    return train(tmp_path_factory, "dialogue", "--limit", "16", "--maxlen", "48")
+
+
+def test_dialogue_and_chat(dialogue_model, tmp_path, monkeypatch, capsys):
+    out = dialogue_model
     check_same(out, [r["context"] for r in rows(out)], tmp_path)
     first = rows(out)[0]
     import io
@@ -167,3 +172,36 @@ def test_int8_predict(tmp_path_factory):
     q = torch.tensor([r["embedding"] for r in kexue.load(minilm_path(), quantize="int8").predict(texts)])
     cos = torch.nn.functional.cosine_similarity(full, q)
     assert (cos > 0.95).all() and not torch.equal(full, q)  # quantized (int8 MiniLM: cos 0.97-0.99), same vectors roughly
+
+
+def test_plain_lm_folder_generates_like_a_plain_greedy_loop(dialogue_model, tmp_path):
+    """A folder whose kexue block names no task but application lm is a generator; greedy
+    generation equals argmax over a full forward pass at every step (no cache, written plainly)."""
+    import shutil
+
+    lm_dir = tmp_path / "lm"
+    shutil.copytree(dialogue_model, lm_dir)
+    config = json.loads((lm_dir / "config.json").read_text(encoding="utf-8"))
+    del config["kexue"]["task"], config["kexue"]["labels"]
+    (lm_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    p = kexue.load(lm_dir)
+    assert p.task == "generate"
+    text = "晓带轻烟间杏花"
+    got = p.predict([text], max_new_tokens=6)[0]["generations"][0]
+    model, tok = p.lm, p.tokenizer
+    ids = tok.encode(text)[0][:-1]
+    banned = [tok.pad_id, tok.cls_id, tok.mask_id, tok.unk_id]
+    new = []
+    with torch.no_grad():
+        for _ in range(6):
+            logits = model(torch.tensor([ids + new])).logits[0, -1]
+            logits[banned] = float("-inf")
+            token = int(logits.argmax())
+            if token == tok.sep_id:
+                break
+            new.append(token)
+    assert got == tok.decode(new)
+    beams = p.predict([text], num_beams=3, num_samples=2, max_new_tokens=4)[0]["generations"]
+    assert len(beams) == 2
+    with pytest.raises(ValueError, match="does not apply"):
+        p.predict([text], rdrop=1)
