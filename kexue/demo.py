@@ -9,7 +9,6 @@ writes ``metrics.json``, ``score_vs_dims.png`` and the whitening transform under
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from . import datasets
+from .io import save_figure, write_json
 from .pretrained import embed, minilm
 from .similarity.evaluate import pair_cosines, spearman
 from .similarity.finetune import finetune_cosent
@@ -74,7 +74,7 @@ def _plot(metrics: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)
 
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(["model", "(β, γ)"] + [f"k={k}" for k in DIMS], grid_rows))
 
     metrics["seconds"] = time.perf_counter() - t_start
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
+    write_json(out / "metrics.json", metrics)
     _plot(metrics, out / "score_vs_dims.png")
     print(f"\nwrote {out}/metrics.json, {out}/score_vs_dims.png ({metrics['seconds']:.0f}s total)")
     if not ft > zs:

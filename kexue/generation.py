@@ -90,7 +90,8 @@ class PrefixDecoding:
         if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
             raise ValueError("PrefixDecoding needs left padding: the last column must be real tokens")
         self.ids, self.mask = input_ids, attention_mask
-        self.segments = segment_ids if segment_ids is not None else torch.zeros_like(input_ids)
+        # no segment ids unless given or UniLM (GPT-2 adds wte(token_type_ids) whenever they are passed)
+        self.segments = segment_ids if segment_ids is not None or not self.unilm else torch.zeros_like(input_ids)
         # Positions count real tokens only, so a left-padded row sees the positions it was trained on.
         if attention_mask is not None:
             self.positions = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
@@ -104,7 +105,7 @@ class PrefixDecoding:
     def prefill(self) -> Tensor:
         self.cache = KVCache() if self.use_cache else None
         self.next_pos = self.positions[:, -1:] + 1
-        self.new_segment = torch.full_like(self.next_pos, 1 if self.unilm else 0)
+        self.new_segment = None if self.segments is None else torch.full_like(self.next_pos, 1 if self.unilm else 0)
         return self._run(self.ids, self.segments, self.mask, self.positions, self.cache)
 
     def step(self, tokens: Tensor) -> Tensor:
@@ -115,7 +116,8 @@ class PrefixDecoding:
         if self.cache is not None:
             return self._run(tokens, self.new_segment, self.mask, pos, self.cache)
         self.ids = torch.cat([self.ids, tokens], 1)
-        self.segments = torch.cat([self.segments, self.new_segment], 1)
+        if self.segments is not None:
+            self.segments = torch.cat([self.segments, self.new_segment], 1)
         self.positions = torch.cat([self.positions, pos], 1)
         return self._run(self.ids, self.segments, self.mask, self.positions, None)
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import numbers
 import os
 import random
 import sys
@@ -100,16 +101,14 @@ def _is_leaf_list(batch) -> bool:
 
 
 def shard(batch: Batch, rank: int, world: int) -> Batch:
-    """This rank's contiguous slice along dim 0 of every tensor in a (nested) batch; a plain list of
-    items (texts, indices) is split into ``world`` nearly equal contiguous parts."""
+    """This rank's contiguous slice along dim 0 of every tensor in a (nested) batch. Anything else (a
+    plain list of texts or indices) is left whole: every rank computes it, which gives the one-process
+    result without the speed-up (pass per-rank batches and ``shard_batches=False`` for that)."""
     if isinstance(batch, torch.Tensor):
         if batch.shape[0] % world:
             raise ValueError(f"batch of {batch.shape[0]} does not split over {world} processes")
         n = batch.shape[0] // world
         return batch[rank * n:(rank + 1) * n]
-    if _is_leaf_list(batch):
-        bounds = [len(batch) * r // world for r in range(world + 1)]
-        return batch[bounds[rank]:bounds[rank + 1]]
     if isinstance(batch, dict):
         return {k: shard(v, rank, world) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
@@ -239,7 +238,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     model as given (e.g. already FSDP-wrapped)."""
     for name, value in (("grad_accum", grad_accum), ("epochs", epochs), ("steps", steps),
                         ("checkpoint_every", checkpoint_every), ("eval_every", eval_every)):
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if on_nonfinite not in ("stop", "skip"):
         raise ValueError(f"on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
@@ -390,8 +389,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
             state.batch_in_epoch = 0
         set_rng_state(epoch_rng)
         iterator = iter(_epoch_iterable(batches, state.epoch))
-        for _ in range(state.batch_in_epoch):  # resume: replay the data position
-            next(iterator)
+        for _ in itertools.islice(iterator, state.batch_in_epoch):  # resume: replay the data position
+            pass  # (data that shrank under resume=True simply ends this epoch)
         if current_rng is not None:
             set_rng_state(current_rng)
         while state.step < steps:
@@ -402,6 +401,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
             for i, b in enumerate(micro):
                 if world > 1 and shard_batches:
                     b = shard(b, rank, world)
+                    seen_n = (batch_size(b) or 0) * world
+                else:
+                    seen_n = batch_size(b) or 0
                 sync = i == grad_accum - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
                 with (contextlib.nullcontext() if sync else model.no_sync()):
                     with autocast:
@@ -416,7 +418,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     for k, v in out.items():
                         if k != "loss":
                             logs[k] = logs.get(k, 0.0) + float(v) / grad_accum
-                seen += (batch_size(b) or 0) * world
+                seen += seen_n
             if clip_norm is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
             else:

@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="samples.png")
-    ap.add_argument("--save", default=None, help="also save the trained weights (state_dict) here")
+    ap.add_argument("--save", default=None, metavar="DIR",
+                    help="also save the trained model into this folder (model.safetensors + config.json; "
+                         "kexue.diffusion.train.load_model reads it back)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     x = digits(args.size)[0] if args.data == "digits" else image_folder(args.data, args.size, args.channels)
@@ -37,5 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"{args.method} cannot use exactly {args.nfe} evaluations (Heun needs an even NFE)")
     print(f"wrote {save_grid(out, args.out)}")
     if args.save:
-        torch.save(model.state_dict(), args.save)
+        from .train import save_model
+
+        save_model(model, args.save, kind=kind, channels=x.shape[1], width=args.width, size=args.size,
+                   method=args.method, train_steps=args.train_steps, data=args.data)
+        print(f"saved the model to {args.save}")
     return 0

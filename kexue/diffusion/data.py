@@ -55,7 +55,6 @@ def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 10, scale: int = 4)
     arr = grid.permute(1, 2, 0).numpy()
     img = Image.fromarray(arr[:, :, 0] if c == 1 else arr)
     img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    from ..io import atomic_write
+
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

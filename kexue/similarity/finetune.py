@@ -2,24 +2,30 @@
 
 《CoSENT（一）》: batches of (a, b, score), loss = CoSENT(cos(u, v)·20) for a bi-encoder;
 《CoSENT（三）》: the same ranking loss on a cross-encoder's logit of "[CLS] a [SEP] b [SEP]".
-The loop is deliberately tiny and wall-clock budgeted (``seconds``) so demos fit a CPU budget;
-``kexue.train`` is the general trainer.
+Both run on :func:`kexue.train.fit` (progress bar with total and ETA, checkpoints and exact resume with
+``checkpoint_dir=``, grad accumulation, EMA, bf16, DDP, the non-finite guard: extra keyword arguments go
+to ``fit``), planned for ``max_steps`` or ``epochs`` and optionally cut at a wall-clock budget ``seconds``
+so demos fit a CPU budget.
 """
 from __future__ import annotations
 
 import random
-import time
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from ..datasets import Pair
 from ..losses import cosent_cross_encoder_loss, cosent_loss
 from ..pretrained import mean_pool
 from ..tokenizers import Tokenizer, pad_batch
 from .inputs import check_pairs
+
+
+def _pairs_fingerprint(pairs: Sequence[Pair]) -> str:
+    from ..io import fingerprint
+
+    return fingerprint([(p.a, p.b, float(p.score)) for p in pairs])
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, seed: int = 0) -> list[list[int]]:
@@ -37,36 +43,26 @@ def length_batches(lengths: Sequence[int], batch_size: int, seed: int = 0) -> li
     return out
 
 
-def budgeted_loop(step: Callable[[list[int]], Tensor], batches: list[list[int]], params, lr: float = 2e-5,
-                  seconds: float = 120.0, max_steps: int | None = None, warmup: int = 10,
-                  progress: bool = True, desc: str = "training") -> list[float]:
-    """AdamW with linear warmup, cycling over ``batches`` until ``seconds`` or ``max_steps``; returns losses."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    for g in opt.param_groups:  # groups may carry their own lr (e.g. a fresh head); warmup scales each
-        g["base_lr"] = g["lr"]
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=max_steps, desc=desc, unit="step", disable=not progress)
-    i = 0
-    while (max_steps is None or i < max_steps) and time.perf_counter() - t0 < seconds:
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * min(1.0, (i + 1) / warmup)
-        loss = step(batches[i % len(batches)])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        i += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-    bar.close()
-    return losses
+def budgeted_fit(model: nn.Module, loss: Callable[[nn.Module, list[int]], Tensor], batches: list[list[int]],
+                 params, lr: float = 2e-5, seconds: float | None = 120.0, max_steps: int | None = None,
+                 epochs: int = 1, warmup: int = 10, progress: bool = True, desc: str = "training",
+                 seed: int = 0, **fit_options) -> list[float]:
+    """AdamW with linear warm-up ``lr·min(1, (i+1)/warmup)`` over ``batches`` (cycled) for ``max_steps``
+    (default ``epochs`` passes) or until ``seconds``, through :func:`kexue.train.fit`; returns the losses."""
+    from ..optim.schedules import PiecewiseLinear, lambda_lr
+    from ..train import fit
+
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)  # groups may carry their own lr (a fresh head)
+    sched = lambda_lr(opt, PiecewiseLinear({0: 1.0 / warmup, warmup - 1: 1.0}))  # warm-up scales each group
+    history = fit(model, loss, batches, optimizer=opt, steps=max_steps or epochs * len(batches), scheduler=sched,
+                  max_seconds=seconds, progress=progress, desc=desc, seed=seed, **fit_options)
+    return history["loss"]
 
 
-def finetune_cosent(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair], seconds: float = 120.0,
+def finetune_cosent(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair], seconds: float | None = 120.0,
                     batch_size: int = 32, lr: float = 2e-5, maxlen: int = 64, max_steps: int | None = None,
                     scale: float = 20.0, seed: int = 0, progress: bool = True,
-                    freeze_token_embeddings: bool = True) -> list[float]:
+                    freeze_token_embeddings: bool = True, epochs: int = 1, **fit_options) -> list[float]:
     """Bi-encoder CoSENT on mean-pooled vectors (the MiniLM recipe); the model is left in eval mode.
 
     ``freeze_token_embeddings`` keeps the vocabulary matrix fixed (half of MiniLM's weights): its dense
@@ -76,9 +72,9 @@ def finetune_cosent(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair
     enc = [(tokenizer.encode(p.a, maxlen=maxlen), tokenizer.encode(p.b, maxlen=maxlen)) for p in pairs]
     labels = torch.tensor([p.score for p in pairs])
 
-    def step(idx: list[int]) -> Tensor:
+    def step(m: nn.Module, idx: list[int]) -> Tensor:
         batch = pad_batch([enc[i][0] for i in idx] + [enc[i][1] for i in idx], tokenizer.pad_id)
-        h = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
+        h = m(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
         v = mean_pool(h, batch["attention_mask"])
         return cosent_loss(v[:len(idx)], v[len(idx):], labels[idx], scale)
 
@@ -89,8 +85,11 @@ def finetune_cosent(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair
         p.requires_grad_(False)
     model.train()
     try:
-        return budgeted_loop(step, batches, [p for p in model.parameters() if p.requires_grad], lr, seconds,
-                             max_steps, progress=progress, desc="CoSENT fine-tune")
+        settings = {"data": _pairs_fingerprint(pairs), "batch_size": batch_size, "maxlen": maxlen, "scale": scale,
+                    "freeze_token_embeddings": freeze_token_embeddings}
+        return budgeted_fit(model, step, batches, [p for p in model.parameters() if p.requires_grad], lr, seconds,
+                            max_steps, epochs, progress=progress, desc="CoSENT fine-tune", seed=seed,
+                            settings={**settings, **fit_options.pop("settings", {})}, **fit_options)
     finally:
         model.eval()
         for p in frozen:
@@ -124,9 +123,9 @@ class CrossEncoder(nn.Module):
         return torch.cat(out) if out else torch.empty(0)
 
 
-def finetune_cross_encoder(ce: CrossEncoder, pairs: Sequence[Pair], seconds: float = 120.0, batch_size: int = 32,
-                           lr: float = 3e-5, head_lr: float = 1e-3, max_steps: int | None = None, seed: int = 0,
-                           progress: bool = True) -> list[float]:
+def finetune_cross_encoder(ce: CrossEncoder, pairs: Sequence[Pair], seconds: float | None = 120.0,
+                           batch_size: int = 32, lr: float = 3e-5, head_lr: float = 1e-3, max_steps: int | None = None,
+                           seed: int = 0, progress: bool = True, epochs: int = 1, **fit_options) -> list[float]:
     """Cross-encoder CoSENT (scale 1 on logits); both orders (a, b) and (b, a) are used as examples.
 
     The fresh linear head gets its own larger ``head_lr``: at the encoder's lr its logits stay
@@ -137,14 +136,16 @@ def finetune_cross_encoder(ce: CrossEncoder, pairs: Sequence[Pair], seconds: flo
     enc = [ce.tokenizer.encode(a, b, maxlen=ce.maxlen) for a, b, _ in both]
     labels = torch.tensor([s for _, _, s in both])
 
-    def step(idx: list[int]) -> Tensor:
-        return cosent_cross_encoder_loss(ce(pad_batch([enc[i] for i in idx], ce.tokenizer.pad_id)), labels[idx])
+    def step(m: nn.Module, idx: list[int]) -> Tensor:
+        return cosent_cross_encoder_loss(m(pad_batch([enc[i] for i in idx], ce.tokenizer.pad_id)), labels[idx])
 
     batches = length_batches([len(e[0]) for e in enc], batch_size, seed)
     ce.train()
     try:
         groups = [{"params": ce.encoder.parameters(), "lr": lr}, {"params": ce.head.parameters(), "lr": head_lr}]
-        return budgeted_loop(step, batches, groups, lr, seconds, max_steps, progress=progress,
-                             desc="cross-encoder CoSENT")
+        settings = {"data": _pairs_fingerprint(pairs), "batch_size": batch_size, "maxlen": ce.maxlen}
+        return budgeted_fit(ce, step, batches, groups, lr, seconds, max_steps, epochs, progress=progress,
+                            desc="cross-encoder CoSENT", seed=seed,
+                            settings={**settings, **fit_options.pop("settings", {})}, **fit_options)
     finally:
         ce.eval()

@@ -11,13 +11,11 @@ top-p and re-ranks them by vector similarity; ``encode`` gives the retrieval vec
 from __future__ import annotations
 
 import random
-import time
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
-from tqdm.auto import tqdm
+from torch import Tensor, nn
 
 from ..losses import simbert_contrastive_loss
 from ..models import Transformer, build_model
@@ -56,10 +54,11 @@ class SimBERT:
             enc.append(self.tokenizer.encode(b, a, maxlen=2 * self.maxlen))
         return pad_batch(enc, self.tokenizer.pad_id)
 
-    def loss(self, batch: dict[str, Tensor], scale: float = 30.0) -> tuple[Tensor, Tensor]:
-        """(seq2seq cross-entropy on target tokens, contrastive loss on the pooled [CLS] vectors)."""
+    def loss(self, batch: dict[str, Tensor], scale: float = 30.0, model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+        """(seq2seq cross-entropy on target tokens, contrastive loss on the pooled [CLS] vectors);
+        ``model`` defaults to ``self.model`` (pass its DDP wrapper when training on several processes)."""
         ids, seg, mask = batch["input_ids"], batch["segment_ids"], batch["attention_mask"]
-        out = self.model(ids, seg, mask)
+        out = (model or self.model)(ids, seg, mask)
         # Predict token t+1 at position t wherever t+1 is a real target token (segment 1).
         target = (seg[:, 1:] == 1) & (mask[:, 1:] == 1)
         logits = out.logits[:, :-1][target]
@@ -67,36 +66,45 @@ class SimBERT:
         cls = out.pooled if out.pooled is not None else out.hidden[:, 0]
         return seq2seq, simbert_contrastive_loss(cls, scale)
 
-    def fit(self, pairs: Sequence[tuple[str, str]], seconds: float = 180.0, batch_size: int = 32,
-            lr: float = 1e-3, max_steps: int | None = None, seed: int = 0, progress: bool = True) -> list[dict]:
-        """Wall-clock budgeted AdamW on the summed loss; returns per-step loss records."""
+    def fit(self, pairs: Sequence[tuple[str, str]], seconds: float | None = 180.0, batch_size: int = 32,
+            lr: float = 1e-3, max_steps: int | None = None, seed: int = 0, progress: bool = True,
+            epochs: int = 20, **fit_options) -> list[dict]:
+        """AdamW on the summed loss (warm-up over 50 steps) through :func:`kexue.train.fit`, for ``max_steps``
+        (default ``epochs`` shuffled passes over the pairs) or until ``seconds``; returns per-step loss
+        records. ``fit_options`` go to ``fit`` (``checkpoint_dir``, ``resume``, ``grad_accum``, ``ema`` ...).
+        A batch is not split across torchrun processes (``shard_batches=False``): the contrastive loss needs
+        the whole batch's negatives, so every rank computes the same batch and the result equals one process."""
+        from ..io import fingerprint
+        from ..optim.schedules import PiecewiseLinear, lambda_lr
+        from ..train import fit
+
         split_pairs(pairs)
-        rng = random.Random(seed)
+        if len(pairs) < 2:
+            raise ValueError(f"SimBERT's in-batch contrastive loss needs at least 2 pairs, got {len(pairs)}")
+        per_epoch = len(pairs) // batch_size + (len(pairs) % batch_size >= 2)  # batches of >= 2 pairs
+
+        def batches(epoch: int) -> list[list[int]]:
+            order = list(range(len(pairs)))
+            random.Random(seed * 100_003 + epoch).shuffle(order)
+            out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+            return [b for b in out if len(b) >= 2]  # a lone pair has no in-batch negative
+
+        def loss_fn(m: nn.Module, idx: list[int]) -> dict:
+            s2s, con = self.loss(self.batch([pairs[i] for i in idx]), model=m)
+            return {"loss": s2s + con, "seq2seq": s2s.detach(), "contrastive": con.detach()}
+
         opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
-        history, order, t0, step = [], list(range(len(pairs))), time.perf_counter(), 0
-        bar = tqdm(total=max_steps, desc="SimBERT", unit="step", disable=not progress)
+        sched = lambda_lr(opt, PiecewiseLinear({0: 1 / 50, 49: 1.0}))  # lr·min(1, (step + 1) / 50)
+        settings = {"data": fingerprint([list(p) for p in pairs]), "batch_size": batch_size, "maxlen": self.maxlen,
+                    **fit_options.pop("settings", {})}
         self.model.train()
-        while (max_steps is None or step < max_steps) and time.perf_counter() - t0 < seconds:
-            if step * batch_size % len(pairs) < batch_size:
-                rng.shuffle(order)
-            start = step * batch_size % len(pairs)
-            idx = order[start:start + batch_size]
-            if len(idx) < 2:
-                idx = order[:batch_size]
-            for g in opt.param_groups:
-                g["lr"] = lr * min(1.0, (step + 1) / 50)
-            s2s, con = self.loss(self.batch([pairs[i] for i in idx]))
-            opt.zero_grad()
-            (s2s + con).backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            opt.step()
-            history.append({"seq2seq": s2s.item(), "contrastive": con.item()})
-            step += 1
-            bar.update(1)
-            bar.set_postfix(seq2seq=f"{s2s.item():.2f}", contrastive=f"{con.item():.2f}")
-        bar.close()
-        self.model.eval()
-        return history
+        try:
+            history = fit(self.model, loss_fn, batches, optimizer=opt, steps=max_steps or epochs * per_epoch,
+                          scheduler=sched, clip_norm=1.0, max_seconds=seconds, progress=progress, desc="SimBERT",
+                          seed=seed, settings=settings, shard_batches=False, **fit_options)
+        finally:
+            self.model.eval()
+        return [{"seq2seq": a, "contrastive": b} for a, b in zip(history["seq2seq"], history["contrastive"])]
 
     # -- retrieval -----------------------------------------------------------------------------------
     @torch.inference_mode()
