@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, load_checkpoint, save_pretrained
+from ..checkpoints import CheckpointError, save_pretrained
 from ..io import atomic_write, save_safetensors, write_json, write_text
 from ..models import Transformer, build_model
 from ..tokenizers import Tokenizer
@@ -39,12 +39,7 @@ def save_task_model(out: Path, task: str, backbone: Transformer, tokenizer: Toke
     out = Path(out)
     save_pretrained(backbone, out, tokenizer)
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    block = dict(config.get("kexue") or {})
-    block.update(family=backbone.config.model_type, application=backbone.application,
-                 with_mlm=bool(backbone.with_mlm), task=task, labels=labels)
-    if backbone.cond_dim:
-        block["cond_dim"] = backbone.cond_dim
-    config["kexue"] = block
+    config["kexue"] = {**(config.get("kexue") or {}), "task": task, "labels": labels}
     write_json(out / "config.json", config)
     if head:
         save_safetensors(head, out / HEAD_FILE)
@@ -101,10 +96,7 @@ def kexue_block(directory: str | Path) -> dict[str, Any]:
 
 def load_backbone(directory: str | Path, application: str | None = None) -> tuple[Transformer, Tokenizer]:
     """The Transformer and tokenizer of a model folder, every weight loaded (strict: never random)."""
-    block = kexue_block(directory)
-    model = build_model(Path(directory), application=application or block.get("application", "encoder"),
-                        with_mlm=bool(block.get("with_mlm", False)), cond_dim=block.get("cond_dim"))
-    load_checkpoint(model, directory, strict=True)
+    model = build_model(checkpoint=Path(directory), application=application)  # the kexue block's settings
     return model.eval(), Tokenizer.from_pretrained(directory)
 
 

@@ -21,8 +21,11 @@ class DecodeView(nn.Module):
         self.model, self.cond, self.banned = model, cond, list(banned)
         self.application, self.config = model.application, model.config
 
-    def forward(self, *args, **kwargs):
-        out = self.model(*args, cond=self.cond, **kwargs)
+    def forward(self, input_ids, *args, **kwargs):
+        cond = self.cond
+        if cond is not None and cond.shape[0] == 1 and input_ids.shape[0] > 1:
+            cond = cond.expand(input_ids.shape[0], -1)  # one class for every row (e.g. the beams of one input)
+        out = self.model(input_ids, *args, cond=cond, **kwargs)
         if self.banned:
             out.logits = out.logits.index_fill(-1, torch.tensor(self.banned), float("-inf"))
         return out
