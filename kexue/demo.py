@@ -121,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                           "last20_loss": sum(losses[-20:]) / len(losses[-20:])}
             print(f"fine-tuned {train_info['steps']} steps ({train_info['pairs_seen']} pairs) in "
                   f"{train_info['seconds']:.0f}s, mean loss first/last 20 steps {train_info['first20_loss']:.3f} -> {train_info['last20_loss']:.3f}")
+            from .checkpoints import save_pretrained
+
+            save_pretrained(model, out / "encoder", tok)  # the fine-tuned encoder: kexue embed/search/serve DIR
+            print(f"saved the fine-tuned encoder to {out / 'encoder'} (try: kexue search {out / 'encoder'} --corpus FILE QUERY)")
         test_vec, fit_vec = vectors(test_sents, "test"), vectors(fit_sents, "train (whitening fit)")
         stages[stage] = (test_vec, torch.stack([fit_vec[s] for s in fit_sents]))
         print(f"{stage}: Spearman on test = {_spearman(test_vec, test):.4f}")

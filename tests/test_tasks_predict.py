@@ -205,3 +205,22 @@ def test_plain_lm_folder_generates_like_a_plain_greedy_loop(dialogue_model, tmp_
     assert len(beams) == 2
     with pytest.raises(ValueError, match="does not apply"):
         p.predict([text], rdrop=1)
+
+
+def test_demo_style_fine_tuned_encoder_is_usable(tmp_path, capsys):
+    """The demo's step: CoSENT-fine-tune MiniLM (2 steps on STS-B train), save_pretrained; then
+    `kexue embed` on the folder gives the fine-tuned model's own vectors, not the original's."""
+    from kexue.checkpoints import save_pretrained
+    from kexue.pretrained import embed, minilm
+    from kexue.similarity.finetune import finetune_cosent
+
+    model, tok = minilm()
+    finetune_cosent(model, tok, datasets.sts_en("train")[:32], seconds=None, batch_size=16, max_steps=2, progress=False)
+    save_pretrained(model, tmp_path / "encoder", tok)
+    texts = [p.a for p in datasets.sts_en("test")[:4]]
+    capsys.readouterr()
+    assert cli(["embed", str(tmp_path / "encoder"), *texts]) == 0
+    got = torch.tensor([json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()])
+    assert torch.allclose(got, embed(model, tok, texts), atol=1e-6)
+    original = embed(*minilm(), texts)
+    assert not torch.allclose(got, original, atol=1e-4)
