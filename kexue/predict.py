@@ -133,7 +133,7 @@ def _io_args(p: at.ArgumentParser, what: str = "inputs") -> None:
                    help=f"file with one of the {what} per line (- for stdin)")
     p.add_argument("--output", help="write JSON lines here instead of stdout")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.quantize) for speed")
-    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
 
 
 def _generation_args(p: at.ArgumentParser) -> None:
@@ -208,7 +208,7 @@ def chat_main(argv: list[str] | None = None) -> int:
     p = at.ArgumentParser(prog="kexue chat", description="Chat with a dialogue model: one turn per stdin line "
                           "(an empty line starts a new dialogue); replies on stdout.")
     p.add_argument("model", type=at.model_dir, help="folder written by `kexue dialogue`")
-    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.quantize)")
     _generation_args(p)
     args = p.parse_args(argv)

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-ms", type=at.nonnegative_float, default=5.0,
                    help="how long a request waits for others to share its batch")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.quantize)")
-    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     args = p.parse_args(argv)
     import torch
     import uvicorn

@@ -116,8 +116,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="label of the fortunes-zh poems (without --train)")
     p.add_argument("--maxlen", type=at.positive_int, default=160, help="longest input in tokens")
     args = p.parse_args(argv)
-    if args.dev and not args.train:
-        p.error("--dev needs --train (the shipped poems are split automatically)")
     out = setup(args)
     timer = Timer()
     rows = read_labelled(args.train) if args.train else poem_data(args.by)
