@@ -112,6 +112,7 @@ def test_out_is_a_file(capsys, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
     fails(capsys, ["ner", "--out", str(f)], "not a folder")
+    fails(capsys, ["ner", "--out", str(f / "sub")], "not writable")  # a folder that cannot be made
     assert f.read_text() == "x"
 
 

@@ -163,13 +163,17 @@ def test_encoder_embed_search_and_pair_similarity(tmp_path, capsys):
     assert hit["results"][0]["line"] == 3 and hit["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_int8_predict(tmp_path_factory):
+def test_int8_predict(capsys):
     pytest.importorskip("kexue.quantize")
     from kexue.pretrained import minilm_path
 
     texts = [p.a for p in datasets.sts_en("test")[:4]]
     full = torch.tensor([r["embedding"] for r in kexue.load(minilm_path()).predict(texts)])
     q = torch.tensor([r["embedding"] for r in kexue.load(minilm_path(), quantize="int8").predict(texts)])
+    capsys.readouterr()
+    assert cli(["embed", str(minilm_path()), "--int8", *texts]) == 0
+    cli_q = torch.tensor([json.loads(line)["embedding"] for line in capsys.readouterr().out.splitlines()])
+    assert torch.equal(cli_q, q)
     cos = torch.nn.functional.cosine_similarity(full, q)
     assert (cos > 0.95).all() and not torch.equal(full, q)  # quantized (int8 MiniLM: cos 0.97-0.99), same vectors roughly
 
