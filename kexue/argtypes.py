@@ -23,7 +23,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text.lower() or action.nargs == 0 or action.default is argparse.SUPPRESS \
+        if "(default" in text.lower() or action.nargs == 0 or action.default is argparse.SUPPRESS \
                 or not action.option_strings:
             return text
         return text + (" (default: unset)" if action.default is None else " (default: %(default)s)")
