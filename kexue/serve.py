@@ -74,7 +74,8 @@ class Batcher:
             return
         start = 0
         for job in group:
-            job.future.set_result(outputs[start:start + len(job.inputs)])
+            if not job.future.done():  # a client that went away has cancelled its future
+                job.future.set_result(outputs[start:start + len(job.inputs)])
             start += len(job.inputs)
 
 
