@@ -210,3 +210,14 @@ def test_real_process_prints_one_line(tmp_path):
     r = subprocess.run([sys.executable, "-m", "kexue.cli", "classify", "--train", str(tmp_path / "none.tsv")],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.startswith("kexue: error: ") and r.stderr.count("\n") == 1
+
+
+def test_incomplete_model_folder(capsys, tmp_path):
+    """A saved folder missing its task head or its task settings is refused by name, never half-loaded."""
+    model = tmp_path / "cls"
+    assert cli(["classify", "--limit", "8", "--epochs", "1", "--maxlen", "32", "--out", str(model), "--no-progress"]) == 0
+    assert cli(["predict", str(model), "床前明月光"]) == 0
+    (model / "head.safetensors").unlink()
+    fails(capsys, ["predict", str(model), "床前明月光"], "head.safetensors")
+    (model / "task.json").unlink()
+    fails(capsys, ["predict", str(model), "床前明月光"], "task.json")

@@ -30,7 +30,7 @@ class EncoderPredictor(Predictor):
     @classmethod
     def from_folder(cls, directory) -> "EncoderPredictor":
         model, tokenizer = load_backbone(directory, application="encoder")
-        return cls(model, tokenizer, read_task(directory).get("settings", {}).get("maxlen", 256))
+        return cls(model, tokenizer, read_task(directory, required=False).get("settings", {}).get("maxlen", 256))
 
     @staticmethod
     def check_text(item) -> str:

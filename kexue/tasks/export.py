@@ -83,10 +83,18 @@ def model_card(task: str, labels: list[str] | None, settings: dict, metrics: dic
     return "\n".join(lines)
 
 
-def read_task(directory: str | Path) -> dict[str, Any]:
-    """The ``task.json`` of a model folder (``{}`` for a plain encoder / LM folder)."""
+def read_task(directory: str | Path, required: bool = True) -> dict[str, Any]:
+    """The ``task.json`` of a model folder (``{}`` if absent and not ``required``)."""
     path = Path(directory) / TASK_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    if not path.exists():
+        if required:
+            raise CheckpointError(f"{directory} has no {TASK_FILE} (the settings of its task head); "
+                                  "was it written by a kexue recipe?")
+        return {}
+    info = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(info, dict) or not isinstance(info.get("settings"), dict):
+        raise CheckpointError(f"{path} lacks its 'settings' object")
+    return info
 
 
 def kexue_block(directory: str | Path) -> dict[str, Any]:
