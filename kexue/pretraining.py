@@ -14,6 +14,7 @@ the corpus (:func:`build_char_vocab`).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 from pathlib import Path
@@ -158,6 +159,11 @@ def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tup
     if args.vocab:
         return Tokenizer(args.vocab), settings
     vocab = out / "vocab.txt"
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes; the others read the
+        # vocabulary rank 0 keeps, or build the same one in memory that rank 0 writes
+        if vocab.exists() and not args.overwrite and (read_settings(run) is not None or args.resume):
+            return Tokenizer(vocab), settings
+        return Tokenizer(build_vocab(texts)), settings
     clean_stale_temp(out)
     if vocab.exists() and not args.overwrite:
         if read_settings(run) is None and not args.resume:

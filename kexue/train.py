@@ -254,6 +254,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         model = nn.parallel.DistributedDataParallel(model)
     device = next(raw.parameters()).device
     use_bf16 = resolve_bf16(bf16, device)
+    if bf16 == "auto" and not use_bf16 and rank == 0:
+        print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: no "
+              "avx512_bf16 / amx_bf16), and emulated bf16 is slower than fp32", file=sys.stderr)
     state = FitState(raw, ema, rank)
     run = Path(checkpoint_dir) if checkpoint_dir is not None else None
     ckpt = run / STATE_FILE if run is not None else None

@@ -181,7 +181,7 @@ def test_stale_temp_files_of_a_killed_write_are_removed(tmp_path):
     assert names == [".keep", "model.safetensors", "notes.txt", "settings.json", "state.safetensors"]
 
 
-def test_bf16_only_where_native(tmp_path):
+def test_bf16_only_where_native(tmp_path, capsys):
     m = _model()
     if native_bf16("cpu"):
         _run(tmp_path, bf16="auto")
@@ -191,6 +191,7 @@ def test_bf16_only_where_native(tmp_path):
             fit(m, _loss, _data(2), optimizer=torch.optim.SGD(m.parameters(), lr=0.1), bf16=True, progress=False)
         _run(tmp_path, bf16="auto")
         assert json.loads((tmp_path / "settings.json").read_text())["bf16"] is False
+        assert "trains in fp32" in capsys.readouterr().err
 
 
 def test_diffusion_save_load_round_trip_without_pickle(tmp_path):
