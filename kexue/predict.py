@@ -81,7 +81,7 @@ def load(directory: str | Path, quantize: str | None = None) -> Predictor:
     from .tasks.export import kexue_block
 
     block = kexue_block(directory)
-    task = block.get("task") or ("generate" if block.get("application") in ("lm", "unilm") else "encoder")
+    task = block.get("task") or ("generate" if block.get("application") in ("lm", "unilm", "seq2seq") else "encoder")
     if task not in PREDICTORS:
         raise ValueError(f"{directory}: unknown task {task!r} in config.json (known: {', '.join(sorted(PREDICTORS))})")
     predictor = _class(PREDICTORS[task]).from_folder(directory)

@@ -228,3 +228,33 @@ def test_demo_style_fine_tuned_encoder_is_usable(tmp_path, capsys):
     assert torch.allclose(got, embed(model, tok, texts), atol=1e-6)
     original = embed(*minilm(), texts)
     assert not torch.allclose(got, original, atol=1e-4)
+
+
+def test_t5_pegasus_folder_generates_like_a_plain_greedy_loop(tmp_path):
+    """A T5 PEGASUS-layout folder (T5 + word/char vocab.txt) is a generator: greedy equals a loop that
+    re-runs the decoder on the whole prefix each step (no cache)."""
+    from kexue.checkpoints import save_pretrained
+    from kexue.models import build_model
+    from kexue.models.t5 import T5Config
+    from kexue.t5_pegasus import t5_pegasus_tokenizer, word_char_vocab
+
+    tok = t5_pegasus_tokenizer(word_char_vocab(datasets.chinese_text(200)))
+    cfg = T5Config.from_dict(dict(vocab_size=tok.vocab_size, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                  decoder_start_token_id=tok.cls_id, eos_token_id=tok.sep_id, pad_token_id=tok.pad_id))
+    torch.manual_seed(1)
+    model = build_model(cfg, family="t5").eval()
+    save_pretrained(model, tmp_path / "t5", tok)
+    p = kexue.load(tmp_path / "t5")
+    assert p.task == "generate"
+    text = "床前明月光，疑是地上霜。"
+    got = p.predict([text], max_new_tokens=6)[0]["generations"][0]
+    ids = torch.tensor([tok.encode(text)[0]])
+    tokens = [tok.cls_id]
+    with torch.no_grad():
+        enc = model.encode(ids, None)
+        for _ in range(6):
+            nxt = int(model.decode(torch.tensor([tokens]), enc, None)[0, -1].argmax())
+            if nxt == tok.sep_id:
+                break
+            tokens.append(nxt)
+    assert got == tok.decode(tokens[1:]) and len(tokens) > 1

@@ -1,5 +1,7 @@
 """Predictors for model folders without a recipe task: a sentence encoder (``kexue embed`` / ``search``,
-pair similarity) and a plain generator (application ``lm`` / ``unilm``, e.g. ``kexue pretrain``'s output).
+pair similarity) and a plain generator (application ``lm`` / ``unilm``, e.g. ``kexue pretrain``'s
+output, or a T5 PEGASUS folder: ``[CLS] text [SEP]`` in, decoder from ``decoder_start_token_id`` to
+``eos_token_id``, jieba word + char tokenizer).
 
 Encoder: the sentence vector is the mean of the last hidden states over real tokens, L2-normalised
 (sentence-transformers' pooling, the one the demo's CoSENT fine-tune trains); the similarity of a
@@ -69,7 +71,7 @@ class EncoderPredictor(Predictor):
 
 
 class GenerationPredictor(Predictor):
-    """A causal LM continues the text; a UniLM writes the target of the source text.
+    """A causal LM continues the text; a UniLM or a T5 writes the target of the source text.
     ``predict(["text"])`` -> ``[{"text", "generations": [...]}]`` (greedy unless sampling/beam options)."""
 
     task, model_attr = "generate", "lm"
@@ -82,6 +84,11 @@ class GenerationPredictor(Predictor):
 
     @classmethod
     def from_folder(cls, directory) -> "GenerationPredictor":
+        if kexue_block(directory).get("family") == "t5":
+            from ..models import build_model
+            from ..t5_pegasus import t5_pegasus_tokenizer
+
+            return cls(build_model(checkpoint=directory).eval(), t5_pegasus_tokenizer(f"{directory}/vocab.txt"))
         return cls(*load_backbone(directory, application=kexue_block(directory)["application"]))
 
     def check(self, item):
@@ -94,14 +101,19 @@ class GenerationPredictor(Predictor):
         tok = self.tokenizer
         # greedy unless a sampling option is given (or beams)
         options["do_sample"] = bool({"top_k", "top_p", "temperature", "seed"} & set(options))
+        seq2seq = hasattr(self.lm, "encode") and hasattr(self.lm, "decode")  # T5
+        eos = self.lm.config.eos_token_id if seq2seq else tok.sep_id
         out = []
         for text in texts:
             ids, segs = tok.encode(text)
-            if self.lm.application == "lm":
-                ids, segs = ids[:-1], segs[:-1]  # [CLS] text: the continuation follows
-            view = DecodeView(self.lm, banned=[tok.pad_id, tok.cls_id, tok.mask_id, tok.unk_id])
-            state = decoding_state(view, torch.tensor([ids]), None, torch.tensor([segs]))
-            rows = decode(state, max_new_tokens, tok.sep_id, num_samples=num_samples, **options)
+            if seq2seq:
+                state = decoding_state(self.lm, torch.tensor([ids]))
+            else:
+                if self.lm.application == "lm":
+                    ids, segs = ids[:-1], segs[:-1]  # [CLS] text: the continuation follows
+                view = DecodeView(self.lm, banned=[tok.pad_id, tok.cls_id, tok.mask_id, tok.unk_id])
+                state = decoding_state(view, torch.tensor([ids]), None, torch.tensor([segs]))
+            rows = decode(state, max_new_tokens, eos, num_samples=num_samples, **options)
             out.append({"text": text, "generations": [tok.decode(r) for r in rows]})
         return out
 
