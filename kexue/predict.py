@@ -51,6 +51,7 @@ class Predictor:
         raise NotImplementedError
 
     def predict(self, inputs: list, **options) -> list[dict]:
+        """One output dict per input; ``options`` (e.g. ``top_k=8``) are checked like the CLI flags."""
         if not isinstance(inputs, (list, tuple)):
             raise ValueError(f"predict expects a list of inputs, got {type(inputs).__name__}")
         for name, value in options.items():
@@ -58,7 +59,9 @@ class Predictor:
                 known = ", ".join(sorted(self.options)) or "none"
                 raise ValueError(f"option {name!r} does not apply to {self.task} models (options: {known})")
             try:
-                options[name] = self.options[name](str(value)) if not isinstance(value, bool) else value
+                if isinstance(value, (bool, dict, list)) or value is None:
+                    raise ValueError(f"expected a number, got {value!r}")
+                options[name] = self.options[name](str(value))
             except Exception as e:
                 raise ValueError(f"option {name}: {e}") from None
         items = [self.check(x) for x in inputs]
