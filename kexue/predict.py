@@ -200,10 +200,12 @@ def search_main(argv: list[str] | None = None) -> int:
     predictor = _start(args)
     if not hasattr(predictor, "embed"):
         raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
-    corpus = [ln.strip() for ln in Path(args.corpus).read_text(encoding="utf-8").splitlines() if ln.strip()]
-    if not corpus:
+    numbered = [(n, ln.strip()) for n, ln in enumerate(Path(args.corpus).read_text(encoding="utf-8").splitlines(), 1)
+                if ln.strip()]
+    if not numbered:
         raise at.UsageError(f"--corpus {args.corpus} holds no sentences")
-    write_lines(predictor.search([predictor.check_text(q) for q in queries], corpus, args.top_k), args.output)
+    lines, corpus = [n for n, _ in numbered], [t for _, t in numbered]
+    write_lines(predictor.search([predictor.check_text(q) for q in queries], corpus, args.top_k, lines), args.output)
     return 0
 
 

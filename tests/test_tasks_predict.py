@@ -157,10 +157,10 @@ def test_encoder_embed_search_and_pair_similarity(tmp_path, capsys):
     sim = kexue.load(minilm_path()).predict([[texts[0], texts[1]]])[0]["similarity"]
     assert sim == pytest.approx(float(ref[0] @ ref[1]), abs=1e-5)
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    corpus.write_text("\n\n".join(texts) + "\n", encoding="utf-8")  # blank lines are skipped, lines still count
     assert cli(["search", str(minilm_path()), "--corpus", str(corpus), "--top-k", "2", texts[2]]) == 0
     hit = json.loads(capsys.readouterr().out)
-    assert hit["results"][0]["line"] == 3 and hit["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert hit["results"][0]["line"] == 5 and hit["results"][0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_int8_predict(capsys):

@@ -62,10 +62,12 @@ class EncoderPredictor(Predictor):
                 out.append({"text": list(x), "similarity": float(vectors[where[x[0]]] @ vectors[where[x[1]]])})
         return out
 
-    def search(self, queries: list[str], corpus: list[str], k: int) -> list[dict]:
+    def search(self, queries: list[str], corpus: list[str], k: int, lines: list[int] | None = None) -> list[dict]:
+        """The ``k`` corpus sentences nearest each query (cosine); ``line``: ``lines[j]`` or ``j + 1``."""
+        lines = lines or list(range(1, len(corpus) + 1))
         index = build_index(self.embed(corpus))
         scores, idx = index.search(self.embed(queries), k)
-        return [{"query": q, "results": [{"text": corpus[j], "line": j + 1, "score": s}
+        return [{"query": q, "results": [{"text": corpus[j], "line": lines[j], "score": s}
                                          for s, j in zip(srow, jrow)]}
                 for q, srow, jrow in zip(queries, scores.tolist(), idx.tolist())]
 
