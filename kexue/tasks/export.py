@@ -104,6 +104,9 @@ def kexue_block(directory: str | Path) -> dict[str, Any]:
 
 def load_backbone(directory: str | Path, application: str | None = None) -> tuple[Transformer, Tokenizer]:
     """The Transformer and tokenizer of a model folder, every weight loaded (strict: never random)."""
+    if not (Path(directory) / "vocab.txt").is_file():
+        raise CheckpointError(f"{directory} has no vocab.txt: kexue predicts with WordPiece vocabularies "
+                              "(a GPT-2 / SentencePiece tokenizer is not supported)")
     model = build_model(checkpoint=Path(directory), application=application)  # the kexue block's settings
     return model.eval(), Tokenizer.from_pretrained(directory)
 
