@@ -221,3 +221,10 @@ def test_incomplete_model_folder(capsys, tmp_path):
     fails(capsys, ["predict", str(model), "床前明月光"], "head.safetensors")
     (model / "task.json").unlink()
     fails(capsys, ["predict", str(model), "床前明月光"], "task.json")
+
+
+def test_nonfinite_training_stops_in_one_line_and_saves_nothing(capsys, out):
+    """An absurd learning rate makes the loss NaN: the run stops with the engine's message and leaves
+    --out as it was (no model written)."""
+    fails(capsys, ["classify", "--limit", "16", "--epochs", "3", "--lr", "1e30", "--out", str(out), "--no-progress"],
+          "non-finite", out=out)

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return F.cross_entropy(model(batch), torch.tensor([index[lab] for _, lab in chunk]))
 
     progress = not args.no_progress
-    history, steps = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, progress,
+    history, steps = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite,
                          length=lambda r: len(flat(r[0])))
     preds = classify(model, tokenizer, [t for t, _ in test], labels, args.maxlen, progress)
     majority = Counter(lab for _, lab in train).most_common(1)[0][0]

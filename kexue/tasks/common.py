@@ -51,6 +51,8 @@ def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch
     p.add_argument("--limit", type=at.positive_int, default=None, help="use only the first N train/eval examples")
     p.add_argument("--seed", type=at.nonnegative_int, default=0, help="seed of initialisation, shuffling and sampling")
     p.add_argument("--threads", type=at.positive_int, default=1, help="torch CPU threads")
+    p.add_argument("--skip-nonfinite", action="store_true",
+                   help="skip a step whose loss or gradient is not finite (counted) instead of stopping the run")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return p
 
@@ -117,17 +119,19 @@ def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict
 
 
 def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epochs: int, lr: float,
-        batch_size: int, seed: int = 0, progress: bool = True, weight_decay: float = 0.01,
-        length: Callable[[object], int] | None = None) -> tuple[list[float], list[float]]:
+        batch_size: int, seed: int = 0, progress: bool = True, skip_nonfinite: bool = False,
+        weight_decay: float = 0.01, length: Callable[[object], int] | None = None) -> tuple[list[float], list[float]]:
     """:func:`kexue.train.fit` with AdamW, 10 % linear warm-up then linear decay, clipping at 1;
-    ``step(batch)`` returns the loss; ``length(item)`` enables length-bucketed batches.
+    ``step(batch)`` returns the loss; ``length(item)`` enables length-bucketed batches; a non-finite
+    loss or gradient stops the run (``skip_nonfinite``: the step is skipped and counted).
     Returns the mean loss of each epoch and the loss of every step."""
     opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     per_epoch = (len(train) + batch_size - 1) // batch_size
     total = max(1, epochs * per_epoch)
     sched = lambda_lr(opt, WarmupLinear(max(1, total // 10), total))
     history = train_fit(module, lambda _, b: step(b), lambda epoch: list(batches(train, batch_size, True, seed + epoch, length)),
-                        optimizer=opt, steps=total, scheduler=sched, clip_norm=1.0, progress=progress, seed=seed)
+                        optimizer=opt, steps=total, scheduler=sched, clip_norm=1.0, progress=progress, seed=seed,
+                        on_nonfinite="skip" if skip_nonfinite else "stop")
     losses = history["loss"]
     per_epoch_loss = [sum(losses[i:i + per_epoch]) / len(losses[i:i + per_epoch]) for i in range(0, len(losses), per_epoch)]
     for e, value in enumerate(per_epoch_loss):

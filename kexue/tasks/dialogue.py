@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     train_enc, test_enc = enc(train), enc(test)
     progress = not args.no_progress
     history, steps = fit(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0], args.epochs, args.lr,
-                         args.batch_size, args.seed, progress, length=lambda e: len(e[0]))
+                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]))
     nll = n = 0
     with torch.no_grad():
         for chunk in tqdm(list(batches(test_enc, 32)), desc="scoring", unit="batch", disable=not progress):

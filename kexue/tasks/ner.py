@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     train, test = encode(tokenizer, train_s, args.maxlen), encode(tokenizer, test_s, args.maxlen)
     progress = not args.no_progress
     history, steps = fit(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
-                         args.epochs, args.lr, args.batch_size, args.seed, progress, length=lambda it: len(it["ids"]))
+                         args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda it: len(it["ids"]))
     preds = predict(tagger, test, tokenizer.pad_id, progress=progress)
     scores = span_prf(preds, [it["spans"] for it in test])
     unseen = sorted({k for it in test for k, _, _ in it["spans"]} - set(types))

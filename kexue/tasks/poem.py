@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         return token_nll(model, batch, label).sum() / (batch["attention_mask"][:, 1:].sum())
 
     progress = not args.no_progress
-    history, steps = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, progress,
+    history, steps = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite,
                          length=lambda r: len(r[0]))
     unseen = sorted({lab for _, lab in test} - set(index))
     test = [(t, lab) for t, lab in test if lab in index]

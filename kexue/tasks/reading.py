@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     train = examples(train_recs, tokenizer, args.maxlen)
     progress = not args.no_progress
     history, steps = fit(model, train, lambda chunk: seq2seq_loss(model, tokenizer, chunk), args.epochs, args.lr,
-                         args.batch_size, args.seed, progress, length=lambda e: len(e[0]) + len(e[1]))
+                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]) + len(e[1]))
     model.eval()
     preds = [answer(model, tokenizer, rec, args.maxlen, args.max_answer)
              for rec in tqdm(eval_recs, desc="answering", unit="question", disable=not progress)]
