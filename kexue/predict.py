@@ -132,9 +132,9 @@ def write_lines(rows: Iterable[dict], path: str | None) -> None:
 def _io_args(p: at.ArgumentParser, what: str = "inputs") -> None:
     p.add_argument("model", type=at.model_dir, help="model folder written by a recipe (or any HF-layout encoder)")
     p.add_argument("texts", nargs="*", metavar="TEXT", help=f"{what}; a JSON object/list is read as such")
-    p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s),
+    p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
                    help=f"file with one of the {what} per line (- for stdin)")
-    p.add_argument("--output", help="write JSON lines here instead of stdout")
+    p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.quantize) for speed")
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
 
@@ -193,7 +193,7 @@ def embed_main(argv: list[str] | None = None) -> int:
 def search_main(argv: list[str] | None = None) -> int:
     p = at.ArgumentParser(prog="kexue search", description="Nearest sentences of a corpus by cosine similarity.")
     _io_args(p, "queries")
-    p.add_argument("--corpus", type=at.input_file, required=True, help="text file, one sentence per line")
+    p.add_argument("--corpus", type=at.input_file, required=True, metavar="FILE", help="text file, one sentence per line")
     p.add_argument("--top-k", type=at.positive_int, default=5, help="results per query")
     args = p.parse_intermixed_args(argv)
     queries = read_inputs(args.texts, args.input)

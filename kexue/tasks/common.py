@@ -38,12 +38,13 @@ def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch
     """The options every recipe shares (``data`` describes the format of ``--train``/``--dev``)."""
     name = out.rsplit("/", 1)[-1]
     p = at.ArgumentParser(prog=f"kexue {name}", description=description)
-    p.add_argument("--train", type=at.input_file, help=f"training data: {data} (default: the shipped data)")
-    p.add_argument("--dev", type=at.input_file, help="evaluation data, same format (default: the shipped split)")
-    p.add_argument("--checkpoint", type=at.model_dir, help="pretrained HF-layout folder (config.json, weights, vocab.txt)")
+    p.add_argument("--train", type=at.input_file, metavar="FILE", help=f"training data: {data} (default: the shipped data)")
+    p.add_argument("--dev", type=at.input_file, metavar="FILE", help="evaluation data, same format (default: the shipped split)")
+    p.add_argument("--checkpoint", type=at.model_dir, metavar="DIR",
+                   help="pretrained HF-layout folder (config.json, weights, vocab.txt) (default: a small model from scratch)")
     p.add_argument("--family", default="roformer", choices=["bert", "roformer", "roformer_v2"],
                    help="family of the from-scratch model (without --checkpoint)")
-    p.add_argument("--out", default=out, help="output folder: the trained model, metrics.json, loss.png, README.md")
+    p.add_argument("--out", default=out, metavar="DIR", help="output folder: the trained model, metrics.json, loss.png, README.md")
     p.add_argument("--overwrite", action="store_true", help="replace a model already saved in --out")
     p.add_argument("--epochs", type=at.positive_int, default=epochs, help="passes over the training data")
     p.add_argument("--lr", type=at.positive_float, default=lr, help="peak learning rate (~2e-5 with a pretrained checkpoint)")
