@@ -218,6 +218,7 @@ def chat_main(argv: list[str] | None = None) -> int:
     _generation_args(p)
     args = p.parse_args(argv)
     predictor = _start(args)
+    predictor.progress = False  # one reply per line: a progress bar would only clutter the chat
     if predictor.task != "dialogue":
         raise at.UsageError(f"{args.model} is a {predictor.task} model; `kexue chat` needs a dialogue model")
     options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
