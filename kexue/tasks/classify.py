@@ -8,10 +8,9 @@ predicts a label and the probability of every label.
 """
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter, defaultdict
-
-import json
 
 import torch
 import torch.nn.functional as F
