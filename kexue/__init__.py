@@ -1,4 +1,6 @@
 """kexue: the models and training techniques of Scientific Spaces (kexue.fm), in PyTorch."""
+from __future__ import annotations
+
 __version__ = "0.1.0"
 
 
@@ -10,3 +12,10 @@ def __getattr__(name: str):
 
         return importlib.import_module(".capture", __name__)
     raise AttributeError(f"module 'kexue' has no attribute {name!r}")
+
+
+def load(directory, quantize: str | None = None):
+    """The :class:`kexue.predict.Predictor` of a model folder written by a recipe (``predict(list) -> list[dict]``)."""
+    from .predict import load as _load
+
+    return _load(directory, quantize)

@@ -8,7 +8,6 @@ writes ``metrics.json``, ``score_vs_dims.png`` and the whitening transform under
 """
 from __future__ import annotations
 
-import argparse
 import random
 import time
 from pathlib import Path
@@ -79,23 +78,25 @@ def _plot(metrics: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kexue demo", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default="runs/demo", help="folder for metrics.json, score_vs_dims.png, whitening")
-    ap.add_argument("--train-seconds", type=float, default=150.0, help="CPU budget of the CoSENT fine-tune")
-    ap.add_argument("--max-steps", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--fit-sentences", type=int, default=2000, help="train sentences the whitening is fitted on")
-    ap.add_argument("--threads", type=int, default=1,
+    from . import argtypes as at
+
+    ap = at.ArgumentParser(prog="kexue demo", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/demo",
+                    help="folder for metrics.json, score_vs_dims.png, whitening and the fine-tuned encoder/")
+    ap.add_argument("--train-seconds", type=at.positive_float, default=150.0, help="CPU budget of the CoSENT fine-tune")
+    ap.add_argument("--max-steps", type=at.positive_int, default=None, help="stop the fine-tune after this many steps")
+    ap.add_argument("--batch-size", type=at.positive_int, default=16, help="sentence pairs per fine-tuning step")
+    ap.add_argument("--lr", type=at.positive_float, default=1e-4, help="fine-tuning learning rate")
+    ap.add_argument("--fit-sentences", type=at.positive_int, default=2000, help="train sentences the whitening is fitted on")
+    ap.add_argument("--threads", type=at.positive_int, default=1,
                     help="torch threads; 1 is the robust default on a shared 2-core machine (2 threads "
                          "under contention measured ~10x slower per training step)")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     progress = not args.no_progress
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = at.check_output_dir(args.out)  # a bad --out fails now, not after the fine-tune
     t_start = time.perf_counter()
 
     train, test = datasets.sts_en("train"), datasets.sts_en("test")
@@ -121,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
                           "last20_loss": sum(losses[-20:]) / len(losses[-20:])}
             print(f"fine-tuned {train_info['steps']} steps ({train_info['pairs_seen']} pairs) in "
                   f"{train_info['seconds']:.0f}s, mean loss first/last 20 steps {train_info['first20_loss']:.3f} -> {train_info['last20_loss']:.3f}")
+            from .checkpoints import save_pretrained
+
+            save_pretrained(model, out / "encoder", tok)  # the fine-tuned encoder: kexue embed/search/serve DIR
+            print(f"saved the fine-tuned encoder to {out / 'encoder'} (try: kexue search {out / 'encoder'} --corpus FILE QUERY)")
         test_vec, fit_vec = vectors(test_sents, "test"), vectors(fit_sents, "train (whitening fit)")
         stages[stage] = (test_vec, torch.stack([fit_vec[s] for s in fit_sents]))
         print(f"{stage}: Spearman on test = {_spearman(test_vec, test):.4f}")

@@ -40,7 +40,8 @@ def test_classify_recipe(tmp_path):
 def test_classify_recipe_user_tsv(tmp_path):
     tsv = tmp_path / "data.tsv"
     tsv.write_text("".join(f"{t}\t{lab}\n" for t, lab in [("好极了", "pos"), ("糟透了", "neg")] * 6), encoding="utf-8")
-    m = run(tmp_path, "classify", "--tsv", str(tsv), "--epochs", "1")
+    tmp_path = tmp_path / "out"
+    m = run(tmp_path, "classify", "--train", str(tsv), "--epochs", "1")
     assert m["labels"] == ["neg", "pos"] and m["n_eval"] >= 2
 
 
@@ -66,5 +67,26 @@ def test_recipe_fine_tunes_a_pretrained_checkpoint(tmp_path):
     tsv = tmp_path / "data.tsv"
     tsv.write_text("".join(f"{t}\t{lab}\n" for t, lab in [("what a great film", "pos"), ("awful, boring plot", "neg")] * 5),
                    encoding="utf-8")
-    m = run(tmp_path, "classify", "--tsv", str(tsv), "--epochs", "1", "--lr", "2e-5", "--checkpoint", str(minilm_path()))
-    assert m["checkpoint"] and not (tmp_path / "vocab.txt").exists()
+    tmp_path = tmp_path / "out"
+    m = run(tmp_path, "classify", "--train", str(tsv), "--epochs", "1", "--lr", "2e-5", "--checkpoint", str(minilm_path()))
+    assert m["checkpoint"]
+    assert (tmp_path / "vocab.txt").read_text(encoding="utf-8") == (minilm_path() / "vocab.txt").read_text(encoding="utf-8")
+
+
+def test_poem_and_dialogue_recipes_read_user_files(tmp_path):
+    """--train/--dev in the documented plain-text formats, written from the real fortunes-zh data."""
+    from kexue import datasets
+    from kexue.tasks.dialogue import fortunes_dialogues
+
+    poems = [("唐", p.text) for p in datasets.poems("tang300")[:12]] + [("宋", p.text) for p in datasets.poems("song100")[:6]]
+    (tmp_path / "poems.txt").write_text("".join(f"{c}\t{t.replace(chr(10), '')}\n" for c, t in poems), encoding="utf-8")
+    m = run(tmp_path / "poem", "poem", "--train", str(tmp_path / "poems.txt"), "--epochs", "1", "--maxlen", "40",
+            "--samples", "1")
+    assert m["labels"] == ["唐", "宋"] and m["n_train"] + m["n_eval"] == len(poems)
+    dialogues = fortunes_dialogues()[:14]
+    text = "\n".join("\n".join(d) + "\n" for d in dialogues)
+    (tmp_path / "chats.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "dev.txt").write_text("\n".join("\n".join(d) + "\n" for d in fortunes_dialogues()[14:17]), encoding="utf-8")
+    m = run(tmp_path / "dialogue", "dialogue", "--train", str(tmp_path / "chats.txt"), "--dev", str(tmp_path / "dev.txt"),
+            "--epochs", "1", "--maxlen", "48")
+    assert (m["n_train"], m["n_eval"]) == (14, 3)

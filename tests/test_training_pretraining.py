@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from kexue.cli import main as cli
+from kexue.cli import dispatch, main as cli
 from kexue.datasets import chinese_text
 from kexue.pretraining import (IGNORE, UniLMPairs, WholeWordMLM, build_char_vocab, mlm_loss, read_corpus,
                                unilm_loss)
@@ -67,7 +67,7 @@ def test_pretrain_command_runs_and_resumes(tmp_path, capsys):
             "--maxlen", "32", "--batch-size", "8", "--checkpoint-every", "3", "--no-progress"]
     assert cli(args + ["--steps", "3"]) == 0
     with pytest.raises(ValueError, match=r"steps: 3 -> 6"):  # a changed setting is refused by name
-        cli(args + ["--steps", "6"])
+        dispatch(args + ["--steps", "6"])
     assert cli(args + ["--steps", "6", "--resume"]) == 0  # continues from step 3
     assert "6 steps" in capsys.readouterr().out
     for f in ("config.json", "model.safetensors", "vocab.txt"):
@@ -110,7 +110,7 @@ def test_pretrain_new_corpus_into_old_folder_is_refused(tmp_path):
     vocab = (out / "vocab.txt").read_bytes()
     state = (out / "train" / "state.safetensors").read_bytes()
     with pytest.raises(ValueError, match=r"corpus: \"[0-9a-f]+\" -> \"[0-9a-f]+\"") as e:
-        cli(args + ["--data", str(other)])
+        dispatch(args + ["--data", str(other)])
     assert "--overwrite" in str(e.value) and "--resume" in str(e.value)
     assert (out / "vocab.txt").read_bytes() == vocab  # nothing already written was touched
     assert (out / "train" / "state.safetensors").read_bytes() == state

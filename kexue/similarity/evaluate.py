@@ -71,10 +71,12 @@ def evaluate_pairs(encode: Encoder, pairs: Sequence[datasets.Pair]) -> float:
 
 
 def evaluate_sts(encode: Encoder, sets: Sequence[tuple[str, str]] = STS_SETS,
-                 limit: int | None = None) -> dict[str, float]:
+                 limit: int | None = None, progress: bool = False) -> dict[str, float]:
     """``{"en/test": ρ, …}`` over the STS sets (``limit`` keeps the first pairs of each, for quick runs)."""
+    from tqdm import tqdm
+
     out = {}
-    for lang, split in sets:
+    for lang, split in tqdm(sets, desc="STS sets", unit="set", disable=not progress):
         pairs = datasets.sts(lang, split)[:limit] if limit else datasets.sts(lang, split)
         out[f"{lang}/{split}"] = evaluate_pairs(encode, pairs)
     return out
@@ -89,7 +91,7 @@ def format_table(rows: dict[str, dict[str, float]], digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-def _encoder_for(model_spec: str) -> Encoder:
+def _encoder_for(model_spec: str, progress: bool = False) -> Encoder:
     from ..pretrained import embed, minilm
 
     if model_spec == "minilm":
@@ -99,22 +101,42 @@ def _encoder_for(model_spec: str) -> Encoder:
         from ..tokenizers import Tokenizer
 
         model, tok = build_model(checkpoint=model_spec).eval(), Tokenizer.from_pretrained(model_spec)
-    return lambda texts: embed(model, tok, texts, progress=False)
+    return lambda texts: embed(model, tok, texts, progress=progress)
+
+
+def _sets(text: str) -> list[tuple[str, str]]:
+    if text == "all":
+        return list(STS_SETS)
+    sets = [tuple(s.strip().split("/")) for s in text.split(",")]
+    bad = [("/".join(s)) for s in sets if s not in STS_SETS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown STS set(s) {', '.join(bad)}; "
+                                         f"known: {', '.join('/'.join(s) for s in STS_SETS)}")
+    return sets
+
+
+def _model(text: str) -> str:
+    from ..argtypes import model_dir
+
+    return text if text == "minilm" else model_dir(text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kexue evaluate", description="Spearman on the STS sets (sts-b-zh, sts-b-en)")
-    ap.add_argument("--model", default="minilm", help="'minilm' (embedded all-MiniLM-L6-v2) or an HF-layout folder")
-    ap.add_argument("--sets", default="all", help="comma list like en/test,zh/valid, or 'all'")
-    ap.add_argument("--limit", type=int, default=None, help="first N pairs of each set (quick runs)")
-    ap.add_argument("--threads", type=int, default=None)
+    from .. import argtypes as at
+
+    ap = at.ArgumentParser(prog="kexue evaluate", description="Spearman on the STS sets (sts-b-zh, sts-b-en)")
+    ap.add_argument("--model", type=_model, default="minilm",
+                    help="'minilm' (embedded all-MiniLM-L6-v2) or an HF-layout folder")
+    ap.add_argument("--sets", type=_sets, default="all", help="comma list like en/test,zh/valid, or 'all'")
+    ap.add_argument("--limit", type=at.positive_int, default=None, help="first N pairs of each set (quick runs)")
+    ap.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    sets = STS_SETS if args.sets == "all" else [tuple(s.split("/")) for s in args.sets.split(",")]
-    encode = _encoder_for(args.model)
+    encode = _encoder_for(args.model, progress=not args.no_progress)
     t0 = time.perf_counter()
-    scores = evaluate_sts(encode, sets, args.limit)
+    scores = evaluate_sts(encode, args.sets, args.limit, progress=not args.no_progress)
     print(format_table({args.model: scores}))
     print(f"({time.perf_counter() - t0:.1f}s)")
     return 0

@@ -4,23 +4,30 @@ A dialogue u_1, …, u_n becomes ``[CLS] u_1 [SEP] u_2 [SEP] … u_n [SEP]`` wit
 0/1 by speaker, and the LM learns p(u_k | u_<k) by next-token prediction on the responses (turns
 k ≥ 2). Replying = sampling a continuation of ``[CLS] context… [SEP]`` until ``[SEP]``.
 
-Data: ``--tsv`` (one dialogue per line, turns separated by TAB), or by default what fortunes-zh
+Data: ``--train FILE`` (plain text, one turn per line, a blank line between dialogues; ``--dev``
+the same), or by default what fortunes-zh
 offers — its 36 speaker-tagged exchanges (``甲：… / 乙：…``) plus the Tang/Song poems read line by
 line as 联句 (each line answering the previous one). Score: held-out response perplexity.
+The saved model replies through ``kexue chat DIR`` or ``kexue predict DIR '["turn 1", "turn 2"]'``.
 """
 from __future__ import annotations
 
+import json
 import math
 import random
 import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+from .. import argtypes as at
 from .. import datasets
-from .common import Timer, batches, fit, model_and_tokenizer, pad, recipe_args, setup, write_metrics
-from .sampling import DecodeView, SpeakerDecoding, sample
+from ..predict import Predictor
+from .common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from .data import read_dialogues
+from .export import load_backbone, read_task, save_task_model
+from .sampling import DecodeView, SpeakerDecoding, decode
 
 _SPEAKER = re.compile(r"^[^：:]{1,6}[：:]\S")
 
@@ -44,11 +51,6 @@ def poem_dialogues() -> list[list[str]]:
         if len(lines) >= 2:
             out.append(lines)
     return out
-
-
-def read_tsv(path: str | Path) -> list[list[str]]:
-    return [[t for t in line.split("\t") if t.strip()] for line in Path(path).read_text(encoding="utf-8").splitlines()
-            if line.count("\t") >= 1]
 
 
 def encode(tokenizer, turns: list[str], maxlen: int) -> tuple[list[int], list[int]]:
@@ -75,50 +77,101 @@ def response_loss(model, tokenizer, encoded, reduction: str = "mean"):
     return (nll / keep.sum().clamp(min=1), int(keep.sum())) if reduction == "mean" else (nll, int(keep.sum()))
 
 
-def reply(model, tokenizer, context: list[str], maxlen: int = 128, top_k: int = 8, generator=None) -> str:
-    """Sample the next turn after ``context`` (spoken by speaker ``len(context) % 2``)."""
-    ids, segs = encode(tokenizer, context, maxlen - 32)
+GEN_OPTIONS = {"num_beams": at.positive_int, "top_k": at.positive_int, "top_p": at.open_probability,
+               "temperature": at.positive_float, "max_new_tokens": at.positive_int, "seed": at.nonnegative_int}
+
+
+@torch.no_grad()
+def reply(model, tokenizer, context: list[str], maxlen: int = 128, max_new_tokens: int = 32, **options) -> str:
+    """The next turn after ``context`` (spoken by speaker ``len(context) % 2``); ``options`` as in
+    :func:`kexue.tasks.sampling.decode` (sampling with a fresh generator seeded ``seed``)."""
+    ids, segs = encode(tokenizer, context, maxlen - max_new_tokens)
     view = DecodeView(model, banned=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id])
     state = SpeakerDecoding(view, torch.tensor([ids]), torch.tensor([segs]), len(context) % 2)
-    return tokenizer.decode(sample(state, 32, tokenizer.sep_id, min_new_tokens=2, top_k=top_k, generator=generator)[0])
+    return tokenizer.decode(decode(state, max_new_tokens, tokenizer.sep_id, min_new_tokens=2, **options)[0])
+
+
+class DialoguePredictor(Predictor):
+    """``predict([["turn 1", "turn 2", …], "a single turn"])`` -> ``[{"context", "reply"}]``; options
+    ``num_beams``, ``top_k``, ``top_p``, ``temperature``, ``max_new_tokens``, ``seed``."""
+
+    task, model_attr = "dialogue", "lm"
+    options = GEN_OPTIONS
+
+    def __init__(self, model, tokenizer, maxlen: int, defaults: dict):
+        self.lm, self.tokenizer, self.maxlen, self.defaults = model.eval(), tokenizer, maxlen, defaults
+
+    @classmethod
+    def from_folder(cls, directory) -> "DialoguePredictor":
+        s = read_task(directory)["settings"]
+        model, tokenizer = load_backbone(directory)
+        return cls(model, tokenizer, s["maxlen"], s["generation"])
+
+    def check(self, item):
+        if isinstance(item, str):
+            item = [item]
+        if not isinstance(item, list) or not item or not all(isinstance(t, str) and t.strip() for t in item):
+            raise ValueError("a dialogue input is a non-empty list of turns (strings), or one turn")
+        return item
+
+    def _predict(self, items: list[list[str]], **options) -> list[dict]:
+        options = {**self.defaults, **options}
+        if options["max_new_tokens"] >= self.maxlen - 2:
+            raise ValueError(f"max_new_tokens must stay below maxlen - 2 = {self.maxlen - 2}")
+        return [{"context": ctx, "reply": reply(self.lm, self.tokenizer, ctx, self.maxlen, **options)}
+                for ctx in tqdm(items, desc="replying", unit="input", disable=not self.progress)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = recipe_args("Multi-turn dialogue with a causal LM", out="runs/dialogue", epochs=10, lr=2e-3, batch_size=16)
-    p.add_argument("--tsv", help="dialogues, one per line, turns separated by TAB")
+    p = recipe_args("Multi-turn dialogue with a causal LM", out="runs/dialogue", epochs=10, lr=2e-3, batch_size=16,
+                    data="plain text, one turn per line, a blank line between dialogues")
     p.add_argument("--data", choices=["dialogues", "poems", "both"], default="both",
-                   help="fortunes-zh stand-in corpus when no --tsv is given")
-    p.add_argument("--maxlen", type=int, default=128)
+                   help="fortunes-zh stand-in corpus when no --train is given")
+    p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest dialogue in tokens (oldest turns dropped)")
+    p.add_argument("--top-k", type=at.positive_int, default=8, help="replies sample from the k most likely characters")
     args = p.parse_args(argv)
+    if args.maxlen < 40:
+        p.error("--maxlen must be at least 40 (32 tokens are kept for the reply)")
     out = setup(args)
     timer = Timer()
-    if args.tsv:
-        dialogues = read_tsv(args.tsv)
+    if args.train:
+        dialogues = read_dialogues(args.train)
     else:
         dialogues = (fortunes_dialogues() if args.data != "poems" else []) + \
             (poem_dialogues() if args.data != "dialogues" else [])
-    random.Random(args.seed).shuffle(dialogues)
-    n_test = max(2, len(dialogues) // 10)
-    test, train = dialogues[:n_test], dialogues[n_test:]
+    if args.dev:
+        train, test = dialogues, read_dialogues(args.dev)
+    else:
+        random.Random(args.seed).shuffle(dialogues)
+        n_test = max(2, len(dialogues) // 10)
+        test, train = dialogues[:n_test], dialogues[n_test:]
     if args.limit:
         train, test = train[: args.limit], test[: max(2, args.limit // 5)]
-    model, tokenizer = model_and_tokenizer(args, [t for d in train for t in d], out, application="lm", with_mlm=True)
+    if not train:
+        raise ValueError("no training dialogues left after holding out the evaluation ones; give --dev or more data")
+    model, tokenizer = model_and_tokenizer(args, [t for d in train for t in d], application="lm", with_mlm=True)
     enc = lambda ds: [encode(tokenizer, d, args.maxlen) for d in ds]  # noqa: E731
     train_enc, test_enc = enc(train), enc(test)
-    history = fit(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0], args.epochs, args.lr,
-                  args.batch_size, args.seed, not args.no_progress,
-                  length=lambda e: len(e[0]))
+    progress = not args.no_progress
+    history, steps = fit(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0], args.epochs, args.lr,
+                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]))
     nll = n = 0
     with torch.no_grad():
-        for chunk in batches(test_enc, 32):
+        for chunk in tqdm(list(batches(test_enc, 32)), desc="scoring", unit="batch", disable=not progress):
             s, k = response_loss(model, tokenizer, chunk, reduction="sum")
             nll, n = nll + float(s), n + k
-    gen = torch.Generator().manual_seed(args.seed)
-    examples = [{"context": d[:-1][-3:], "gold": d[-1], "reply": reply(model, tokenizer, d[:-1], args.maxlen,
-                                                                        generator=gen)} for d in test[:5]]
-    metrics = {"task": "dialogue", "data": args.tsv or f"fortunes-zh ({args.data})", "n_train": len(train),
+    generation = {"top_k": args.top_k, "max_new_tokens": 32, "seed": args.seed}
+    replies = [{"context": d[:-1], "reply": reply(model, tokenizer, d[:-1], args.maxlen, **generation)} for d in test[:5]]
+    examples = [{"context": d[:-1][-3:], "gold": d[-1], "reply": r["reply"]} for d, r in zip(test, replies)]
+    data = {"train": args.train or f"fortunes-zh ({args.data})", "eval": args.dev or "held-out 10 % of train"}
+    metrics = {"task": "dialogue", **data, "n_train": len(train),
                "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
                "eval_response_perplexity": math.exp(nll / max(1, n)), "examples": examples,
-               "decoder": "kexue.generation top-8 sampling", "seconds": timer.seconds()}
-    write_metrics(out, metrics)
+               "decoder": f"kexue.generation top-{args.top_k} sampling", "seconds": timer.seconds()}
+    save_task_model(out, "dialogue", model, tokenizer, {}, None, {"maxlen": args.maxlen, "generation": generation},
+                    metrics, steps, {"command": command(argv, "dialogue"), "data": data, "out": str(out),
+                                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    write_predictions(out, replies)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
     return 0

@@ -11,16 +11,31 @@ from typing import Hashable, Iterable, Sequence
 
 
 def bio_to_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """``["B-PER", "I-PER", "O", ...]`` -> ``{("PER", 0, 1)}`` (inclusive ends; stray I- starts an entity)."""
+    """``["B-PER", "I-PER", "O", ...]`` -> ``{("PER", 0, 1)}`` (inclusive ends). Reads BIO, BIOES and BMES:
+    ``S-`` is a one-character entity, ``E-`` ends the open entity, ``M-`` is ``I-``; a stray ``I-``/``E-``
+    starts an entity."""
     spans, start, kind = set(), None, None
     for i, tag in enumerate(list(tags) + ["O"]):
         head, _, label = tag.partition("-")
-        if start is not None and (head != "I" or label != kind):
+        head = "I" if head == "M" else head
+        if start is not None and (head not in ("I", "E") or label != kind):
             spans.add((kind, start, i - 1))
             start = kind = None
-        if head == "B" or (head == "I" and start is None):
+        if head in ("B", "S") or (head in ("I", "E") and start is None):
             start, kind = i, label
+        if head in ("S", "E"):
+            spans.add((kind, start, i))
+            start = kind = None
     return spans
+
+
+def spans_to_bio(spans: Iterable[tuple[str, int, int]], n: int) -> list[str]:
+    """BIO tags of length ``n`` for non-overlapping inclusive spans (a later overlapping span is dropped)."""
+    tags = ["O"] * n
+    for kind, s, e in sorted(spans, key=lambda x: (x[1], x[2])):
+        if e < n and all(t == "O" for t in tags[s:e + 1]):
+            tags[s:e + 1] = [f"B-{kind}"] + [f"I-{kind}"] * (e - s)
+    return tags
 
 
 def span_prf(pred: Iterable[set[Hashable]], gold: Iterable[set[Hashable]]) -> dict[str, float]:

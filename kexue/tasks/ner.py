@@ -1,21 +1,31 @@
 """NER recipe: GlobalPointer / Efficient GlobalPointer (optionally with R-Drop) or a CRF tagger.
 
 ``kexue ner --head globalpointer|efficient|crf [--rdrop 1.0]`` trains on People's Daily
-``example.dev`` and reports entity-level P/R/F1 on ``example.test``. GlobalPointer is trained with the
+``example.dev`` (or ``--train FILE``: ``char TAG`` lines, BIO/BIOES/BMES) and reports entity-level
+P/R/F1 on ``example.test`` (or ``--dev FILE``), then saves the tagger for ``kexue predict``
+(entity spans with character offsets). GlobalPointer is trained with the
 sparse multilabel categorical cross-entropy (《GlobalPointer：用统一的方式处理嵌套和非嵌套NER》); R-Drop
 runs every batch twice through dropout and adds α·D(s, t) with the GlobalPointer KL
 (《GlobalPointer下的KL散度》). The CRF baseline puts a linear emission layer + CRF on the same encoder.
 """
 from __future__ import annotations
 
+import json
+
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
+from .. import argtypes as at
 from .. import datasets
 from ..heads import CRF, EfficientGlobalPointer, GlobalPointer, decode_spans
 from ..losses import globalpointer_crossentropy, globalpointer_kl
-from .common import Timer, batches, char_ids, fit, model_and_tokenizer, pad, recipe_args, setup, write_metrics
-from .metrics import bio_to_spans, span_prf
+from ..predict import Predictor
+from .common import (Timer, batches, char_ids, command, fit, model_and_tokenizer, pad, recipe_args, setup,
+                     write_predictions)
+from .data import read_tagged
+from .export import head_state, load_backbone, load_head, read_task, save_task_model
+from .metrics import bio_to_spans, span_prf, spans_to_bio
 
 HEADS = {"globalpointer": GlobalPointer, "efficient": EfficientGlobalPointer}
 
@@ -47,7 +57,8 @@ def encode(tokenizer, sents: list[tuple[list[str], list[str]]], maxlen: int) -> 
     for chars, tags in sents:
         chars, tags = chars[: maxlen - 2], tags[: maxlen - 2]
         ids = [tokenizer.cls_id] + char_ids(tokenizer, chars) + [tokenizer.sep_id]
-        out.append({"ids": ids, "tags": tags, "spans": bio_to_spans(tags)})
+        spans = bio_to_spans(tags)  # BIO/BIOES/BMES alike; the CRF learns the BIO rewrite
+        out.append({"ids": ids, "tags": spans_to_bio(spans, len(tags)), "spans": spans})
     return out
 
 
@@ -72,6 +83,8 @@ def collate(items: list[dict], tagger: Tagger, pad_id: int) -> dict[str, Tensor]
         for r, it in enumerate(items):
             fill = [0] * len(tagger.types)
             for kind, s, e in sorted(it["spans"]):
+                if kind not in type_id:  # a type unseen in training: nothing to learn, skipped
+                    continue
                 t = type_id[kind]
                 spans[r, t, fill[t]] = (s + 1) * L + (e + 1)
                 fill[t] += 1
@@ -91,11 +104,12 @@ def loss_fn(tagger: Tagger, batch: dict[str, Tensor], rdrop: float) -> Tensor:
 
 
 @torch.no_grad()
-def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64) -> list[set]:
+def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64, progress: bool = False) -> list[set]:
     tagger.eval()
     order = sorted(range(len(items)), key=lambda i: len(items[i]["ids"]))  # similar lengths, less padding
     preds = []
-    for chunk in batches([items[i] for i in order], batch_size):
+    chunks = list(batches([items[i] for i in order], batch_size))
+    for chunk in tqdm(chunks, desc="tagging", unit="batch", disable=not progress):
         batch = collate(chunk, tagger, pad_id)
         out = tagger(batch)
         if tagger.head_name == "crf":
@@ -110,31 +124,82 @@ def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64
     return restored
 
 
+def entities(text: str, spans: set, truncated: bool = False) -> dict:
+    """Prediction record: entity spans with character offsets (``end`` exclusive: ``text[start:end]``)."""
+    ents = [{"type": k, "start": s, "end": e + 1, "text": text[s:e + 1]} for k, s, e in sorted(spans, key=lambda x: (x[1], x[2], x[0]))]
+    return {"text": text, "entities": ents, "truncated": truncated}
+
+
+class NERPredictor(Predictor):
+    """``predict(["text", …])`` -> ``[{"text", "entities": [{type, start, end, text}], "truncated"}]``;
+    text past ``maxlen - 2`` characters is not tagged (``truncated: true``), as in training."""
+
+    task, model_attr = "ner", "tagger"
+
+    def __init__(self, tagger: Tagger, tokenizer, maxlen: int):
+        self.tagger, self.tokenizer, self.maxlen = tagger.eval(), tokenizer, maxlen
+
+    @classmethod
+    def from_folder(cls, directory) -> "NERPredictor":
+        info = read_task(directory)
+        s = info["settings"]
+        encoder, tokenizer = load_backbone(directory)
+        tagger = load_head(directory, Tagger(encoder, s["head"], info["labels"], s["head_size"]), "encoder")
+        return cls(tagger, tokenizer, s["maxlen"])
+
+    def check(self, item):
+        if not isinstance(item, str):
+            raise ValueError(f"an NER input is a text string, got {type(item).__name__}")
+        return item
+
+    def _predict(self, texts: list[str], **_) -> list[dict]:
+        items = encode(self.tokenizer, [(list(t), ["O"] * len(t)) for t in texts], self.maxlen)
+        spans = predict(self.tagger, items, self.tokenizer.pad_id, progress=self.progress)
+        return [entities(t, p, len(t) > self.maxlen - 2) for t, p in zip(texts, spans)]
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = recipe_args("NER on People's Daily with GlobalPointer / Efficient GlobalPointer / CRF",
-                    out="runs/ner", epochs=10, lr=2e-3)
-    p.add_argument("--head", choices=["globalpointer", "efficient", "crf"], default="globalpointer")
-    p.add_argument("--rdrop", type=float, default=0.0, help="R-Drop weight α on the GlobalPointer KL (0 = off)")
-    p.add_argument("--maxlen", type=int, default=128)
-    p.add_argument("--head-size", type=int, default=64)
+    p = recipe_args("NER with GlobalPointer / Efficient GlobalPointer / CRF (People's Daily by default)",
+                    out="runs/ner", epochs=10, lr=2e-3, data="one 'char TAG' per line, blank line between "
+                    "sentences, BIO/BIOES tags")
+    p.add_argument("--head", choices=["globalpointer", "efficient", "crf"], default="globalpointer",
+                   help="span head (GlobalPointer family) or a CRF tagger")
+    p.add_argument("--rdrop", type=at.nonnegative_float, default=0.0, help="R-Drop weight α on the GlobalPointer KL (0 = off)")
+    p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest input in tokens (characters + 2)")
+    p.add_argument("--head-size", type=at.positive_int, default=64, help="GlobalPointer query/key size")
     args = p.parse_args(argv)
     if args.rdrop and args.head == "crf":
         p.error("--rdrop applies to the GlobalPointer heads")
+    if args.maxlen < 3:
+        p.error("--maxlen must be at least 3 ([CLS] character [SEP])")
     out = setup(args)
     timer = Timer()
-    train_s, test_s = datasets.ner_peoples_daily("dev"), datasets.ner_peoples_daily("test")
+    train_s = read_tagged(args.train) if args.train else datasets.ner_peoples_daily("dev")
+    test_s = read_tagged(args.dev) if args.dev else datasets.ner_peoples_daily("test")
     if args.limit:
         train_s, test_s = train_s[: args.limit], test_s[: args.limit]
     types = sorted({k for _, tags in train_s for k, _, _ in bio_to_spans(tags)})
-    encoder, tokenizer = model_and_tokenizer(args, ["".join(c) for c, _ in train_s], out)
+    if not types:
+        raise ValueError(f"{args.train or 'the training data'}: no entity in the training sentences")
+    encoder, tokenizer = model_and_tokenizer(args, ["".join(c) for c, _ in train_s])
     tagger = Tagger(encoder, args.head, types, args.head_size)
     train, test = encode(tokenizer, train_s, args.maxlen), encode(tokenizer, test_s, args.maxlen)
-    history = fit(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
-                  args.epochs, args.lr, args.batch_size, args.seed, not args.no_progress, length=lambda it: len(it["ids"]))
-    scores = span_prf(predict(tagger, test, tokenizer.pad_id), [it["spans"] for it in test])
-    metrics = {"task": "ner", "head": args.head, "rdrop": args.rdrop, "train": "ner-peoples-daily/example.dev",
-               "eval": "ner-peoples-daily/example.test", "n_train": len(train), "n_eval": len(test),
-               "types": types, "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
-               **scores, "seconds": timer.seconds()}
-    write_metrics(out, metrics)
+    progress = not args.no_progress
+    history, steps = fit(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
+                         args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda it: len(it["ids"]))
+    preds = predict(tagger, test, tokenizer.pad_id, progress=progress)
+    scores = span_prf(preds, [it["spans"] for it in test])
+    unseen = sorted({k for it in test for k, _, _ in it["spans"]} - set(types))
+    data = {"train": args.train or "ner-peoples-daily/example.dev", "eval": args.dev or "ner-peoples-daily/example.test"}
+    metrics = {"task": "ner", "head": args.head, "rdrop": args.rdrop, **data, "n_train": len(train), "n_eval": len(test),
+               "types": types, "eval_types_unseen_in_training": unseen, "checkpoint": args.checkpoint,
+               "epochs": args.epochs, "loss": history, **scores, "seconds": timer.seconds()}
+    settings = {"head": args.head, "head_size": args.head_size, "maxlen": args.maxlen}
+    save_task_model(out, "ner", encoder, tokenizer, head_state(tagger, "encoder"), types, settings, metrics, steps,
+                    {"command": command(argv, "ner"), "data": data, "out": str(out),
+                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                                  "rdrop": args.rdrop, "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    write_predictions(out, [entities("".join(c), p, len(c) > args.maxlen - 2)
+                            for (c, _), p in zip(test_s, preds)])
+    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
     return 0

@@ -9,19 +9,26 @@ step the next-token distributions of the remaining passages are averaged,
     p(y_t | y_<t) = 1/|P| Σ_{p∈P} p(y_t | y_<t, question, passage_p)
 
 so passages vote on every character. Scores are exact match and character F1 against the gold
-answer (the most frequent non-empty passage answer).
+answer (the most frequent non-empty passage answer). The saved model answers
+``{"question": ..., "passages": [...]}`` inputs through ``kexue predict``.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from tqdm import tqdm
 
+from .. import argtypes as at
 from .. import datasets
 from ..generation import decoding_state
-from .common import Timer, fit, model_and_tokenizer, pad, recipe_args, setup, write_metrics
+from ..predict import Predictor
+from .common import Timer, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from .data import read_webqa
+from .export import load_backbone, read_task, save_task_model
 from .metrics import answer_em, answer_f1
 from .sampling import DecodeView
 
@@ -80,38 +87,83 @@ def gold_answer(record: dict) -> str:
     return answers.most_common(1)[0][0] if answers else ""
 
 
+def answer(model, tokenizer, record: dict, maxlen: int, max_answer: int) -> dict:
+    """``{"question", "answer"}`` for a ``{"question", "passages": [{"passage"}]}`` record."""
+    sources = [source_ids(tokenizer, record["question"], q["passage"], maxlen) for q in record["passages"]]
+    return {"question": record["question"], "answer": vote_decode(model, tokenizer, sources, max_answer)}
+
+
+class ReadingPredictor(Predictor):
+    """``predict([{"question": q, "passages": ["…", {"passage": "…"}]}])`` -> ``[{"question", "answer"}]``
+    (empty answer: no passage holds one); option ``max_new_tokens`` (the longest answer)."""
+
+    task, model_attr = "reading", "unilm"
+    options = {"max_new_tokens": at.positive_int}
+
+    def __init__(self, model, tokenizer, maxlen: int, max_answer: int):
+        self.unilm, self.tokenizer, self.maxlen, self.max_answer = model.eval(), tokenizer, maxlen, max_answer
+
+    @classmethod
+    def from_folder(cls, directory) -> "ReadingPredictor":
+        s = read_task(directory)["settings"]
+        model, tokenizer = load_backbone(directory)
+        return cls(model, tokenizer, s["maxlen"], s["max_answer"])
+
+    def check(self, item):
+        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or not item["question"].strip():
+            raise ValueError('a reading input is {"question": "...", "passages": ["...", ...]}')
+        ps = item.get("passages")
+        if not isinstance(ps, list) or not ps:
+            raise ValueError("a reading input needs a non-empty 'passages' list")
+        passages = []
+        for p in ps:
+            text = p.get("passage") if isinstance(p, dict) else p
+            if not isinstance(text, str):
+                raise ValueError('each passage is a string or {"passage": "..."}')
+            passages.append({"passage": text})
+        return {"question": item["question"], "passages": passages}
+
+    def _predict(self, items: list[dict], max_new_tokens: int | None = None) -> list[dict]:
+        return [answer(self.unilm, self.tokenizer, x, self.maxlen, max_new_tokens or self.max_answer)
+                for x in tqdm(items, desc="answering", unit="question", disable=not self.progress)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = recipe_args("Seq2seq (UniLM) reading comprehension with multi-passage voting, WebQA format",
-                    out="runs/reading", epochs=40, lr=1e-3, batch_size=16)
-    p.add_argument("--train", help="WebQA-format JSON for training (default: webqa-sample/sample.json)")
-    p.add_argument("--eval", help="WebQA-format JSON for evaluation (default: the training file)")
-    p.add_argument("--maxlen", type=int, default=192, help="source length: [CLS] question [SEP] passage [SEP]")
-    p.add_argument("--max-answer", type=int, default=16)
+                    out="runs/reading", epochs=40, lr=1e-3, batch_size=16,
+                    data="WebQA JSON, [{question, passages: [{passage, answer}]}]")
+    p.add_argument("--maxlen", type=at.positive_int, default=192, help="source length: [CLS] question [SEP] passage [SEP]")
+    p.add_argument("--max-answer", type=at.positive_int, default=16, help="longest answer, in tokens")
     args = p.parse_args(argv)
+    if args.maxlen < 4:
+        p.error("--maxlen must be at least 4 ([CLS] q [SEP] p [SEP])")
     out = setup(args)
     timer = Timer()
-    train_recs = datasets.webqa(args.train)
-    eval_recs = datasets.webqa(args.eval) if args.eval else train_recs
+    train_recs = read_webqa(args.train) if args.train else datasets.webqa()
+    eval_recs = read_webqa(args.dev) if args.dev else train_recs
     if args.limit:
         train_recs, eval_recs = train_recs[: args.limit], eval_recs[: args.limit]
     texts = [r["question"] for r in train_recs] + [q["passage"] + q["answer"] for r in train_recs for q in r["passages"]]
-    model, tokenizer = model_and_tokenizer(args, texts, out, application="unilm", with_mlm=True)
+    model, tokenizer = model_and_tokenizer(args, texts, application="unilm", with_mlm=True)
     train = examples(train_recs, tokenizer, args.maxlen)
-    history = fit(model, train, lambda chunk: seq2seq_loss(model, tokenizer, chunk), args.epochs, args.lr,
-                  args.batch_size, args.seed, not args.no_progress,
-                  length=lambda e: len(e[0]) + len(e[1]))
+    progress = not args.no_progress
+    history, steps = fit(model, train, lambda chunk: seq2seq_loss(model, tokenizer, chunk), args.epochs, args.lr,
+                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]) + len(e[1]))
     model.eval()
-    preds = []
-    for rec in eval_recs:
-        sources = [source_ids(tokenizer, rec["question"], q["passage"], args.maxlen) for q in rec["passages"]]
-        pred = vote_decode(model, tokenizer, sources, args.max_answer)
-        preds.append({"question": rec["question"], "pred": pred, "gold": gold_answer(rec)})
-    metrics = {"task": "reading", "train": args.train or "webqa-sample/sample.json",
-               "eval": args.eval or args.train or "webqa-sample/sample.json (same as train: format fixture)",
-               "n_train_passages": len(train), "n_eval_questions": len(preds), "checkpoint": args.checkpoint,
-               "epochs": args.epochs, "loss": history,
-               "em": sum(answer_em(x["pred"], x["gold"]) for x in preds) / max(1, len(preds)),
-               "f1": sum(answer_f1(x["pred"], x["gold"]) for x in preds) / max(1, len(preds)),
-               "predictions": preds, "seconds": timer.seconds()}
-    write_metrics(out, metrics)
+    preds = [answer(model, tokenizer, rec, args.maxlen, args.max_answer)
+             for rec in tqdm(eval_recs, desc="answering", unit="question", disable=not progress)]
+    golds = [gold_answer(rec) for rec in eval_recs]
+    data = {"train": args.train or "webqa-sample/sample.json",
+            "eval": args.dev or args.train or "webqa-sample/sample.json (same as train: format fixture)"}
+    metrics = {"task": "reading", **data, "n_train_passages": len(train), "n_eval_questions": len(preds),
+               "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
+               "em": sum(answer_em(x["answer"], g) for x, g in zip(preds, golds)) / max(1, len(preds)),
+               "f1": sum(answer_f1(x["answer"], g) for x, g in zip(preds, golds)) / max(1, len(preds)),
+               "predictions": [{**x, "gold": g} for x, g in zip(preds, golds)], "seconds": timer.seconds()}
+    save_task_model(out, "reading", model, tokenizer, {}, None, {"maxlen": args.maxlen, "max_answer": args.max_answer},
+                    metrics, steps, {"command": command(argv, "reading"), "data": data, "out": str(out),
+                                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    write_predictions(out, preds)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "predictions")}, ensure_ascii=False))
     return 0

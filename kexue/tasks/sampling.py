@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..generation import PrefixDecoding, sample
+from ..generation import PrefixDecoding, beam_search, greedy, sample
 
 
 class DecodeView(nn.Module):
@@ -21,8 +21,11 @@ class DecodeView(nn.Module):
         self.model, self.cond, self.banned = model, cond, list(banned)
         self.application, self.config = model.application, model.config
 
-    def forward(self, *args, **kwargs):
-        out = self.model(*args, cond=self.cond, **kwargs)
+    def forward(self, input_ids, *args, **kwargs):
+        cond = self.cond
+        if cond is not None and cond.shape[0] == 1 and input_ids.shape[0] > 1:
+            cond = cond.expand(input_ids.shape[0], -1)  # one class for every row (e.g. the beams of one input)
+        out = self.model(input_ids, *args, cond=cond, **kwargs)
         if self.banned:
             out.logits = out.logits.index_fill(-1, torch.tensor(self.banned), float("-inf"))
         return out
@@ -41,4 +44,23 @@ class SpeakerDecoding(PrefixDecoding):
         return logits
 
 
-__all__ = ["DecodeView", "SpeakerDecoding", "sample"]
+def decode(state, max_new_tokens: int, eos_id: int, min_new_tokens: int = 0, num_samples: int = 1,
+           num_beams: int | None = None, top_k: int | None = None, top_p: float | None = None,
+           temperature: float = 1.0, seed: int = 0, do_sample: bool = True) -> list[list[int]]:
+    """The recipes' decoding options in one place: beam search (``num_beams`` > 1, the ``num_samples``
+    best beams), greedy (``do_sample=False``) or sampling with a fresh generator seeded ``seed``
+    (same seed, same text)."""
+    if num_beams and num_beams > 1:
+        if num_samples > num_beams:
+            raise ValueError(f"num_samples={num_samples} exceeds num_beams={num_beams}")
+        return beam_search(state, max_new_tokens, eos_id, num_beams, min_new_tokens, num_return=num_samples)
+    if not do_sample:
+        if num_samples > 1:
+            raise ValueError("greedy decoding gives one text: use sampling or num_beams for num_samples > 1")
+        return greedy(state, max_new_tokens, eos_id, min_new_tokens)
+    gen = torch.Generator().manual_seed(seed)
+    return sample(state, max_new_tokens, eos_id, min_new_tokens, n=num_samples, top_k=top_k, top_p=top_p,
+                  temperature=temperature, generator=gen)
+
+
+__all__ = ["DecodeView", "SpeakerDecoding", "decode", "sample"]

@@ -1,0 +1,238 @@
+"""Using a trained model: ``kexue.load(DIR)`` and the ``kexue predict / chat / embed / search`` commands.
+
+``load`` reads the folder a recipe wrote (``config.json`` with the ``"kexue"`` block naming the task) and
+returns the :class:`Predictor` of that task; ``predictor.predict(inputs) -> list[dict]`` runs the same
+code path as the recipe's own evaluation, so it reproduces the recipe's predictions exactly.
+A folder without a task is an encoder (``embed``/``search``/pair similarity) or, with application
+``lm``/``unilm``, a text generator.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from . import argtypes as at
+from .io import write_text
+
+PREDICTORS: dict[str, str] = {
+    "ner": "kexue.tasks.ner:NERPredictor",
+    "classify": "kexue.tasks.classify:ClassifyPredictor",
+    "poem": "kexue.tasks.poem:PoemPredictor",
+    "reading": "kexue.tasks.reading:ReadingPredictor",
+    "dialogue": "kexue.tasks.dialogue:DialoguePredictor",
+    "encoder": "kexue.tasks.encoder:EncoderPredictor",
+    "generate": "kexue.tasks.encoder:GenerationPredictor",
+}
+
+
+class Predictor:
+    """A trained model for one task. Subclasses set ``task``, ``options`` (name -> argparse-style type
+    function, for the keyword options ``predict`` accepts) and implement ``check`` and ``_predict``."""
+
+    task: str = ""
+    options: dict[str, Callable[[str], Any]] = {}
+    progress: bool = False
+    model_attr: str = ""  # the attribute holding the nn.Module
+
+    @property
+    def model(self):
+        """The ``nn.Module`` that ``quantize`` rewrites."""
+        return getattr(self, self.model_attr)
+
+    @model.setter
+    def model(self, module) -> None:
+        setattr(self, self.model_attr, module)
+
+    def check(self, item: Any) -> Any:
+        """Validate one input (``ValueError`` naming what is wrong); returns it normalised."""
+        raise NotImplementedError
+
+    def predict(self, inputs: list, **options) -> list[dict]:
+        """One output dict per input; ``options`` (e.g. ``top_k=8``) are checked like the CLI flags."""
+        if not isinstance(inputs, (list, tuple)):
+            raise ValueError(f"predict expects a list of inputs, got {type(inputs).__name__}")
+        for name, value in options.items():
+            if name not in self.options:
+                known = ", ".join(sorted(self.options)) or "none"
+                raise ValueError(f"option {name!r} does not apply to {self.task} models (options: {known})")
+            try:
+                if isinstance(value, (bool, dict, list)) or value is None:
+                    raise ValueError(f"expected a number, got {value!r}")
+                options[name] = self.options[name](str(value))
+            except Exception as e:
+                raise ValueError(f"option {name}: {e}") from None
+        items = [self.check(x) for x in inputs]
+        return self._predict(items, **options) if items else []
+
+    def _predict(self, items: list, **options) -> list[dict]:
+        raise NotImplementedError
+
+
+def _class(spec: str) -> type[Predictor]:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def load(directory: str | Path, quantize: str | None = None) -> Predictor:
+    """The predictor of the model folder ``directory`` (``quantize="int8"``: dynamic int8 Linear layers)."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ValueError(f"{directory} is not a model folder (no config.json)")
+    from .tasks.export import kexue_block
+
+    block = kexue_block(directory)
+    task = block.get("task") or ("generate" if block.get("application") in ("lm", "unilm", "seq2seq") else "encoder")
+    if task not in PREDICTORS:
+        raise ValueError(f"{directory}: unknown task {task!r} in config.json (known: {', '.join(sorted(PREDICTORS))})")
+    predictor = _class(PREDICTORS[task]).from_folder(directory)
+    if quantize:
+        try:
+            from .quantize import quantize as quantize_model
+        except ImportError:
+            raise ValueError(f"quantize={quantize!r} needs kexue.quantize, which this installation lacks") from None
+        predictor.model = quantize_model(predictor.model, quantize)
+    return predictor
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+def parse_input(line: str) -> Any:
+    """A JSON value if the line is one (object, list or quoted string), else the line as text."""
+    s = line.strip()
+    if s[:1] in "{[\"":
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            pass
+    return line.rstrip("\r\n")
+
+
+def read_inputs(texts: list[str], path: str | None) -> list[Any]:
+    items = [parse_input(t) for t in texts]
+    if path:
+        lines = Path(path).read_text(encoding="utf-8").splitlines() if path != "-" else sys.stdin.read().splitlines()
+        items += [parse_input(ln) for ln in lines if ln.strip()]
+    if not items:
+        raise at.UsageError("no inputs: give TEXT arguments or --input FILE (- for stdin)")
+    return items
+
+
+def write_lines(rows: Iterable[dict], path: str | None) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if path:
+        write_text(path, text)
+    else:
+        sys.stdout.write(text)
+
+
+def _io_args(p: at.ArgumentParser, what: str = "inputs") -> None:
+    p.add_argument("model", type=at.model_dir, help="model folder written by a recipe (or any HF-layout encoder)")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help=f"{what}; a JSON object/list is read as such")
+    p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
+                   help=f"file with one of the {what} per line (- for stdin)")
+    p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.quantize) for speed")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
+
+
+def _generation_args(p: at.ArgumentParser) -> None:
+    g = p.add_argument_group("generation (generative models only; unset = the model's own defaults)")
+    g.add_argument("--num-beams", type=at.positive_int, help="beam search with this many beams")
+    g.add_argument("--top-k", type=at.positive_int, help="sample from the k most likely tokens")
+    g.add_argument("--top-p", type=at.open_probability, help="nucleus sampling mass")
+    g.add_argument("--temperature", type=at.positive_float, help="sampling temperature")
+    g.add_argument("--max-new-tokens", type=at.positive_int, help="longest generation, in tokens")
+    g.add_argument("--num-samples", type=at.positive_int, help="generations per input")
+    g.add_argument("--seed", type=at.nonnegative_int, help="seed of the sampler (same seed, same output)")
+
+
+GENERATION_OPTIONS = ("num_beams", "top_k", "top_p", "temperature", "max_new_tokens", "num_samples", "seed")
+
+
+def _start(args) -> Predictor:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if getattr(args, "output", None):
+        at.check_output_file(args.output)
+    predictor = load(args.model, quantize="int8" if args.int8 else None)
+    predictor.progress = True
+    return predictor
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue predict", description="Predict with a saved model; JSON lines out.")
+    _io_args(p)
+    _generation_args(p)
+    args = p.parse_intermixed_args(argv)
+    items = read_inputs(args.texts, args.input)
+    predictor = _start(args)
+    options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
+    write_lines(predictor.predict(items, **options), args.output)
+    return 0
+
+
+def embed_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue embed", description="Sentence vectors of an encoder; JSON lines out.")
+    _io_args(p, "texts")
+    args = p.parse_intermixed_args(argv)
+    items = read_inputs(args.texts, args.input)
+    predictor = _start(args)
+    if not hasattr(predictor, "embed"):
+        raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
+    vectors = predictor.embed([predictor.check_text(t) for t in items])
+    write_lines(({"text": t, "embedding": v} for t, v in zip(items, vectors.tolist())), args.output)
+    return 0
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue search", description="Nearest sentences of a corpus by cosine similarity.")
+    _io_args(p, "queries")
+    p.add_argument("--corpus", type=at.input_file, required=True, metavar="FILE", help="text file, one sentence per line")
+    p.add_argument("--top-k", type=at.positive_int, default=5, help="results per query")
+    args = p.parse_intermixed_args(argv)
+    queries = read_inputs(args.texts, args.input)
+    predictor = _start(args)
+    if not hasattr(predictor, "embed"):
+        raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
+    numbered = [(n, ln.strip()) for n, ln in enumerate(Path(args.corpus).read_text(encoding="utf-8").splitlines(), 1)
+                if ln.strip()]
+    if not numbered:
+        raise at.UsageError(f"--corpus {args.corpus} holds no sentences")
+    lines, corpus = [n for n, _ in numbered], [t for _, t in numbered]
+    write_lines(predictor.search([predictor.check_text(q) for q in queries], corpus, args.top_k, lines), args.output)
+    return 0
+
+
+def chat_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue chat", description="Chat with a dialogue model: one turn per stdin line "
+                          "(an empty line starts a new dialogue); replies on stdout.")
+    p.add_argument("model", type=at.model_dir, help="folder written by `kexue dialogue`")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.quantize)")
+    _generation_args(p)
+    args = p.parse_args(argv)
+    predictor = _start(args)
+    predictor.progress = False  # one reply per line: a progress bar would only clutter the chat
+    if predictor.task != "dialogue":
+        raise at.UsageError(f"{args.model} is a {predictor.task} model; `kexue chat` needs a dialogue model")
+    options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
+    history: list[str] = []
+    for line in sys.stdin:
+        turn = line.strip()
+        if not turn:
+            history = []
+            continue
+        history.append(turn)
+        reply = predictor.predict([history], **options)[0]["reply"]
+        history.append(reply)
+        print(reply, flush=True)
+    return 0
+
+
+__all__ = ["PREDICTORS", "Predictor", "load", "parse_input", "read_inputs"]

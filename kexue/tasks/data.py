@@ -1,0 +1,163 @@
+"""Readers for the recipes' user data. Every malformed line is refused as ``file:line: what is wrong``
+(:class:`DataError`), never dropped or guessed at.
+
+* labelled text, TSV: ``text<TAB>label`` (classification) or ``text_a<TAB>text_b<TAB>label``
+  (sentence-pair classification) — every line of a file has the same number of columns;
+* NER, one ``char TAG`` per line, blank line between sentences; tags in BIO, BIOES or BMES
+  (``B-X I-X E-X S-X M-X``, ``O``);
+* reading comprehension: the WebQA JSON ``[{question, passages: [{passage, answer}]}]``;
+* poems: plain text, one poem per line, optionally ``class<TAB>poem`` on every line;
+* dialogues: plain text, one turn per line, a blank line between dialogues.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TAG_HEADS = ("B", "I", "M", "E", "S")
+
+
+class DataError(ValueError):
+    """A malformed input file; the message starts with ``file:line:``."""
+
+
+def _lines(path: str | Path) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of line 1
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        line = Path(path).read_bytes()[: e.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    return text.splitlines()
+
+
+def read_labelled(path: str | Path) -> list[tuple[str | tuple[str, str], str]]:
+    """``(text, label)`` or ``((text_a, text_b), label)`` rows of a 2- or 3-column TSV."""
+    rows, width = [], None
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) not in (2, 3):
+            raise DataError(f"{path}:{n}: expected text<TAB>label or text_a<TAB>text_b<TAB>label, "
+                            f"got {len(cols)} column(s)")
+        if width is None:
+            width = len(cols)
+        elif len(cols) != width:
+            raise DataError(f"{path}:{n}: {len(cols)} columns, but the first line has {width}")
+        *texts, label = [c.strip() for c in cols]
+        if not label:
+            raise DataError(f"{path}:{n}: empty label")
+        if not all(texts):
+            raise DataError(f"{path}:{n}: empty text")
+        rows.append((texts[0] if len(texts) == 1 else tuple(texts), label))
+    if not rows:
+        raise DataError(f"{path}: no examples")
+    return rows
+
+
+def read_tagged(path: str | Path) -> list[tuple[list[str], list[str]]]:
+    """NER sentences ``(chars, tags)`` from ``char TAG`` lines (BIO / BIOES / BMES)."""
+    sents, chars, tags = [], [], []
+    for n, line in enumerate(_lines(path) + [""], 1):
+        if not line.strip():
+            if chars:
+                sents.append((chars, tags))
+            chars, tags = [], []
+            continue
+        parts = line.rsplit(None, 1) if line[0] != " " else [" ", line.strip()]
+        if len(parts) != 2:
+            raise DataError(f"{path}:{n}: expected 'char TAG', got {line.strip()!r}")
+        ch, tag = parts
+        if len(ch) != 1:
+            raise DataError(f"{path}:{n}: expected one character before the tag, got {ch!r}")
+        head, dash, kind = tag.partition("-")
+        if tag != "O" and not (dash and head in TAG_HEADS and kind):
+            raise DataError(f"{path}:{n}: bad tag {tag!r} (expected O or B-/I-/E-/S-/M-TYPE)")
+        chars.append(ch)
+        tags.append(tag)
+    if not sents:
+        raise DataError(f"{path}: no sentences")
+    return sents
+
+
+def _loc(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
+
+
+def read_webqa(path: str | Path) -> list[dict]:
+    """WebQA records ``{question, passages: [{passage, answer}]}``, every field checked."""
+    text = "\n".join(_lines(path))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, list) or not data:
+        raise DataError(f"{path}:1: expected a non-empty JSON list of {{question, passages}} records")
+    # JSON keeps no line numbers: point at the line where the record's question appears
+    cursor = 0
+    for i, rec in enumerate(data):
+        q = rec.get("question") if isinstance(rec, dict) else None
+        where = text.find(json.dumps(q, ensure_ascii=False), cursor) if isinstance(q, str) else -1
+        line = _loc(text, where) if where >= 0 else 1
+        cursor = max(cursor, where)
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}:{line}: record {i} is not an object")
+        if not isinstance(q, str) or not q.strip():
+            raise DataError(f"{path}:{line}: record {i} has no question")
+        ps = rec.get("passages")
+        if not isinstance(ps, list) or not ps:
+            raise DataError(f"{path}:{line}: record {i} has no passages list")
+        for j, p in enumerate(ps):
+            if not isinstance(p, dict) or not isinstance(p.get("passage"), str) or not isinstance(p.get("answer", ""), str):
+                raise DataError(f"{path}:{line}: record {i} passage {j} needs string 'passage' and 'answer'")
+            p.setdefault("answer", "")
+    return data
+
+
+def read_poems(path: str | Path) -> list[tuple[str, str]]:
+    """``(poem, class)`` per non-empty line; without a TAB every poem gets the class ``poem``."""
+    rows, tagged = [], None
+    for n, line in enumerate(_lines(path), 1):
+        if not line.strip():
+            continue
+        has_tab = "\t" in line
+        if tagged is None:
+            tagged = has_tab
+        elif has_tab != tagged:
+            raise DataError(f"{path}:{n}: {'no' if tagged else 'a'} class<TAB> prefix, unlike the first line")
+        if has_tab:
+            label, _, poem = line.partition("\t")
+            if not label.strip() or not poem.strip() or "\t" in poem:
+                raise DataError(f"{path}:{n}: expected class<TAB>poem")
+            rows.append((poem.strip(), label.strip()))
+        else:
+            rows.append((line.strip(), "poem"))
+    if not rows:
+        raise DataError(f"{path}: no poems")
+    return rows
+
+
+def read_dialogues(path: str | Path) -> list[list[str]]:
+    """Dialogues as lists of turns: one turn per line, blank lines between dialogues."""
+    out, turns, start = [], [], 1
+    for n, line in enumerate(_lines(path) + [""], 1):
+        if line.strip():
+            if not turns:
+                start = n
+            turns.append(line.strip())
+            continue
+        if turns:
+            if len(turns) < 2:
+                raise DataError(f"{path}:{start}: a dialogue needs at least 2 turns, got 1")
+            out.append(turns)
+        turns = []
+    if not out:
+        raise DataError(f"{path}: no dialogues")
+    return out
+
+
+__all__ = ["DataError", "read_dialogues", "read_labelled", "read_poems", "read_tagged", "read_webqa"]
