@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ner": ("kexue.tasks.ner", "NER on People's Daily: GlobalPointer (+R-Drop) or CRF, entity P/R/F1"),
     "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
     "gan": ("kexue.generative.gan_cli", "train a GAN (DCGAN/SELF-MOD; hinge/WGAN-GP/reflow) on digits or images"),
+    "similarity": ("kexue.similarity.pair_training", "sentence encoder on labelled pairs: CoSENT / SBERT / cosine loss"),
     "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
     "predict": ("kexue.predict:predict_main", "predict with a saved model folder: JSON lines out"),
     "chat": ("kexue.predict:chat_main", "chat with a saved dialogue model (stdin lines)"),

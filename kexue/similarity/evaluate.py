@@ -96,11 +96,14 @@ def _encoder_for(model_spec: str, progress: bool = False) -> Encoder:
 
     if model_spec == "minilm":
         model, tok = minilm()
-    else:
-        from ..models import build_model
-        from ..tokenizers import Tokenizer
+    else:  # a model folder: its encoder predictor, so the vectors are those `kexue embed` gives
+        from ..predict import load
 
-        model, tok = build_model(checkpoint=model_spec).eval(), Tokenizer.from_pretrained(model_spec)
+        predictor = load(model_spec)
+        if not hasattr(predictor, "embed"):
+            raise ValueError(f"{model_spec} holds a {predictor.task} model, not a sentence encoder")
+        predictor.progress = progress
+        return predictor.embed
     return lambda texts: embed(model, tok, texts, progress=progress)
 
 
@@ -128,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=_model, default="minilm",
                     help="'minilm' (embedded all-MiniLM-L6-v2) or an HF-layout folder")
     ap.add_argument("--sets", type=_sets, default="all", help="comma list like en/test,zh/valid, or 'all'")
+    ap.add_argument("--pairs", type=at.input_file, metavar="FILE", action="append",
+                    help="score these pairs instead of the STS sets: sentence1<TAB>sentence2<TAB>label (0/1 or 0-5) "
+                         "or JSON lines with sentence1/sentence2/label; repeatable")
     ap.add_argument("--limit", type=at.positive_int, default=None, help="first N pairs of each set (quick runs)")
     ap.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -136,7 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     encode = _encoder_for(args.model, progress=not args.no_progress)
     t0 = time.perf_counter()
-    scores = evaluate_sts(encode, args.sets, args.limit, progress=not args.no_progress)
+    if args.pairs:
+        from .pairs import read_pairs
+
+        scores = {f: evaluate_pairs(encode, read_pairs(f)[: args.limit]) for f in args.pairs}
+    else:
+        scores = evaluate_sts(encode, args.sets, args.limit, progress=not args.no_progress)
     print(format_table({args.model: scores}))
     print(f"({time.perf_counter() - t0:.1f}s)")
     return 0
