@@ -83,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = at.ArgumentParser(prog="kexue demo", description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/demo",
                     help="folder for metrics.json, score_vs_dims.png, whitening and the fine-tuned encoder/")
-    ap.add_argument("--train-seconds", type=at.positive_float, default=150.0, help="CPU budget of the CoSENT fine-tune")
-    ap.add_argument("--max-steps", type=at.positive_int, default=None, help="stop the fine-tune after this many steps")
+    ap.add_argument("--train-seconds", type=at.positive_float, default=None,
+                    help="optional wall-clock cap of the CoSENT fine-tune (results then depend on the machine's load)")
+    ap.add_argument("--max-steps", type=at.positive_int, default=300,
+                    help="fine-tuning steps (about 150 s on 2 idle CPU cores)")
     ap.add_argument("--batch-size", type=at.positive_int, default=16, help="sentence pairs per fine-tuning step")
     ap.add_argument("--lr", type=at.positive_float, default=1e-4, help="fine-tuning learning rate")
     ap.add_argument("--fit-sentences", type=at.positive_int, default=2000, help="train sentences the whitening is fitted on")
