@@ -425,7 +425,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
             if clip_norm is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
             else:
-                norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+                # sparse gradients (e.g. nn.Embedding(sparse=True)) count through their stored values
+                norm = torch.nn.utils.get_total_norm([p.grad.coalesce().values() if p.grad.is_sparse else p.grad
+                                                      for p in params if p.grad is not None])
             if bad is None and not _finite(norm):
                 bad = f"gradient norm ({norm.item()})"
             skipped_now = agree(bad is not None)
