@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dialogue": ("kexue.tasks.dialogue", "multi-turn dialogue with a causal LM, response perplexity"),
     "ner": ("kexue.tasks.ner", "NER on People's Daily: GlobalPointer (+R-Drop) or CRF, entity P/R/F1"),
     "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
+    "convert": ("kexue.bert4keras", "bert4keras TF checkpoint -> HF-layout folder (kexue convert bert4keras ...)"),
     "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
 }
 

@@ -1,0 +1,94 @@
+"""bert4keras itself as the oracle: bert4keras 0.11.5 builds each model with random weights, saves a
+real TF checkpoint and predicts on real Chinese sentences (right-padded); ``kexue convert bert4keras``
+turns the checkpoint into an HF-layout folder, ``build_model(checkpoint=...)`` loads it, and the
+outputs must equal bert4keras's to 1e-5 on every real (unpadded) position.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bert4keras_common import max_diff, oracle, report  # noqa: F401  (oracle is a fixture)
+from kexue.models import build_model
+
+TOL = 1e-5
+
+
+def _mask(ids: np.ndarray) -> np.ndarray:
+    """bert4keras's padding mask: id 0 is padding, except the first column (its Embedding keeps it)."""
+    mask = ids != 0
+    mask[:, 0] = True
+    return mask
+
+
+def _run(folder, name, ids, segs, cond=None):
+    model = build_model(checkpoint=folder / name / "kexue").eval()
+    mask = _mask(ids)
+    with torch.no_grad():
+        out = model(torch.as_tensor(ids, dtype=torch.long), segment_ids=torch.as_tensor(segs, dtype=torch.long),
+                    attention_mask=torch.as_tensor(mask, dtype=torch.long),
+                    cond=None if cond is None else torch.as_tensor(cond))
+    return out, mask
+
+
+def _check(name, out, expected, mask, pooled=False):
+    diffs = {"hidden": max_diff(out.hidden, expected["hidden"], mask),
+             "probs": max_diff(out.logits.softmax(-1), expected["probs"], mask)}
+    if pooled:
+        diffs["pooled"] = max_diff(out.pooled, expected["pooled"])
+    report(name, **diffs)
+    assert max(diffs.values()) <= TOL, diffs
+
+
+@pytest.mark.parametrize("name", ["bert", "roformer"])
+def test_encoder_with_pool_and_mlm(oracle, name):
+    folder, _, data = oracle
+    out, mask = _run(folder, name, data["ids"], data["segs"])
+    _check(name, out, np.load(folder / name / "outputs.npz"), mask, pooled=True)
+
+
+@pytest.mark.parametrize("name,ids", [("bert_lm", "ids"), ("bert_unilm", "pair_ids"), ("roformer_unilm", "pair_ids"),
+                                      ("roformer_v2", "ids"), ("gpt", "ids")])
+def test_applications_and_families(oracle, name, ids):
+    folder, _, data = oracle
+    segs = "pair_segs" if ids == "pair_ids" else "segs"
+    out, mask = _run(folder, name, data[ids], data[segs])
+    _check(name, out, np.load(folder / name / "outputs.npz"), mask)
+
+
+@pytest.mark.parametrize("name", ["bert_cond", "bert_cond_hidden"])
+def test_conditional_layer_norm(oracle, name):
+    """Conditional LayerNorm on every norm (embeddings, layers, MLM), the condition straight in and
+    through a 16-unit ReLU dense (bert4keras's layer_norm_cond_hidden_size / _act)."""
+    folder, _, data = oracle
+    out, mask = _run(folder, name, data["pair_ids"], data["pair_segs"], cond=data["cond"])
+    _check(name, out, np.load(folder / name / "outputs.npz"), mask)
+
+
+def test_hierarchical_positions(oracle):
+    """A 16-position table read at up to 44 positions (bert4keras hierarchical_position=True, α = 0.4)."""
+    folder, _, data = oracle
+    assert data["long_ids"].shape[1] > 16
+    out, mask = _run(folder, "bert_hierarchical", data["long_ids"], data["long_segs"])
+    _check("bert_hierarchical", out, np.load(folder / "bert_hierarchical" / "outputs.npz"), mask)
+
+
+def test_t5_v1_1(oracle):
+    """T5 v1.1: encoder states and decoder probabilities (bert4keras's d^-1/2 output scale and
+    cross-attention position bias included)."""
+    folder, _, data = oracle
+    model = build_model(checkpoint=folder / "t5" / "kexue").eval()
+    enc, dec = data["t5_enc"], data["t5_dec"]
+    enc_mask, dec_mask = _mask(enc), _mask(dec)
+    with torch.no_grad():
+        e_ids = torch.as_tensor(enc, dtype=torch.long)
+        e_mask = torch.as_tensor(enc_mask, dtype=torch.long)
+        hidden = model.encode(e_ids, e_mask)
+        logits = model.decode(torch.as_tensor(dec, dtype=torch.long), hidden, e_mask,
+                              decoder_attention_mask=torch.as_tensor(dec_mask, dtype=torch.long))
+    expected = np.load(folder / "t5" / "outputs.npz")
+    diffs = {"hidden": max_diff(hidden, expected["hidden"], enc_mask),
+             "probs": max_diff(logits.softmax(-1), expected["probs"], dec_mask)}
+    report("t5.1.1", **diffs)
+    assert max(diffs.values()) <= TOL, diffs
