@@ -24,7 +24,8 @@ class KVCache:
     ``update`` appends the new keys/values of a layer and returns everything cached so far;
     ``length`` is the number of cached positions (the offset of the next token);
     ``reorder`` selects batch rows (beam search, n samples); ``static`` holds cross-attention
-    keys/values computed once. Storage is preallocated and grows geometrically, so a decoding
+    keys/values computed once. It holds keys and values only: everything else a request needs
+    (segment history, condition vectors, position biases) lives in its decoding state. Storage is preallocated and grows geometrically, so a decoding
     step writes only its new position instead of re-copying the whole history (``torch.cat``).
     """
 
@@ -33,7 +34,6 @@ class KVCache:
         self._v: dict[int, Tensor] = {}
         self._len: dict[int, int] = {}
         self.static: dict[int, tuple[Tensor, Tensor]] = {}
-        self.segment_ids: Tensor | None = None  # UniLM: segment ids of every cached position
 
     @property
     def length(self) -> int:
@@ -58,8 +58,6 @@ class KVCache:
             for layer, t in store.items():
                 store[layer] = t.index_select(0, index)
         self.static = {l: (k.index_select(0, index), v.index_select(0, index)) for l, (k, v) in self.static.items()}
-        if self.segment_ids is not None:
-            self.segment_ids = self.segment_ids.index_select(0, index)
 
 
 class MultiHeadAttention(nn.Module):

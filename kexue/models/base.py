@@ -51,10 +51,12 @@ class Transformer(nn.Module):
     # -- forward -----------------------------------------------------------------------------------
     def forward(self, input_ids: Tensor, segment_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, cond: Tensor | None = None, cache: KVCache | None = None,
-                output_hidden_states: bool = False) -> TransformerOutput:
+                output_hidden_states: bool = False, key_segment_ids: Tensor | None = None) -> TransformerOutput:
         """``input_ids [B, L]``; ``segment_ids`` token types (source/target for UniLM);
         ``attention_mask [B, K]`` 1 for real tokens, K = cached + new; ``cond [B, cond_dim]`` for
-        Conditional LayerNorm; ``cache`` for incremental decoding (new tokens only in input_ids)."""
+        Conditional LayerNorm; ``cache`` for incremental decoding (new tokens only in input_ids);
+        ``key_segment_ids [B, K]``: UniLM with a cache, the segment ids of every key (the decoding
+        state keeps this history; the cache holds keys and values only)."""
         past = cache.length if cache is not None else 0
         q_len = input_ids.shape[1]
         # the positions this call looks up: cached tokens count too, so decoding past the table is refused
@@ -73,10 +75,7 @@ class Transformer(nn.Module):
             position_ids = torch.arange(past, past + q_len, device=input_ids.device)[None]
         if segment_ids is None:
             segment_ids = torch.zeros_like(input_ids)
-        mask_segments = segment_ids
-        if self.application == "unilm" and cache is not None:
-            mask_segments = segment_ids if cache.segment_ids is None else torch.cat([cache.segment_ids, segment_ids], 1)
-            cache.segment_ids = mask_segments
+        mask_segments = segment_ids if key_segment_ids is None else key_segment_ids
         mask = build_mask(self.application, attention_mask, mask_segments, q_len, past + q_len, input_ids.device)
         x = self.apply_embeddings(input_ids, segment_ids, position_ids, cond)
         hidden = [x] if output_hidden_states else None

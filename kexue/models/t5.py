@@ -180,20 +180,15 @@ class T5(nn.Module):
         return self.dropout(self.encoder_norm(x))
 
     def decode(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, encoder_mask: Tensor | None = None,
-               cache: KVCache | None = None, decoder_attention_mask: Tensor | None = None) -> Tensor:
+               cache: KVCache | None = None, decoder_attention_mask: Tensor | None = None,
+               position_bias: Tensor | None = None) -> Tensor:
         """Logits ``[B, T, V]`` for the new decoder tokens; with ``cache`` the past tokens are not re-run
-        and the encoder keys/values are projected only on the first call."""
+        and the encoder keys/values are projected only on the first call. ``position_bias
+        [1, H, T, past+T]``: the self-attention bias, if the caller sliced it from a table it keeps."""
         past = cache.length if cache is not None else 0
         t = decoder_input_ids.shape[1]
         x = self.dropout(self.shared(decoder_input_ids))
-        if cache is not None:  # one bias table per decoding, sliced at every step (saves ~15 ops a step)
-            table = getattr(cache, "t5_decoder_bias", None)
-            if table is None or table.shape[-1] < past + t:
-                n = max(64, 2 * (past + t))
-                table = cache.t5_decoder_bias = self.decoder_bias(n, n)
-            bias = table[:, :, past:past + t, :past + t]
-        else:
-            bias = self.decoder_bias(t, past + t, offset=past)
+        bias = self.decoder_bias(t, past + t, offset=past) if position_bias is None else position_bias
         # The causal rule lives in the bias' bucket table only for keys <= query; mask the future.
         self_mask = None
         if t > 1:

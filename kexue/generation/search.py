@@ -1,0 +1,283 @@
+"""Searches over a decoding state: greedy, top-k / top-p sampling (n samples), streaming, beam search.
+
+    y_t = argmax / beam / sample of p(y_t | x, y_<t),   p = softmax(logits / T) restricted to top-k / top-p
+
+The searches only see the :class:`~kexue.generation.state.DecodingState` protocol (``prefill``,
+``step``, ``reorder``), so each works for every family, batch size, beam count and sample count.
+
+Two stopping / scoring rules (``rule=``):
+
+* ``"hf"`` (default): HF ``generate`` (transformers 5) step for step, token-identical. The end token
+  is forbidden before ``min_new_tokens``; beam search keeps 2·K candidates per step and scores
+  finished hypotheses sum(log p) / len^α, ``early_stopping`` True / False (heuristic) / "never".
+* ``"bert4keras"``: bert4keras 0.11.5 ``AutoRegressiveDecoder`` (《如何应对Seq2Seq中的“根本停不下来”问题？》
+  and the SimBERT posts use it), see :mod:`kexue.generation.bert4keras_rule`.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .state import DecodingState
+
+_NEG = -1.0e9  # HF's "impossible" score offset; kept identical so beam ties break the same way
+RULES = ("hf", "bert4keras")
+
+
+def check_args(vocab_size: int | None = None, **args) -> None:
+    """Refuse bad generation arguments with a ValueError naming the argument (only those given)."""
+    def bad(name, why):
+        raise ValueError(f"{name}={args[name]!r}: {why}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    a = args
+    if "max_new_tokens" in a and (not is_int(a["max_new_tokens"]) or a["max_new_tokens"] < 0):
+        bad("max_new_tokens", "must be an int >= 0")
+    if "min_new_tokens" in a:
+        if not is_int(a["min_new_tokens"]) or a["min_new_tokens"] < 0:
+            bad("min_new_tokens", "must be an int >= 0")
+        if a["min_new_tokens"] > a.get("max_new_tokens", a["min_new_tokens"]):
+            bad("min_new_tokens", f"must not exceed max_new_tokens={a['max_new_tokens']}")
+    if "temperature" in a and not (isinstance(a["temperature"], (int, float)) and a["temperature"] > 0):
+        bad("temperature", "must be > 0")
+    if a.get("top_k") is not None and (not is_int(a["top_k"]) or a["top_k"] < 0):
+        bad("top_k", "must be an int >= 0 (0 or None: no top-k filter)")
+    if a.get("top_p") is not None and not (isinstance(a["top_p"], (int, float)) and 0 < a["top_p"] <= 1):
+        bad("top_p", "must be in (0, 1]")
+    if "num_beams" in a and (not is_int(a["num_beams"]) or a["num_beams"] < 1):
+        bad("num_beams", "must be an int >= 1")
+    if "num_return" in a:
+        if not is_int(a["num_return"]) or a["num_return"] < 1:
+            bad("num_return", "must be an int >= 1")
+        if a["num_return"] > a.get("num_beams", 1):
+            bad("num_return", f"must not exceed num_beams={a.get('num_beams', 1)}")
+    if "n" in a and (not is_int(a["n"]) or a["n"] < 1):
+        bad("n", "must be an int >= 1")
+    if "min_ends" in a and (not is_int(a["min_ends"]) or a["min_ends"] < 1):
+        bad("min_ends", "must be an int >= 1")
+    if "rule" in a and a["rule"] not in RULES:
+        bad("rule", f"must be one of {RULES}")
+    if a.get("eos_id") is not None:
+        if not is_int(a["eos_id"]) or a["eos_id"] < 0 or (vocab_size is not None and a["eos_id"] >= vocab_size):
+            bad("eos_id", f"must be a token id in [0, {vocab_size})")
+    if vocab_size is not None and a.get("num_beams", 1) > vocab_size:
+        bad("num_beams", f"must not exceed the vocabulary size {vocab_size}")
+
+
+def _empty(state: DecodingState, per_row: int) -> list[list[int]]:
+    """``max_new_tokens=0``: one empty result per output row, the model never runs."""
+    return [[] for _ in range(state.batch_size * per_row)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Greedy / sampling (streaming)
+# --------------------------------------------------------------------------------------------------
+def top_k_top_p_filter(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set to -inf every logit outside the k largest, and outside the smallest set whose probability
+    reaches ``top_p`` (nucleus: tokens are kept up to and including the one whose cumulative
+    probability crosses p, bert4keras's rule too); the most likely token always survives."""
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs >= top_p  # mass before this token already reaches p
+        drop[..., 0] = False
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def _steps(state: DecodingState, max_new_tokens: int, eos_id: int | None, min_new_tokens: int, pad_id: int,
+           do_sample: bool, n: int, temperature: float, top_k: int | None, top_p: float | None,
+           generator: torch.Generator | None, rule: str, min_ends: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield (tokens ``[B·n]``, rows that finished at this step)."""
+    with torch.inference_mode():
+        logits = state.prefill()
+        check_args(vocab_size=logits.shape[-1], eos_id=eos_id)
+        if n > 1:
+            index = torch.arange(logits.shape[0], device=logits.device).repeat_interleave(n)
+            state.reorder(index)
+            logits = logits.index_select(0, index)
+        done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
+        ends = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        for t in range(max_new_tokens):
+            scores = logits.float()
+            if eos_id is not None and t < min_new_tokens and rule == "hf":
+                scores[:, eos_id] = float("-inf")  # HF forbids the end; bert4keras lets the row go on
+            if do_sample:
+                if temperature != 1.0:
+                    scores = scores / temperature
+                scores = top_k_top_p_filter(scores, top_k, top_p)
+                tokens = torch.multinomial(scores.softmax(-1), 1, generator=generator)[:, 0]
+            else:
+                tokens = scores.argmax(-1)
+            finished = torch.zeros_like(done)
+            if eos_id is not None:
+                tokens = tokens.masked_fill(done, pad_id)
+                is_end = (tokens == eos_id) & ~done
+                ends = ends + is_end.long()
+                finished = is_end & (ends >= min_ends) & (t + 1 >= min_new_tokens)
+                done = done | finished
+            yield tokens, finished
+            if t + 1 == max_new_tokens or bool(done.all()):
+                return
+            logits = state.step(tokens)
+
+
+def stream(state: DecodingState, max_new_tokens: int, eos_id: int | None = None, min_new_tokens: int = 0,
+           pad_id: int = 0, do_sample: bool = False, n: int = 1, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None,
+           generator: torch.Generator | None = None) -> Iterator[Tensor]:
+    """Yield the next token of every row (``[B·n]``; ``pad_id`` once a row has ended) until all rows
+    ended or ``max_new_tokens``. Greedy unless ``do_sample``; ``n`` samples per input, rows grouped
+    by input. ``min_new_tokens`` forbids the end token before that many tokens."""
+    check_args(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, n=n, temperature=temperature,
+               top_k=top_k, top_p=top_p, eos_id=eos_id, vocab_size=getattr(state, "vocab_size", None))
+    if max_new_tokens == 0:
+        return
+    for tokens, _ in _steps(state, max_new_tokens, eos_id, min_new_tokens, pad_id, do_sample, n, temperature,
+                            top_k, top_p, generator, "hf", 1):
+        yield tokens
+
+
+def _collect(steps: Iterator[tuple[Tensor, Tensor]]) -> list[list[int]]:
+    """Each row's tokens up to (not including) the end token that finished it."""
+    rows, stop = [], None
+    for t, (tokens, finished) in enumerate(steps):
+        if stop is None:
+            stop = torch.full_like(tokens, -1)
+        stop = torch.where(finished & (stop < 0), torch.full_like(stop, t), stop)
+        rows.append(tokens)
+    out = torch.stack(rows, 1).tolist()
+    return [row if s < 0 else row[:s] for row, s in zip(out, stop.tolist())]
+
+
+def greedy(state: DecodingState, max_new_tokens: int, eos_id: int | None = None,
+           min_new_tokens: int = 0) -> list[list[int]]:
+    """Greedy decoding; each row's tokens up to (not including) the end token."""
+    check_args(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, eos_id=eos_id,
+               vocab_size=getattr(state, "vocab_size", None))
+    if max_new_tokens == 0:
+        return _empty(state, 1)
+    return _collect(_steps(state, max_new_tokens, eos_id, min_new_tokens, 0, False, 1, 1.0, None, None, None,
+                           "hf", 1))
+
+
+def sample(state: DecodingState, max_new_tokens: int, eos_id: int | None = None, min_new_tokens: int = 0,
+           n: int = 1, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+           generator: torch.Generator | None = None, rule: str = "hf", min_ends: int = 1) -> list[list[int]]:
+    """``n`` random samples per input (row ``b·n + i`` is sample i of input b), each cut before its end.
+
+    ``rule="hf"``: the end token is forbidden before ``min_new_tokens``. ``rule="bert4keras"``
+    (``random_sample``): an end token before ``min_new_tokens`` (its ``minlen``) does not stop the row,
+    which goes on; a row stops at an end token once it holds ``min_ends`` of them and is at least
+    ``min_new_tokens`` long (the result keeps its earlier end tokens). bert4keras returns samples in
+    the order they finish; here they stay grouped by input. Both rules sample from the same set:
+    top-k, then the nucleus including the token that crosses ``top_p``."""
+    check_args(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, n=n, temperature=temperature,
+               top_k=top_k, top_p=top_p, eos_id=eos_id, rule=rule, min_ends=min_ends,
+               vocab_size=getattr(state, "vocab_size", None))
+    if rule == "hf" and min_ends != 1:
+        raise ValueError(f"min_ends={min_ends}: only rule='bert4keras' counts end tokens")
+    if max_new_tokens == 0:
+        return _empty(state, n)
+    return _collect(_steps(state, max_new_tokens, eos_id, min_new_tokens, 0, True, n, temperature, top_k, top_p,
+                           generator, rule, min_ends))
+
+
+# --------------------------------------------------------------------------------------------------
+# Beam search
+# --------------------------------------------------------------------------------------------------
+def beam_search(state: DecodingState, max_new_tokens: int, eos_id: int | None = None, num_beams: int = 4,
+                min_new_tokens: int = 0, length_penalty: float = 1.0, early_stopping: bool | str = False,
+                num_return: int = 1, rule: str = "hf", temperature: float = 1.0,
+                min_ends: int = 1) -> list[list[int]]:
+    """Beam search; returns the ``num_return`` best hypotheses per input (rows grouped by input),
+    each cut before its end token. ``rule="hf"``: HF ``generate``'s semantics (``length_penalty``,
+    ``early_stopping``); ``rule="bert4keras"``: :func:`kexue.generation.bert4keras_rule.beam_search`
+    (``temperature``, ``min_ends``; one hypothesis per input)."""
+    check_args(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams,
+               num_return=num_return, eos_id=eos_id, rule=rule, temperature=temperature, min_ends=min_ends,
+               vocab_size=getattr(state, "vocab_size", None))
+    if rule == "bert4keras":
+        for name, value, default in (("length_penalty", length_penalty, 1.0), ("early_stopping", early_stopping, False),
+                                     ("num_return", num_return, 1)):
+            if value != default:
+                raise ValueError(f"{name}={value!r}: rule='bert4keras' has no such option")
+        if max_new_tokens == 0:
+            return _empty(state, 1)
+        from .bert4keras_rule import beam_search as b4k_beam_search
+
+        return b4k_beam_search(state, max_new_tokens, eos_id, num_beams, min_new_tokens, temperature, min_ends)
+    for name, value in (("temperature", temperature), ("min_ends", min_ends)):
+        if value != 1:
+            raise ValueError(f"{name}={value!r}: only rule='bert4keras' has this option in beam search")
+    if max_new_tokens == 0:
+        return _empty(state, num_return)
+    K, T = num_beams, max_new_tokens
+    with torch.inference_mode():
+        logits = state.prefill()
+        B, V = logits.shape
+        check_args(vocab_size=V, eos_id=eos_id, num_beams=K)
+        dev = logits.device
+        expand = torch.arange(B, device=dev).repeat_interleave(K)
+        state.reorder(expand)
+        logits = logits.index_select(0, expand)
+        keep = min(2 * K, K * V)  # candidates per step: enough that K continue even if K of them just ended
+        top_mask = torch.arange(keep, device=dev) < K
+        run_seq = torch.zeros(B, K, T, dtype=torch.long, device=dev)
+        run_score = torch.zeros(B, K, device=dev)
+        run_score[:, 1:] = _NEG  # all beams start identical: let only the first one expand
+        fin_seq = run_seq.clone()
+        fin_score = torch.full((B, K), _NEG, device=dev)
+        fin_done = torch.zeros(B, K, dtype=torch.bool, device=dev)
+        improvable = torch.ones(B, 1, dtype=torch.bool, device=dev)
+        offsets = (torch.arange(B, device=dev) * K)[:, None]
+        for t in range(T):
+            logp = F.log_softmax(logits.float(), -1)
+            if eos_id is not None and t < min_new_tokens:
+                logp[:, eos_id] = float("-inf")
+            acc = (logp.view(B, K, V) + run_score[:, :, None]).view(B, K * V)
+            cand_score, flat = torch.topk(acc, keep)
+            src, tok = flat // V, flat % V
+            cand_seq = run_seq.gather(1, src[:, :, None].expand(B, keep, T)).clone()
+            cand_seq[:, :, t] = tok
+            ended = (tok == eos_id) if eos_id is not None else torch.zeros_like(tok, dtype=torch.bool)
+            if t + 1 >= T:
+                ended = torch.ones_like(ended)
+            # Continue with the K best candidates that did not end.
+            live = cand_score + ended.float() * _NEG
+            nxt = torch.topk(live, K).indices
+            run_seq = cand_seq.gather(1, nxt[:, :, None].expand(B, K, T))
+            run_score = live.gather(1, nxt)
+            run_src = src.gather(1, nxt)
+            # Candidates among the top K that ended compete with the finished hypotheses.
+            just = ended & top_mask[None]
+            score = cand_score / ((t + 1) ** length_penalty)
+            score = score + (fin_done.all(-1, keepdim=True) & (early_stopping is True)).float() * _NEG
+            score = score + (~improvable).float() * _NEG
+            score = score + (~just).float() * _NEG
+            m_seq, m_score = torch.cat([fin_seq, cand_seq], 1), torch.cat([fin_score, score], 1)
+            m_done = torch.cat([fin_done, just], 1)
+            best = torch.topk(m_score, K).indices
+            fin_seq = m_seq.gather(1, best[:, :, None].expand(B, K, T))
+            fin_score, fin_done = m_score.gather(1, best), m_done.gather(1, best)
+            # HF's heuristic: stop when the best running beam cannot beat the worst finished one.
+            best_len = (T if early_stopping == "never" and length_penalty > 0.0 else t + 1)
+            best_running = run_score[:, :1] / (best_len ** length_penalty)
+            worst = torch.where(fin_done, fin_score.min(1, keepdim=True).values, torch.full_like(fin_score, _NEG))
+            improvable = improvable & (best_running > worst).any(-1, keepdim=True)
+            if (not bool(improvable.any()) or (bool(fin_done.all()) and early_stopping is True)
+                    or bool(ended.all())):
+                break
+            state.reorder((run_src + offsets).view(-1))
+            logits = state.step(run_seq[:, :, t].reshape(-1))
+        # A hypothesis ends at its end token or at the last step it was scored.
+        rows = fin_seq[:, :num_return].reshape(B * num_return, T)[:, : t + 1].tolist()
+        return [row[: row.index(eos_id)] if eos_id is not None and eos_id in row else row for row in rows]

@@ -1,0 +1,235 @@
+"""Decoding states: each request's per-row state behind one protocol, so every search works for every family.
+
+    logits_t = f(prefix, y_<t)   computed incrementally:  prefill() -> logits_0,  step(y_t) -> logits_{t+1}
+
+bert4keras's ``AutoRegressiveDecoder`` (《从语言模型到Seq2Seq：Transformer如戏，全靠Mask》) re-ran the
+whole prefix at every step. Here a state runs the prefix once and then feeds one token per step,
+reusing cached keys/values. A state owns *everything* that is per row of the batch (token history,
+segment ids, positions, padding mask, Conditional-LayerNorm vectors, banned ids, T5 encoder output and
+position-bias table, the key/value cache), and ``reorder(index)`` selects rows of all of it at once:
+beam search and ``n`` samples duplicate and permute rows, so anything per row left outside the state
+would silently pair with the wrong row (or crash on a shape mismatch).
+
+* :class:`PrefixDecoding`: a :class:`kexue.models.Transformer` with ``application="lm"`` (continue
+  the prompt) or ``"unilm"`` (the prompt is the source; generated tokens get segment id 1).
+* :class:`Seq2SeqDecoding`: T5 (encoder once; decoder from ``decoder_start_token_id``).
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import torch
+from torch import Tensor
+
+from kexue.layers import KVCache
+
+
+class DecodingState(Protocol):
+    batch_size: int  # rows of the request (before beams / samples duplicate them)
+    vocab_size: int
+
+    def prefill(self) -> Tensor:
+        """Run the prompt; logits ``[B, V]`` of the first new token."""
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """Feed one token per row ``[B]``; logits ``[B, V]`` of the next one."""
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep / duplicate / permute rows: row i becomes old row ``index[i]``."""
+
+
+def _pick(t: Tensor | None, index: Tensor) -> Tensor | None:
+    return None if t is None else t.index_select(0, index)
+
+
+def _check_prompt(input_ids: Tensor, attention_mask: Tensor | None, segment_ids: Tensor | None) -> None:
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be a [batch, length] tensor, got {getattr(input_ids, 'shape', input_ids)!r}")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError(f"input_ids is an empty prompt (shape {tuple(input_ids.shape)}): give at least one token")
+    if int(input_ids.min()) < 0:
+        raise ValueError(f"input_ids holds a negative token id ({int(input_ids.min())})")
+    for name, t in (("attention_mask", attention_mask), ("segment_ids", segment_ids)):
+        if t is not None and tuple(t.shape) != tuple(input_ids.shape):
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, input_ids {tuple(input_ids.shape)}: they must match")
+    if attention_mask is not None:
+        empty = (attention_mask == 0).all(1).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"attention_mask: row(s) {empty} have no real token (empty prompt)")
+
+
+def _check_cond(cond: Tensor | None, batch: int, model) -> Tensor | None:
+    if cond is None:
+        return None
+    cond_dim = getattr(model, "cond_dim", None)
+    if cond_dim is None:
+        raise ValueError("cond was given but the model has no Conditional LayerNorm (build it with cond_dim=...)")
+    if cond.dim() != 2 or cond.shape[0] != batch or cond.shape[1] != cond_dim:
+        raise ValueError(f"cond must be [batch={batch}, cond_dim={cond_dim}], got {tuple(cond.shape)}")
+    return cond
+
+
+def banned_mask(banned_ids, batch: int, vocab: int, device) -> Tensor | None:
+    """``banned_ids``: ids banned for every row, or one list per row -> bool ``[B, V]`` (True = banned)."""
+    if banned_ids is None:
+        return None
+    rows = list(banned_ids)
+    if rows and all(isinstance(r, (list, tuple)) for r in rows):
+        if len(rows) != batch:
+            raise ValueError(f"banned_ids has {len(rows)} per-row lists for a batch of {batch}")
+    else:
+        rows = [rows] * batch
+    mask = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
+    for i, ids in enumerate(rows):
+        for t in ids:
+            if not isinstance(t, int) or not 0 <= t < vocab:
+                raise ValueError(f"banned_ids: {t!r} is not a token id in [0, {vocab})")
+            mask[i, t] = True
+    return mask
+
+
+class _Banning:
+    """Shared by the states: banned ids are a per-row ``[B, V]`` mask applied to every logits row."""
+
+    banned: Tensor | None = None
+
+    def _ban(self, logits: Tensor) -> Tensor:
+        return logits if self.banned is None else logits.masked_fill(self.banned, float("-inf"))
+
+
+class PrefixDecoding(_Banning):
+    """LM / UniLM decoding. ``input_ids`` must be left-padded when rows differ in length
+    (``attention_mask`` 0 on the left) so every row's next token sits in the same column; positions
+    count each row's real tokens only, so a padded row sees the positions it was trained on.
+
+    Per-row state: token / segment / position history, the padding mask, the UniLM key-segment history
+    (for the prefix mask), ``cond [B, cond_dim]`` (Conditional LayerNorm), banned ids and the cache.
+    ``new_segment`` overrides the segment id of generated tokens (default 1 for UniLM, 0 for LM).
+    """
+
+    def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None = None,
+                 segment_ids: Tensor | None = None, use_cache: bool = True, cond: Tensor | None = None,
+                 banned_ids: Sequence[int] | Sequence[Sequence[int]] | None = None, new_segment: int | None = None):
+        _check_prompt(input_ids, attention_mask, segment_ids)
+        self.model, self.use_cache = model, use_cache
+        self.unilm = model.application == "unilm"
+        self.batch_size, self.vocab_size = input_ids.shape[0], model.config.vocab_size
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None  # no padding: skip building masks at every step
+        if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("attention_mask: prefix decoding needs left padding (the last column must be real tokens)")
+        self.ids, self.mask = input_ids, attention_mask
+        self.segments = segment_ids if segment_ids is not None else torch.zeros_like(input_ids)
+        if attention_mask is not None:
+            self.positions = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+        else:
+            self.positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None].expand_as(input_ids)
+        self.cond = _check_cond(cond, self.batch_size, model)
+        self.banned = banned_mask(banned_ids, self.batch_size, self.vocab_size, input_ids.device)
+        self.new_segment_id = (1 if self.unilm else 0) if new_segment is None else new_segment
+
+    def _run(self, ids, segments, positions, key_segments=None) -> Tensor:
+        extra = {} if key_segments is None else {"key_segment_ids": key_segments}
+        if self.cond is not None:  # only when given: a wrapper model may bind its own
+            extra["cond"] = self.cond
+        out = self.model(ids, segment_ids=segments, attention_mask=self.mask, position_ids=positions,
+                         cache=self.cache, **extra)
+        if out.logits is None:
+            raise ValueError("decoding needs the model's LM head: build it with with_mlm=True")
+        return self._ban(out.logits[:, -1])
+
+    def prefill(self) -> Tensor:
+        self.cache = KVCache() if self.use_cache else None
+        self.next_pos = self.positions[:, -1:] + 1
+        self.new_segment = torch.full_like(self.next_pos, self.new_segment_id)
+        self.key_segments = self.segments  # UniLM's mask needs the segment id of every cached key
+        return self._run(self.ids, self.segments, self.positions)
+
+    def step(self, tokens: Tensor) -> Tensor:
+        tokens = tokens[:, None]
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, torch.ones_like(tokens)], 1)
+        pos, self.next_pos = self.next_pos, self.next_pos + 1
+        if self.cache is not None:
+            self.key_segments = torch.cat([self.key_segments, self.new_segment], 1)
+            return self._run(tokens, self.new_segment, pos, self.key_segments if self.unilm else None)
+        self.ids = torch.cat([self.ids, tokens], 1)
+        self.segments = torch.cat([self.segments, self.new_segment], 1)
+        self.positions = torch.cat([self.positions, pos], 1)
+        return self._run(self.ids, self.segments, self.positions)
+
+    def reorder(self, index: Tensor) -> None:
+        for name in ("ids", "segments", "positions", "mask", "next_pos", "new_segment", "key_segments",
+                     "cond", "banned"):
+            setattr(self, name, _pick(getattr(self, name, None), index))
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+class Seq2SeqDecoding(_Banning):
+    """T5: the encoder runs once; the decoder starts from ``decoder_start_token_id``.
+
+    Per-row state: encoder output and mask, decoder tokens, banned ids and the cache (whose
+    cross-attention keys/values are projected once). The decoder's relative-position bias table is
+    computed once per request and sliced at every step (it is the same for every row).
+    """
+
+    def __init__(self, model, input_ids: Tensor, attention_mask: Tensor | None = None, use_cache: bool = True,
+                 banned_ids: Sequence[int] | Sequence[Sequence[int]] | None = None):
+        _check_prompt(input_ids, attention_mask, None)
+        self.model, self.input_ids, self.use_cache = model, input_ids, use_cache
+        self.batch_size, self.vocab_size = input_ids.shape[0], model.config.vocab_size
+        self.attention_mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask
+        self.banned = banned_mask(banned_ids, self.batch_size, self.vocab_size, input_ids.device)
+        self.bias_table: Tensor | None = None
+
+    def _bias(self, past: int, t: int) -> Tensor:
+        if self.bias_table is None or self.bias_table.shape[-1] < past + t:
+            n = max(64, 2 * (past + t))  # grows geometrically: rebuilt O(log T) times per request
+            self.bias_table = self.model.decoder_bias(n, n)
+        return self.bias_table[:, :, past:past + t, :past + t]
+
+    def _decode(self, tokens: Tensor) -> Tensor:
+        past = self.cache.length if self.cache is not None else 0
+        logits = self.model.decode(tokens, self.enc, self.attention_mask, self.cache,
+                                   position_bias=self._bias(past, tokens.shape[1]))
+        return self._ban(logits[:, -1])
+
+    def prefill(self) -> Tensor:
+        m = self.model
+        self.enc = m.encode(self.input_ids, self.attention_mask)
+        self.tokens = torch.full((self.input_ids.shape[0], 1), m.config.decoder_start_token_id,
+                                 dtype=torch.long, device=self.input_ids.device)
+        self.cache = KVCache() if self.use_cache else None
+        return self._decode(self.tokens)
+
+    def step(self, tokens: Tensor) -> Tensor:
+        self.tokens = torch.cat([self.tokens, tokens[:, None]], 1)
+        return self._decode(tokens[:, None] if self.cache is not None else self.tokens)
+
+    def reorder(self, index: Tensor) -> None:
+        for name in ("enc", "tokens", "attention_mask", "banned"):
+            setattr(self, name, _pick(getattr(self, name), index))
+        if self.cache is not None:
+            self.cache.reorder(index)
+
+
+T5Decoding = Seq2SeqDecoding  # the name earlier releases exported
+
+
+def decoding_state(model, input_ids: Tensor, attention_mask: Tensor | None = None,
+                   segment_ids: Tensor | None = None, use_cache: bool = True, cond: Tensor | None = None,
+                   banned_ids: Sequence[int] | Sequence[Sequence[int]] | None = None) -> DecodingState:
+    """The decoding state for ``model``: T5 (encoder-decoder) or a Transformer with application lm/unilm.
+
+    ``cond [B, cond_dim]``: Conditional-LayerNorm vectors, one per row; ``banned_ids``: token ids never
+    produced (one list for every row, or one list per row)."""
+    if hasattr(model, "encode") and hasattr(model, "decode"):
+        if segment_ids is not None:
+            raise ValueError("segment_ids: T5 decoding has no segment ids")
+        if cond is not None:
+            raise ValueError("cond: T5 has no Conditional LayerNorm")
+        return Seq2SeqDecoding(model, input_ids, attention_mask, use_cache, banned_ids)
+    if getattr(model, "application", None) not in ("lm", "unilm"):
+        raise ValueError("decoding needs a T5 model or a Transformer built with application='lm' or 'unilm'")
+    return PrefixDecoding(model, input_ids, attention_mask, segment_ids, use_cache, cond, banned_ids)
