@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -287,7 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv[1:])
     options = {"with_pool": args.with_pool or None, "with_mlm": args.with_mlm or None,
                "hierarchical_alpha": args.hierarchical_alpha, "cond_hidden_act": args.cond_hidden_act}
-    out = convert(args.config, args.checkpoint, args.model, args.out, args.application, args.vocab,
-                  not args.cased, **options)
+    try:
+        out = convert(args.config, args.checkpoint, args.model, args.out, args.application, args.vocab,
+                      not args.cased, **options)
+    except (ImportError, ValueError, FileNotFoundError) as e:
+        print(f"kexue convert bert4keras: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
     return 0

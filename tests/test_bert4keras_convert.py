@@ -1,0 +1,74 @@
+"""``kexue convert bert4keras`` input checking (no TensorFlow needed): every refusal names its cause
+and nothing is written. Numerical parity with bert4keras itself: tests/test_bert4keras_models.py."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kexue.bert4keras import convert_config, read_tf_checkpoint, state_from_tf
+from kexue.cli import main
+from kexue.models import build_model
+
+B4K = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+       "intermediate_size": 32, "hidden_act": "gelu", "max_position_embeddings": 20, "type_vocab_size": 2}
+
+
+@pytest.mark.parametrize("field,value", [("residual_attention_scores", True), ("shared_segment_embeddings", True),
+                                         ("attention_key_size", 4), ("keep_tokens", [0, 1, 2])])
+def test_refused_config_fields_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        convert_config({**B4K, field: value}, "bert")
+
+
+def test_unknown_model_and_activation_are_named():
+    with pytest.raises(ValueError, match="albert"):
+        convert_config(B4K, "albert")
+    with pytest.raises(ValueError, match="hidden_act 'mish'"):
+        convert_config({**B4K, "hidden_act": "mish"}, "bert")
+    with pytest.raises(ValueError, match="gated FFN"):
+        convert_config({**B4K, "hidden_act": ["gelu", "linear"]}, "bert")
+
+
+def test_attention_key_size_equal_to_the_default_is_accepted():
+    config, _ = convert_config({**B4K, "attention_key_size": 8}, "bert")
+    assert config["hidden_size"] == 16
+
+
+def test_checkpoint_mismatches_are_named_together():
+    config, _ = convert_config(B4K, "bert")
+    model = build_model(config=config, family="bert", application="encoder")
+    d = 16
+    variables = {"bert/embeddings/word_embeddings": np.zeros((50, d), np.float32),
+                 "bert/embeddings/token_type_embeddings": np.zeros((3, d), np.float32),  # wrong shape
+                 "bert/encoder/layer_0/attention/self/quer/kernel": np.zeros((d, d), np.float32),  # typo
+                 "global_step": np.zeros((), np.int64), "bert/encoder/layer_0/attention/self/query/adam_m":
+                 np.zeros((d, d), np.float32)}  # optimizer state: ignored
+    with pytest.raises(ValueError) as err:
+        state_from_tf(model, variables, "bert", "ckpt")
+    msg = str(err.value)
+    assert "bert/embeddings/position_embeddings" in msg and "missing" in msg
+    assert "unexpected (1): bert/encoder/layer_0/attention/self/quer/kernel" in msg
+    assert "bert/embeddings/token_type_embeddings [3, 16] vs embeddings.segment.weight [2, 16]" in msg
+    assert "adam_m" not in msg and "global_step" not in msg
+
+
+def test_missing_checkpoint_and_missing_tensorflow(tmp_path):
+    try:
+        import tensorflow  # noqa: F401
+        has_tf = True
+    except ImportError:
+        has_tf = False
+    if has_tf:
+        with pytest.raises(ValueError, match="model.ckpt.index is missing"):
+            read_tf_checkpoint(tmp_path / "model.ckpt")
+    else:
+        with pytest.raises(ImportError, match=r'pip install "kexue\[tf\]"'):
+            read_tf_checkpoint(tmp_path / "model.ckpt")
+    (tmp_path / "config.json").write_text(json.dumps(B4K))
+    out = tmp_path / "out"
+    rc = main(["convert", "bert4keras", "--config", str(tmp_path / "config.json"), "--checkpoint",
+               str(tmp_path / "model.ckpt"), "--model", "bert", "--out", str(out)])
+    assert rc == 2 and not out.exists()
