@@ -1,47 +1,29 @@
-"""Checkpoints in the Hugging Face layout: ``config.json`` + ``model.safetensors`` (or
-``pytorch_model.bin``, read with ``weights_only=True``; sharded ``*.index.json`` too).
+"""Checkpoint files in the Hugging Face layout: ``config.json`` + ``model.safetensors`` or
+``pytorch_model.bin`` (read with ``weights_only=True``), or their sharded ``*.index.json`` form.
 
-Loading is strict by default: weights the model needs but the file lacks (*missing*), weights the
-file has but nothing uses (*unexpected*) and shape mismatches are all reported by name in one
-:class:`CheckpointError`. Heads a checkpoint may carry for other tasks (pooler, MLM, NSP) are
-skipped quietly when the model was built without them.
+Names and shapes are the family's weight map's business (:mod:`kexue.models.weights`); this module
+only reads and writes files. Loading is strict by default: weights the model needs but the file
+lacks (*missing*), weights the file has but nothing uses (*unexpected*) and shape mismatches are
+all reported by name in one :class:`CheckpointError`. Heads a checkpoint may carry for other tasks
+(pooler, MLM, NSP) are skipped quietly when the model was built without them.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
-from .io import save_safetensors, write_json
-from .models.base import Transformer
+from .io import atomic_write, save_safetensors, write_json
+from .models.weights import CheckpointError, LoadReport, load_state
 
+__all__ = ["CheckpointError", "LoadReport", "load_checkpoint", "read_state_dict", "save_pretrained", "weight_files"]
 
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model; the message names every offending weight."""
-
-
-@dataclass
-class LoadReport:
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.mismatched)
-
-    def __str__(self) -> str:
-        parts = []
-        for label, names in (("missing", self.missing), ("unexpected", self.unexpected),
-                             ("shape mismatch", self.mismatched)):
-            if names:
-                parts.append(f"{label} ({len(names)}): " + ", ".join(names))
-        return "; ".join(parts) or "all weights matched"
+INDEX = {"safetensors": "model.safetensors.index.json", "bin": "pytorch_model.bin.index.json"}
+SINGLE = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}
 
 
 def weight_files(path: str | Path) -> list[Path]:
@@ -51,14 +33,22 @@ def weight_files(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint at {path}")
-    for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if (path / index).exists():
-            shards = json.loads((path / index).read_text())["weight_map"].values()
-            return [path / s for s in sorted(set(shards))]
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (path / name).exists():
-            return [path / name]
-    raise FileNotFoundError(f"{path} holds neither model.safetensors nor pytorch_model.bin")
+    for fmt in ("safetensors", "bin"):
+        for name in (SINGLE[fmt], INDEX[fmt]):
+            if not (path / name).exists():
+                continue
+            if name == SINGLE[fmt]:
+                return [path / name]
+            try:
+                shards = json.loads((path / name).read_text())["weight_map"].values()
+            except (json.JSONDecodeError, KeyError, AttributeError) as e:
+                raise CheckpointError(f"{path / name} is not a valid shard index: {e!r}") from None
+            files = [path / s for s in sorted(set(shards))]
+            absent = [str(f) for f in files if not f.exists()]
+            if absent:
+                raise CheckpointError(f"{path / name} lists shards that do not exist: {absent}")
+            return files
+    raise FileNotFoundError(f"{path} holds neither model.safetensors nor pytorch_model.bin (nor a shard index)")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -71,66 +61,80 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _canonical(name: str, prefix: str) -> str:
-    if prefix and name.startswith(prefix):
-        name = name[len(prefix):]
-    # TF-era checkpoints call LayerNorm's parameters gamma / beta
-    return re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
-
-
-def load_checkpoint(model: Transformer, path: str | Path, strict: bool = True) -> LoadReport:
+def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
     """Copy an HF-layout checkpoint into ``model``; raise :class:`CheckpointError` if it does not fit."""
-    state = {}
-    for name, tensor in read_state_dict(path).items():
-        state[_canonical(name, model.hf_prefix)] = tensor
-    ours = model.hf_names()
-    wanted = {hf: name for name, hf in ours.items()}
-    own = model.state_dict()
-    report = LoadReport()
-    new_state = {}
-    for hf, name in wanted.items():
-        if hf not in state:
-            if name not in model.tied_names():
-                report.missing.append(hf)
-            continue
-        if state[hf].shape != own[name].shape:
-            report.mismatched.append(f"{hf} checkpoint {list(state[hf].shape)} vs model {list(own[name].shape)}")
-            continue
-        new_state[name] = state[hf]
-    quiet = model.hf_ignore + model.hf_optional
-    for hf in state:
-        if hf in wanted:
-            continue
-        (report.skipped if any(re.fullmatch(p, hf) for p in quiet) else report.unexpected).append(hf)
-    if strict and not report.ok:
-        hint = ""
-        if any("word_embeddings" in m for m in report.mismatched):
-            hint = " (config.vocab_size does not match the checkpoint's vocabulary)"
-        raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}{hint}: {report}")
-    model.load_state_dict(new_state, strict=False)
-    return report
+    return load_state(model, read_state_dict(path), strict=strict, source=str(path))
 
 
-def save_pretrained(model: Transformer, directory: str | Path, tokenizer=None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` that ``transformers`` (and kexue) load back.
+def parse_size(size: int | str) -> int:
+    """``5_000_000``, ``"200KB"``, ``"5MB"``, ``"2GB"`` (decimal units, as transformers) -> bytes."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]i?B)?\s*", str(size), re.IGNORECASE)
+        if not m:
+            raise ValueError(f"max_shard_size {size!r} is not a size like 5000000, '500KB', '5MB' or '2GB'")
+        unit = (m.group(2) or "B").upper()
+        scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}[unit]
+        value = int(float(m.group(1)) * scale)
+    if value <= 0:
+        raise ValueError(f"max_shard_size must be positive, got {size!r}")
+    return value
 
-    With an MLM head the file is laid out as ``<Family>ForMaskedLM`` (encoder names prefixed,
-    e.g. ``bert.``); otherwise as the bare ``<Family>Model``. Each file is written atomically.
+
+def _shards(tensors: dict[str, torch.Tensor], limit: int | None) -> list[dict[str, torch.Tensor]]:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        n = t.numel() * t.element_size()
+        if limit is not None and shards[-1] and size + n > limit:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += n
+    return shards
+
+
+def save_pretrained(model: nn.Module, directory: str | Path, tokenizer=None, safe_serialization: bool = True,
+                    max_shard_size: int | str | None = None) -> Path:
+    """Write ``config.json`` (HF fields + the ``"kexue"`` block) and the weights in the HF layout, so
+    ``transformers`` and ``build_model(checkpoint=directory)`` load them back.
+
+    ``safe_serialization=False`` writes ``pytorch_model.bin``; ``max_shard_size`` (bytes or "5MB")
+    splits the weights into shards listed by ``*.index.json``. Every file is written atomically;
+    weight files of another layout left by an earlier save are removed afterwards.
     """
+    from .models.family import hf_config
+
     directory = Path(directory)
-    prefix = model.hf_prefix if model.with_mlm else ""
-    tensors = {}
-    state = model.state_dict()
-    extras = model.hf_extra_tensors() if hasattr(model, "hf_extra_tensors") else {}
-    for name, hf in model.hf_names().items():
-        tensors[hf if hf.startswith("cls.") else prefix + hf] = state[name]
-    for hf, tensor in extras.items():
-        tensors[prefix + hf] = tensor
-    config = model.config.to_dict()
-    config["architectures"] = [model.hf_architectures[1 if model.with_mlm else 0]]
-    config["model_type"] = model.config.model_type
-    save_safetensors(tensors, directory / "model.safetensors")
-    write_json(directory / "config.json", config)
+    fmt = "safetensors" if safe_serialization else "bin"
+    tensors = model.weight_map().to_hf()
+    shards = _shards(tensors, parse_size(max_shard_size) if max_shard_size is not None else None)
+    written: list[str] = []
+    if len(shards) == 1:
+        names = [SINGLE[fmt]]
+    else:
+        stem, ext = SINGLE[fmt].rsplit(".", 1)
+        names = [f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}" for i in range(len(shards))]
+    for name, shard in zip(names, shards):
+        if fmt == "safetensors":
+            save_safetensors(shard, directory / name)
+        else:
+            flat = {k: v.detach().contiguous().clone() for k, v in shard.items()}
+            atomic_write(directory / name, lambda tmp, flat=flat: torch.save(flat, tmp))
+        written.append(name)
+    if len(shards) > 1:
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total},
+                 "weight_map": {k: name for name, shard in zip(names, shards) for k in shard}}
+        write_json(directory / INDEX[fmt], index)
+        written.append(INDEX[fmt])
+    write_json(directory / "config.json", hf_config(model))
+    stale = [p for p in directory.iterdir() if p.name not in written and (
+        p.name in SINGLE.values() or p.name in INDEX.values()
+        or re.fullmatch(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)", p.name))]
+    for p in stale:
+        p.unlink()
     if tokenizer is not None:
         tokenizer.save(directory)
     return directory

@@ -36,7 +36,7 @@ def test_unilm_mask_by_perturbation(family):
 
 def test_causal_and_bidirectional_masks_by_perturbation():
     lm = build_model(TINY, application="lm").eval()
-    enc = build_model(TINY, application="encoder").eval()
+    enc = build_model(TINY, application="encoder", with_mlm=True)  # lm models always carry the head.eval()
     enc.load_state_dict(lm.state_dict())
     ids, segs = torch.randint(1, 50, (1, 8)), torch.zeros(1, 8, dtype=torch.long)
     assert _perturb_moves(lm, ids, segs, 5).tolist() == [False] * 5 + [True] * 3

@@ -119,7 +119,8 @@ class PrefixDecoding(_Banning):
         if attention_mask is not None and bool((attention_mask[:, -1] == 0).any()):
             raise ValueError("attention_mask: prefix decoding needs left padding (the last column must be real tokens)")
         self.ids, self.mask = input_ids, attention_mask
-        self.segments = segment_ids if segment_ids is not None else torch.zeros_like(input_ids)
+        # no segment ids unless given or UniLM (GPT-2 adds wte(token_type_ids) whenever they are passed)
+        self.segments = segment_ids if segment_ids is not None or not self.unilm else torch.zeros_like(input_ids)
         if attention_mask is not None:
             self.positions = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
         else:
@@ -141,7 +142,7 @@ class PrefixDecoding(_Banning):
     def prefill(self) -> Tensor:
         self.cache = KVCache() if self.use_cache else None
         self.next_pos = self.positions[:, -1:] + 1
-        self.new_segment = torch.full_like(self.next_pos, self.new_segment_id)
+        self.new_segment = None if self.segments is None else torch.full_like(self.next_pos, self.new_segment_id)
         self.key_segments = self.segments  # UniLM's mask needs the segment id of every cached key
         return self._run(self.ids, self.segments, self.positions)
 
@@ -151,10 +152,12 @@ class PrefixDecoding(_Banning):
             self.mask = torch.cat([self.mask, torch.ones_like(tokens)], 1)
         pos, self.next_pos = self.next_pos, self.next_pos + 1
         if self.cache is not None:
-            self.key_segments = torch.cat([self.key_segments, self.new_segment], 1)
+            if self.unilm:
+                self.key_segments = torch.cat([self.key_segments, self.new_segment], 1)
             return self._run(tokens, self.new_segment, pos, self.key_segments if self.unilm else None)
         self.ids = torch.cat([self.ids, tokens], 1)
-        self.segments = torch.cat([self.segments, self.new_segment], 1)
+        if self.segments is not None:
+            self.segments = torch.cat([self.segments, self.new_segment], 1)
         self.positions = torch.cat([self.positions, pos], 1)
         return self._run(self.ids, self.segments, self.positions)
 

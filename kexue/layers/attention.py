@@ -73,6 +73,7 @@ class MultiHeadAttention(nn.Module):
         kv_dim: int | None = None,
         entropy_train_len: int | None = None,
         layer_idx: int = 0,
+        rotary_value: bool = False,
     ):
         super().__init__()
         self.heads = heads
@@ -87,6 +88,7 @@ class MultiHeadAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(self.head_dim) if scale is None else scale
         self.entropy_train_len = entropy_train_len
         self.layer_idx = layer_idx
+        self.rotary_value = rotary_value  # RoFormer's rotary_value: V is rotated like Q and K
 
     def _split(self, x: Tensor) -> Tensor:
         b, l, _ = x.shape
@@ -117,6 +119,8 @@ class MultiHeadAttention(nn.Module):
             if rope is not None:
                 rotary, cos, sin = rope
                 q, k = rotary.rotate(q, cos, sin), rotary.rotate(k, cos, sin)
+                if self.rotary_value:
+                    v = rotary.rotate(v, cos, sin)
             if cache is not None:
                 k, v = cache.update(self.layer_idx, k, v)
         if self.entropy_train_len is not None:

@@ -87,12 +87,16 @@ def hierarchical_positions(table: Tensor, n_positions: int, alpha: float = 0.4) 
     equals the original p_j for i = 0, so the first n positions are unchanged.
     """
     n = table.shape[0]
-    u = (table - alpha * table[:1]) / (1 - alpha)
-    i = torch.arange(n_positions) // n
-    j = torch.arange(n_positions) % n
-    if i.max() >= n:
+    if n_positions > n * n:
         raise ValueError(f"hierarchical decomposition reaches at most {n * n} positions")
-    return alpha * u[i] + (1 - alpha) * u[j]
+    return hierarchical_lookup(table, torch.arange(n_positions, device=table.device), alpha)
+
+
+def hierarchical_lookup(table: Tensor, position_ids: Tensor, alpha: float = 0.4) -> Tensor:
+    """The hierarchical embedding of each of ``position_ids`` (any shape) from a learned ``[n, d]`` table."""
+    n = table.shape[0]
+    u = (table - alpha * table[:1]) / (1 - alpha)
+    return alpha * u[position_ids // n] + (1 - alpha) * u[position_ids % n]
 
 
 def entropy_invariant_scale(n_keys: Tensor, train_len: int) -> Tensor:

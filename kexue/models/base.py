@@ -1,21 +1,21 @@
 """The Transformer skeleton every family shares, after bert4keras's ``Transformer``.
 
 A forward pass is ``apply_embeddings -> apply_main_layers -> apply_final_layers``; a family
-subclass only says how each stage is built and how its weight names map to the HF layout
-(``hf_rules``: pairs of regular expressions, kexue name <-> HF name, ``{i}`` for the layer index).
+subclass only says how each stage is built; its weight names map to the HF layout through
+``weight_map()`` (:mod:`kexue.models.weights`). What a model is built for (application, heads,
+conditional LayerNorm, ...) is its :class:`~kexue.models.config.Options`, saved in config.json.
 ``application`` picks the attention mask: ``encoder`` (bidirectional), ``lm`` (causal) or ``unilm``
 (prefix; see :mod:`kexue.layers.masks`).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..layers import KVCache, build_mask
-from .config import TransformerConfig
+from .config import Options, TransformerConfig
 
 
 @dataclass
@@ -26,29 +26,105 @@ class TransformerOutput:
     all_hidden: list[Tensor] | None = None  # embeddings + every layer, if asked for
 
 
+def tracing() -> bool:
+    """True under torch.compile / torch.export: value checks (which read tensor data) are skipped there."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
+def check_ids(name: str, ids: Tensor, upper: int, what: str) -> None:
+    """Refuse ids outside [0, upper) with a ValueError naming the input (skipped while tracing)."""
+    if ids.is_floating_point() or ids.is_complex():
+        raise ValueError(f"{name} must hold integers, got dtype {ids.dtype}")
+    if tracing() or not ids.numel():
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0:
+        raise ValueError(f"{name} holds a negative id ({lo})")
+    if hi >= upper:
+        raise ValueError(f"{name} holds id {hi}, outside {what}")
+
+
 class Transformer(nn.Module):
     family: str = ""
-    hf_prefix: str = ""  # prefix of the encoder in HF task checkpoints ("bert.", "roformer.")
-    hf_rules: list[tuple[str, str]] = []  # (kexue regex, HF name template), canonical HF names
-    hf_optional: tuple[str, ...] = ()  # HF names (regex) of heads a checkpoint may carry unused
-    hf_ignore: tuple[str, ...] = (r".*position_ids$",)  # harmless buffers found in old checkpoints
-    hf_architectures: tuple[str, str] = ("", "")  # HF class names: bare model, with MLM head
+    hf_architectures: tuple[str, str] = ("", "")  # HF class names: bare model, with the MLM / LM head
 
-    def __init__(self, config: TransformerConfig, application: str = "encoder", with_pool: bool = False,
-                 with_mlm: bool = False, cond_dim: int | None = None):
+    def __init__(self, config: TransformerConfig, application: str | None = None, options: Options | None = None,
+                 **kwargs):
         super().__init__()
-        if application not in ("encoder", "lm", "unilm"):
-            raise ValueError(f"unknown application {application!r}: encoder, lm or unilm")
+        if options is None:
+            options = Options(family=self.family, application=application or self.default_application, **kwargs)
+        elif application is not None or kwargs:
+            raise TypeError("pass either options= or the option keywords, not both")
+        if options.application in ("lm", "unilm"):
+            options.with_mlm = True  # a language model always has its output head
+        options.validate()
         config.validate()
-        self.config, self.application = config, application
-        self.with_pool, self.with_mlm, self.cond_dim = with_pool, with_mlm, cond_dim
+        self.config, self.options = config, options
         self.build()
+
+    default_application = "encoder"
+
+    @property
+    def application(self) -> str:
+        return self.options.application
+
+    @property
+    def with_pool(self) -> bool:
+        return self.options.with_pool
+
+    @property
+    def with_mlm(self) -> bool:
+        return self.options.with_mlm
+
+    @property
+    def cond_dim(self) -> int | None:
+        return self.options.cond_dim
 
     # -- construction, per family ---------------------------------------------------------------
     def build(self) -> None:
         raise NotImplementedError
 
+    def norm_kwargs(self) -> dict:
+        """Conditional LayerNorm settings for every norm of the model."""
+        o = self.options
+        return dict(cond_dim=o.cond_dim, cond_hidden=o.cond_hidden, cond_hidden_act=o.cond_hidden_act)
+
     # -- forward -----------------------------------------------------------------------------------
+    def check_inputs(self, input_ids: Tensor, segment_ids: Tensor | None, attention_mask: Tensor | None,
+                     position_ids: Tensor | None, cond: Tensor | None, past: int) -> None:
+        """Shapes must agree exactly (nothing is broadcast silently) and ids must be in range."""
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be [batch, length], got shape {list(input_ids.shape)}")
+        b, l = input_ids.shape
+        check_ids("input_ids", input_ids, self.config.vocab_size,
+                  f"the model's vocab_size={self.config.vocab_size}: the tokenizer's vocabulary does not match "
+                  "the model config")
+        if segment_ids is not None:
+            if segment_ids.shape != input_ids.shape:
+                raise ValueError(f"segment_ids shape {list(segment_ids.shape)} != input_ids shape {[b, l]}")
+            n = self.segment_vocab_size()
+            check_ids("segment_ids", segment_ids, n, f"type_vocab_size={n}")
+        if attention_mask is not None and (attention_mask.dim() != 2 or attention_mask.shape[0] != b
+                                           or attention_mask.shape[1] != past + l):
+            raise ValueError(f"attention_mask shape {list(attention_mask.shape)} != [batch, cached + new] = "
+                             f"{[b, past + l]}")
+        if position_ids is not None:
+            if position_ids.dim() == 1:
+                position_ids = position_ids[None]
+            if position_ids.dim() != 2 or position_ids.shape[1] != l or position_ids.shape[0] not in (1, b):
+                raise ValueError(f"position_ids shape {list(position_ids.shape)} must be [{l}], [1, {l}] or [{b}, {l}]")
+            check_ids("position_ids", position_ids, 1 << 62, "the int64 range")
+        if cond is not None:
+            if self.cond_dim is None:
+                raise ValueError("cond was given but the model has no Conditional LayerNorm (kexue.cond_dim is unset)")
+            if cond.dim() not in (2, 3) or cond.shape[0] != b or cond.shape[-1] != self.cond_dim \
+                    or (cond.dim() == 3 and cond.shape[1] != l):
+                raise ValueError(f"cond shape {list(cond.shape)} must be [{b}, {self.cond_dim}] or "
+                                 f"[{b}, {l}, {self.cond_dim}]")
+
+    def segment_vocab_size(self) -> int:
+        return self.config.type_vocab_size
+
     def forward(self, input_ids: Tensor, segment_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, cond: Tensor | None = None, cache: KVCache | None = None,
                 output_hidden_states: bool = False, key_segment_ids: Tensor | None = None) -> TransformerOutput:
@@ -58,24 +134,23 @@ class Transformer(nn.Module):
         ``key_segment_ids [B, K]``: UniLM with a cache, the segment ids of every key (the decoding
         state keeps this history; the cache holds keys and values only)."""
         past = cache.length if cache is not None else 0
+        self.check_inputs(input_ids, segment_ids, attention_mask, position_ids, cond, past)
         q_len = input_ids.shape[1]
-        # the positions this call looks up: cached tokens count too, so decoding past the table is refused
-        needed = past + q_len if position_ids is None or not position_ids.numel() else int(position_ids.max()) + 1
-        if needed > self.max_positions():
-            raise ValueError(
-                f"input of {needed} tokens exceeds the model's {self.max_positions()} positions; "
-                "truncate it (Tokenizer.encode(..., maxlen=...)) or generate fewer tokens"
-            )
-        if input_ids.numel() and int(input_ids.max()) >= self.config.vocab_size:
-            raise ValueError(
-                f"token id {int(input_ids.max())} is outside the model's vocab_size={self.config.vocab_size}: "
-                "the tokenizer's vocabulary does not match the model config"
-            )
+        if not tracing():
+            # the positions this call looks up: cached tokens count too, so decoding past the table is refused
+            needed = past + q_len if position_ids is None or not position_ids.numel() else int(position_ids.max()) + 1
+            if needed > self.max_positions():
+                raise ValueError(
+                    f"input of {needed} tokens exceeds the model's {self.max_positions()} positions; "
+                    "truncate it (Tokenizer.encode(..., maxlen=...)) or generate fewer tokens"
+                )
         if position_ids is None:
             position_ids = torch.arange(past, past + q_len, device=input_ids.device)[None]
-        if segment_ids is None:
-            segment_ids = torch.zeros_like(input_ids)
-        mask_segments = segment_ids if key_segment_ids is None else key_segment_ids
+        elif position_ids.dim() == 1:
+            position_ids = position_ids[None]
+        mask_segments = segment_ids if segment_ids is not None else torch.zeros_like(input_ids)
+        if key_segment_ids is not None:  # UniLM with a cache: the decoding state's segment history
+            mask_segments = key_segment_ids
         mask = build_mask(self.application, attention_mask, mask_segments, q_len, past + q_len, input_ids.device)
         x = self.apply_embeddings(input_ids, segment_ids, position_ids, cond)
         hidden = [x] if output_hidden_states else None
@@ -104,21 +179,3 @@ class Transformer(nn.Module):
 
     def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
         raise NotImplementedError
-
-    # -- weight names --------------------------------------------------------------------------------
-    def hf_names(self) -> dict[str, str]:
-        """kexue tensor name -> canonical HF name (without the task prefix such as ``bert.``)."""
-        names = {}
-        for name in self.state_dict():
-            for ours, theirs in self.hf_rules:
-                m = re.fullmatch(ours, name)
-                if m:
-                    names[name] = m.expand(theirs)
-                    break
-            else:
-                raise KeyError(f"{type(self).__name__} has no HF name for tensor {name!r}")
-        return names
-
-    def tied_names(self) -> set[str]:
-        """kexue names whose tensor is shared with another (not stored twice in checkpoints)."""
-        return set()

@@ -18,66 +18,68 @@ from ..layers.embeddings import Embeddings
 from ..layers.ffn import activation
 from ..layers.positions import sinusoidal
 from .base import Transformer, TransformerOutput
+from .weights import Rule, WeightMap
 
 _NORM = r"(weight|bias|cond_\w+\.weight)"  # a norm's own tensors, conditional-LN ones included
 _BERT_RULES = [
-    (r"embeddings\.token\.weight", r"embeddings.word_embeddings.weight"),
-    (r"embeddings\.segment\.weight", r"embeddings.token_type_embeddings.weight"),
-    (r"embeddings\.position\.weight", r"embeddings.position_embeddings.weight"),
-    (rf"embeddings\.norm\.{_NORM}", r"embeddings.LayerNorm.\1"),
-    (r"embeddings\.project\.(weight|bias)", r"embeddings_project.\1"),
-    (r"layers\.(\d+)\.attn\.q\.(weight|bias)", r"encoder.layer.\1.attention.self.query.\2"),
-    (r"layers\.(\d+)\.attn\.k\.(weight|bias)", r"encoder.layer.\1.attention.self.key.\2"),
-    (r"layers\.(\d+)\.attn\.v\.(weight|bias)", r"encoder.layer.\1.attention.self.value.\2"),
-    (r"layers\.(\d+)\.attn\.o\.(weight|bias)", r"encoder.layer.\1.attention.output.dense.\2"),
-    (rf"layers\.(\d+)\.attn_norm\.{_NORM}", r"encoder.layer.\1.attention.output.LayerNorm.\2"),
-    (r"layers\.(\d+)\.ffn\.up\.(weight|bias)", r"encoder.layer.\1.intermediate.dense.\2"),
-    (r"layers\.(\d+)\.ffn\.down\.(weight|bias)", r"encoder.layer.\1.output.dense.\2"),
-    (rf"layers\.(\d+)\.ffn_norm\.{_NORM}", r"encoder.layer.\1.output.LayerNorm.\2"),
-    (r"pooler\.(weight|bias)", r"pooler.dense.\1"),
-    (r"mlm\.dense\.(weight|bias)", r"cls.predictions.transform.dense.\1"),
-    (rf"mlm\.norm\.{_NORM}", r"cls.predictions.transform.LayerNorm.\1"),
-    (r"mlm\.bias", r"cls.predictions.bias"),
+    Rule(r"embeddings\.token\.weight", r"embeddings.word_embeddings.weight"),
+    Rule(r"embeddings\.segment\.weight", r"embeddings.token_type_embeddings.weight"),
+    Rule(r"embeddings\.position\.weight", r"embeddings.position_embeddings.weight"),
+    Rule(rf"embeddings\.norm\.{_NORM}", r"embeddings.LayerNorm.\1"),
+    Rule(r"embeddings\.project\.(weight|bias)", r"embeddings_project.\1"),
+    Rule(r"layers\.(\d+)\.attn\.q\.(weight|bias)", r"encoder.layer.\1.attention.self.query.\2"),
+    Rule(r"layers\.(\d+)\.attn\.k\.(weight|bias)", r"encoder.layer.\1.attention.self.key.\2"),
+    Rule(r"layers\.(\d+)\.attn\.v\.(weight|bias)", r"encoder.layer.\1.attention.self.value.\2"),
+    Rule(r"layers\.(\d+)\.attn\.o\.(weight|bias)", r"encoder.layer.\1.attention.output.dense.\2"),
+    Rule(rf"layers\.(\d+)\.attn_norm\.{_NORM}", r"encoder.layer.\1.attention.output.LayerNorm.\2"),
+    Rule(r"layers\.(\d+)\.ffn\.up\.(weight|bias)", r"encoder.layer.\1.intermediate.dense.\2"),
+    Rule(r"layers\.(\d+)\.ffn\.down\.(weight|bias)", r"encoder.layer.\1.output.dense.\2"),
+    Rule(rf"layers\.(\d+)\.ffn_norm\.{_NORM}", r"encoder.layer.\1.output.LayerNorm.\2"),
+    Rule(r"pooler\.(weight|bias)", r"pooler.dense.\1"),
+    Rule(r"mlm\.dense\.(weight|bias)", r"cls.predictions.transform.dense.\1"),
+    Rule(rf"mlm\.norm\.{_NORM}", r"cls.predictions.transform.LayerNorm.\1"),
+    Rule(r"mlm\.weight", r"cls.predictions.decoder.weight"),  # untied decoders only
+    Rule(r"mlm\.bias", r"cls.predictions.decoder.bias"),
 ]
+HEAD, EMBEDDING = "cls.predictions.decoder.weight", "embeddings.word_embeddings.weight"
 
 
 class MLMHead(nn.Module):
-    """logits = act-dense-norm(h) · Eᵀ + b, with E the (tied) token embedding matrix."""
+    """logits = act-dense-norm(h) · Wᵀ + b, W the token embedding (tied) or its own matrix (untied)."""
 
     def __init__(self, hidden: int, dim: int, vocab_size: int, act: str, norm, bias: bool = True,
-                 transform: bool = True):
+                 transform: bool = True, tied: bool = True):
         super().__init__()
         self.dense = nn.Linear(hidden, dim, bias=bias) if transform else None
         self.act = activation(act)
         self.norm = norm() if transform else None
+        self.weight = None if tied else nn.Parameter(torch.empty(vocab_size, dim).normal_(std=0.02))
         self.bias = nn.Parameter(torch.zeros(vocab_size)) if bias else None
 
     def forward(self, h: Tensor, embedding: Tensor, cond: Tensor | None = None) -> Tensor:
         if self.dense is not None:
             h = self.norm(self.act(self.dense(h)), cond)
-        return F.linear(h, embedding, self.bias)
+        return F.linear(h, embedding if self.weight is None else self.weight, self.bias)
 
 
 class BERT(Transformer):
     family = "bert"
     hf_prefix = "bert."
-    hf_rules = _BERT_RULES
-    hf_optional = (r"pooler\..*", r"cls\..*")
     hf_architectures = ("BertModel", "BertForMaskedLM")
     bias = True
     learned_positions = True
 
     def norm_factory(self, dim: int):
         c = self.config
-        return lambda: LayerNorm(dim, c.layer_norm_eps, cond_dim=self.cond_dim)
+        return lambda: LayerNorm(dim, c.layer_norm_eps, **self.norm_kwargs())
 
     def build(self) -> None:
-        c = self.config
+        c, o = self.config, self.options
         dim = c.embedding_size or c.hidden_size
         self.embeddings = Embeddings(
             c.vocab_size, dim, self.norm_factory(dim), c.type_vocab_size,
             c.max_position_embeddings if self.learned_positions else None, c.hidden_size,
-            c.hidden_dropout_prob, c.pad_token_id, bias=self.bias,
+            c.hidden_dropout_prob, c.pad_token_id, bias=self.bias, hierarchical_alpha=o.hierarchical_alpha,
         )
         self.layers = nn.ModuleList(self.build_layer(i) for i in range(c.num_hidden_layers))
         self.pooler = nn.Linear(c.hidden_size, c.hidden_size, bias=self.bias) if self.with_pool else None
@@ -87,13 +89,15 @@ class BERT(Transformer):
     def build_layer(self, i: int) -> TransformerBlock:
         c = self.config
         attn = MultiHeadAttention(c.hidden_size, c.num_attention_heads, bias=self.bias,
-                                  dropout=c.attention_probs_dropout_prob, layer_idx=i)
+                                  dropout=c.attention_probs_dropout_prob, layer_idx=i,
+                                  entropy_train_len=self.options.entropy_train_len, rotary_value=c.rotary_value)
         ffn = FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act, bias=self.bias)
         return TransformerBlock(attn, ffn, self.norm_factory(c.hidden_size), dropout=c.hidden_dropout_prob)
 
     def build_mlm(self, dim: int) -> MLMHead:
         c = self.config
-        return MLMHead(c.hidden_size, dim, c.vocab_size, c.hidden_act, self.norm_factory(dim))
+        return MLMHead(c.hidden_size, dim, c.vocab_size, c.hidden_act, self.norm_factory(dim),
+                       tied=c.tie_word_embeddings)
 
     def init_weights(self, std: float = 0.02) -> None:
         """N(0, 0.02) for dense and embedding weights, zero biases (BERT's initialisation); the
@@ -109,8 +113,42 @@ class BERT(Transformer):
                     with torch.no_grad():
                         module.weight[module.padding_idx].zero_()
 
+    def max_positions(self) -> int:
+        n = self.config.max_position_embeddings
+        return n * n if self.options.hierarchical_alpha is not None else n
+
     def apply_embeddings(self, input_ids, segment_ids, position_ids, cond) -> Tensor:
+        if segment_ids is None and self.embeddings.segment is not None:
+            segment_ids = torch.zeros_like(input_ids)  # HF: token type 0 when none are given
         return self.embeddings(input_ids, segment_ids, position_ids, cond)
+
+    def weight_map(self) -> WeightMap:
+        """BERT layout; ``BertForMaskedLM`` names (prefix ``bert.``, ``cls.*``) when the model has an MLM head."""
+        optional = [r"cls\.seq_relationship\..*"]
+        if self.pooler is None:
+            optional.append(r"pooler\..*")
+        if self.mlm is None:
+            optional.append(r"cls\..*")
+        tied = self.mlm is not None and self.mlm.weight is None
+        return WeightMap(self, _BERT_RULES, prefix=self.hf_prefix, head=(r"cls\.",), use_prefix=self.mlm is not None,
+                         ignore=(r".*position_ids$",) + self.hf_ignore, optional=tuple(optional),
+                         aliases={"cls.predictions.decoder.bias": "cls.predictions.bias"} if self.mlm is not None
+                         and self.mlm.bias is not None else {},
+                         must_equal={HEAD: EMBEDDING} if tied else {}, extras=self.hf_extras())
+
+    hf_ignore: tuple[str, ...] = ()
+    hf_head = (HEAD, EMBEDDING)
+
+    def head_tied(self) -> bool | None:
+        """Whether the MLM head reads the token embedding (None: no head)."""
+        return None if self.mlm is None else self.mlm.weight is None
+
+    def untie_head(self) -> None:
+        self.mlm.weight = nn.Parameter(self.embeddings.token.weight.detach().clone())
+        self.config.tie_word_embeddings = False
+
+    def hf_extras(self) -> dict[str, Tensor]:
+        return {}
 
     def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
         pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
@@ -121,8 +159,7 @@ class BERT(Transformer):
 class RoFormer(BERT):
     family = "roformer"
     hf_prefix = "roformer."
-    hf_optional = (r"pooler\..*", r"cls\..*")
-    hf_ignore = (r".*position_ids$", r"encoder\.embed_positions\.weight")
+    hf_ignore = (r"encoder\.embed_positions\.weight",)
     hf_architectures = ("RoFormerModel", "RoFormerForMaskedLM")
     learned_positions = False
 
@@ -137,7 +174,7 @@ class RoFormer(BERT):
         cos, sin = self.rotary(position_ids)
         return {"rope": (self.rotary, cos, sin)}
 
-    def hf_extra_tensors(self) -> dict[str, Tensor]:
+    def hf_extras(self) -> dict[str, Tensor]:
         """HF RoFormer stores its sinusoidal table as a weight; write it so HF loads our files."""
         c = self.config
         return {"encoder.embed_positions.weight": sinusoidal(c.max_position_embeddings, c.head_dim)}
@@ -154,4 +191,5 @@ class RoFormerV2(RoFormer):
 
     def build_mlm(self, dim: int) -> MLMHead:
         c = self.config
-        return MLMHead(c.hidden_size, dim, c.vocab_size, c.hidden_act, None, bias=False, transform=False)
+        return MLMHead(c.hidden_size, dim, c.vocab_size, c.hidden_act, None, bias=False, transform=False,
+                       tied=c.tie_word_embeddings)

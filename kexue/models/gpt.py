@@ -1,75 +1,119 @@
 """GPT-style causal language model (GPT-2 layout; learned positions or RoPE).
 
-    p(x_t | x_<t) = softmax(E · N_f(Block_L(…Block_1(E[x] + P[t])…)))_t,   Block: x += Attn(N(x)); x += FFN(N(x))
+    p(x_t | x_<t) = softmax(W · N_f(Block_L(…Block_1(E[x] + P[t] (+ E[s]))…)))_t,   Block: x += Attn(N(x)); x += FFN(N(x))
 
 A pre-norm decoder with a final norm and the LM head tied to the token embedding
 (《从语言模型到Seq2Seq：Transformer如戏，全靠Mask》: a language model is the Transformer with the
 lower-triangular mask). For multi-turn dialogue (DialoGPT / CDial-GPT style) concatenate the turns
-with a separator, give speakers different ``segment_ids`` (``type_vocab_size > 0``) and compute the
-loss on the replies only (:func:`kexue.losses.seq2seq.seq2seq_loss` with a loss mask).
+with a separator, give speakers different ``segment_ids`` and compute the loss on the replies only
+(:func:`kexue.losses.seq2seq.seq2seq_loss` with a loss mask).
 
-``config.extra["rope"] = True`` replaces the learned position table by RoPE in every layer.
-GPT-2's checkpoints use ``Conv1D`` (weights stored ``[in, out]``) and a fused ``c_attn``;
-:func:`convert_hf_gpt2` splits and transposes them.
+* ``segment_ids``: as in HF GPT-2, token types are looked up in the token embedding and added
+  (``type_vocab_size > 0`` gives them their own table instead, as bert4keras's GPT);
+* GPT-2's attention scale options ``scale_attn_weights`` / ``scale_attn_by_inverse_layer_idx``;
+* an untied ``lm_head`` (``tie_word_embeddings: false`` or a checkpoint storing a different one);
+* options (config.json's kexue block): ``rope`` (RoPE instead of learned positions), ``pre_norm`` /
+  ``final_norm`` (both false: bert4keras's ``gpt``, the GPT-1 / CDial-GPT post-norm layout whose
+  embeddings are summed without a norm), hierarchical positions, conditional LayerNorm, the
+  entropy-invariant scale.
+
+GPT-2 checkpoints store ``Conv1D`` weights ``[in, out]`` and a fused ``c_attn``; the weight map
+splits / fuses and transposes them in both directions.
 """
 from __future__ import annotations
 
-import re
+import math
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RotaryEmbedding, TransformerBlock
+from ..layers.positions import hierarchical_lookup
 from .base import Transformer, TransformerOutput
-from .config import TransformerConfig
+from .config import TransformerConfig, gpt2_to_ours
+from .weights import Rule, WeightMap
+
+_NORM = r"(weight|bias|cond_\w+\.weight)"
+GPT2_RULES = [
+    Rule(r"token\.weight", "wte.weight"),
+    Rule(r"position\.weight", "wpe.weight"),
+    Rule(r"segment\.weight", "wtt.weight"),  # kexue: a separate token-type table (type_vocab_size > 0)
+    Rule(rf"final_norm\.{_NORM}", r"ln_f.\1"),
+    Rule(rf"layers\.(\d+)\.attn_norm\.{_NORM}", r"h.\1.ln_1.\2"),
+    Rule(rf"layers\.(\d+)\.ffn_norm\.{_NORM}", r"h.\1.ln_2.\2"),
+    Rule(r"layers\.(\d+)\.attn\.([qkv])\.(weight|bias)", r"h.\1.attn.c_attn.\3", "qkv"),
+    Rule(r"layers\.(\d+)\.attn\.o\.(weight|bias)", r"h.\1.attn.c_proj.\2", "conv1d"),
+    Rule(r"layers\.(\d+)\.ffn\.up\.(weight|bias)", r"h.\1.mlp.c_fc.\2", "conv1d"),
+    Rule(r"layers\.(\d+)\.ffn\.down\.(weight|bias)", r"h.\1.mlp.c_proj.\2", "conv1d"),
+    Rule(r"lm_head\.weight", "lm_head.weight"),  # untied heads only
+]
+HEAD, EMBEDDING = "lm_head.weight", "wte.weight"
 
 
 class GPT(Transformer):
     family = "gpt"
-
-    def __init__(self, config: TransformerConfig, application: str = "lm", **kwargs):
-        # A GPT is causal by construction; build_model's default "encoder" means "the usual one" here.
-        super().__init__(config, "lm" if application == "encoder" else application, **kwargs)
+    hf_prefix = "transformer."
+    hf_architectures = ("GPT2LMHeadModel", "GPT2LMHeadModel")
+    default_application = "lm"
 
     @property
     def rope(self) -> bool:
-        return bool(self.config.extra.get("rope", False))
+        return self.options.rope
 
     def build(self) -> None:
-        c = self.config
+        c, o = self.config, self.options
         d = c.hidden_size
         self.token = nn.Embedding(c.vocab_size, d)
-        self.position = None if self.rope else nn.Embedding(c.max_position_embeddings, d)
+        self.position = None if o.rope else nn.Embedding(c.max_position_embeddings, d)
         self.segment = nn.Embedding(c.type_vocab_size, d) if c.type_vocab_size else None
-        self.dropout = nn.Dropout(c.hidden_dropout_prob)
-        norm = lambda: LayerNorm(d, c.layer_norm_eps, cond_dim=self.cond_dim)  # noqa: E731
+        self.dropout = nn.Dropout(c.extra.get("embd_pdrop", c.hidden_dropout_prob))
+        norm = lambda: LayerNorm(d, c.layer_norm_eps, **self.norm_kwargs())  # noqa: E731
         self.layers = nn.ModuleList(
             TransformerBlock(
-                MultiHeadAttention(d, c.num_attention_heads, dropout=c.attention_probs_dropout_prob, layer_idx=i),
+                MultiHeadAttention(d, c.num_attention_heads, dropout=c.attention_probs_dropout_prob, layer_idx=i,
+                                   scale=self.attention_scale(i), entropy_train_len=o.entropy_train_len),
                 FeedForward(d, c.intermediate_size, c.hidden_act),
-                norm, pre_norm=True, dropout=c.hidden_dropout_prob,
+                norm, pre_norm=o.pre_norm, dropout=c.hidden_dropout_prob,
             )
             for i in range(c.num_hidden_layers)
         )
-        self.final_norm = norm()
-        self.rotary = RotaryEmbedding(c.head_dim, c.rope_base, interleaved=False) if self.rope else None
+        self.final_norm = norm() if o.final_norm else None
+        self.lm_head = None if c.tie_word_embeddings else nn.Linear(d, c.vocab_size, bias=False)
+        self.rotary = RotaryEmbedding(c.head_dim, c.rope_base, interleaved=False) if o.rope else None
         for module in self.modules():  # GPT-2's initialisation
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():  # conditional-LN projections start at zero
+            if ".cond_gamma." in name or ".cond_beta." in name:
+                nn.init.zeros_(p)
+
+    def attention_scale(self, i: int) -> float:
+        """GPT-2: 1/√d unless ``scale_attn_weights`` is false, divided by i + 1 with
+        ``scale_attn_by_inverse_layer_idx``."""
+        c = self.config
+        scale = 1 / math.sqrt(c.head_dim) if c.scale_attn_weights else 1.0
+        return scale / (i + 1) if c.scale_attn_by_inverse_layer_idx else scale
 
     def max_positions(self) -> int:
-        return 1 << 30 if self.rope else self.config.max_position_embeddings
+        n = self.config.max_position_embeddings
+        if self.rope:
+            return 1 << 30
+        return n * n if self.options.hierarchical_alpha is not None else n
+
+    def segment_vocab_size(self) -> int:
+        return self.config.type_vocab_size or self.config.vocab_size
 
     def apply_embeddings(self, input_ids, segment_ids, position_ids, cond) -> Tensor:
         x = self.token(input_ids)
         if self.position is not None:
-            x = x + self.position(position_ids)
-        if self.segment is not None and segment_ids is not None:
-            x = x + self.segment(segment_ids)
+            a = self.options.hierarchical_alpha
+            x = x + (self.position(position_ids) if a is None else hierarchical_lookup(self.position.weight,
+                                                                                        position_ids, a))
+        if segment_ids is not None:  # HF GPT-2 adds wte(token_type_ids) whenever they are given
+            x = x + (self.segment if self.segment is not None else self.token)(segment_ids)
         return self.dropout(x)
 
     def layer_extras(self, position_ids: Tensor) -> dict:
@@ -79,75 +123,42 @@ class GPT(Transformer):
         return {"rope": (self.rotary, cos, sin)}
 
     def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
-        x = self.final_norm(x, cond)
-        return TransformerOutput(hidden=x, logits=F.linear(x, self.token.weight))
+        if self.final_norm is not None:
+            x = self.final_norm(x, cond)
+        head = self.token.weight if self.lm_head is None else self.lm_head.weight
+        return TransformerOutput(hidden=x, logits=F.linear(x, head))
 
-    def hf_names(self) -> dict[str, str]:
-        raise NotImplementedError("GPT-2 checkpoints fuse q/k/v; load them with GPT.from_hf_gpt2 / convert_hf_gpt2")
+    hf_head = (HEAD, EMBEDDING)
+
+    def head_tied(self) -> bool:
+        return self.lm_head is None
+
+    def untie_head(self) -> None:
+        self.lm_head = nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
+        self.lm_head.weight = nn.Parameter(self.token.weight.detach().clone())
+        self.config.tie_word_embeddings = False
+
+    def weight_map(self) -> WeightMap:
+        """``GPT2LMHeadModel`` layout (prefix ``transformer.``, ``lm_head`` outside it)."""
+        return WeightMap(self, GPT2_RULES, prefix=self.hf_prefix, head=(r"lm_head\.",), use_prefix=True,
+                         ignore=(r"h\.\d+\.attn\.(masked_)?bias",),
+                         must_equal={HEAD: EMBEDDING} if self.lm_head is None else {})
 
     @classmethod
     def from_hf_gpt2(cls, state_or_path: dict[str, Tensor] | str | Path, config: dict | None = None) -> "GPT":
         """Build from an HF GPT-2 state dict (with ``config`` as HF ``GPT2Config`` dict) or directory."""
-        if not isinstance(state_or_path, dict):
-            import json
+        from .family import build_model, from_state
 
-            from ..checkpoints import read_state_dict
-            path = Path(state_or_path)
-            config = json.loads((path / "config.json").read_text())
-            state_or_path = read_state_dict(path)
-        model = cls(gpt2_config(config))
-        missing, unexpected = model.load_state_dict(convert_hf_gpt2(state_or_path), strict=False)
-        if missing or unexpected:
-            raise KeyError(f"GPT-2 checkpoint mismatch: missing {missing}, unexpected {unexpected}")
-        return model
+        if not isinstance(state_or_path, dict):
+            return build_model(checkpoint=state_or_path, family="gpt")
+        return from_state("gpt", dict(config or {}, model_type="gpt2"), state_or_path)
 
 
 def gpt2_config(hf: dict) -> TransformerConfig:
     """HF ``GPT2Config`` fields (n_embd, n_layer, n_head, n_inner, n_positions, ...) -> ours."""
-    d = hf.get("n_embd", 768)
-    return TransformerConfig(
-        vocab_size=hf.get("vocab_size", 50257), hidden_size=d, num_hidden_layers=hf.get("n_layer", 12),
-        num_attention_heads=hf.get("n_head", 12), intermediate_size=hf.get("n_inner") or 4 * d,
-        hidden_act=hf.get("activation_function", "gelu_new"), max_position_embeddings=hf.get("n_positions", 1024),
-        type_vocab_size=0, layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-        hidden_dropout_prob=hf.get("resid_pdrop", 0.1), attention_probs_dropout_prob=hf.get("attn_pdrop", 0.1),
-        model_type="gpt",
-    )
+    from .family import REGISTRY
+
+    return REGISTRY["gpt"].parse_config(dict(hf, model_type="gpt2"))
 
 
-_GPT2_RULES = [
-    (r"wte\.weight", "token.weight"),
-    (r"wpe\.weight", "position.weight"),
-    (r"ln_f\.(weight|bias)", r"final_norm.\1"),
-    (r"h\.(\d+)\.ln_1\.(weight|bias)", r"layers.\1.attn_norm.\2"),
-    (r"h\.(\d+)\.ln_2\.(weight|bias)", r"layers.\1.ffn_norm.\2"),
-    (r"h\.(\d+)\.attn\.c_proj\.(weight|bias)", r"layers.\1.attn.o.\2"),
-    (r"h\.(\d+)\.mlp\.c_fc\.(weight|bias)", r"layers.\1.ffn.up.\2"),
-    (r"h\.(\d+)\.mlp\.c_proj\.(weight|bias)", r"layers.\1.ffn.down.\2"),
-]
-
-
-def convert_hf_gpt2(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """HF ``GPT2LMHeadModel`` / ``GPT2Model`` names -> ours: Conv1D weights are transposed, the fused
-    ``c_attn`` ([d, 3d]) is split into q, k, v; ``lm_head`` is the tied embedding and dropped."""
-    out = {}
-    for name, t in state.items():
-        name = name.removeprefix("transformer.")
-        if name.startswith("lm_head.") or name.endswith((".attn.bias", ".attn.masked_bias")):
-            continue
-        m = re.fullmatch(r"h\.(\d+)\.attn\.c_attn\.(weight|bias)", name)
-        if m:
-            i, kind = m.groups()
-            parts = t.chunk(3, dim=-1)
-            for p, part in zip("qkv", parts):
-                out[f"layers.{i}.attn.{p}.{kind}"] = part.t().contiguous() if kind == "weight" else part
-            continue
-        for pattern, repl in _GPT2_RULES:
-            new, n = re.subn("^" + pattern + "$", repl, name)
-            if n:
-                conv = ".c_" in name and name.endswith(".weight")  # Conv1D stores [in, out]
-                out[new] = t.t().contiguous() if conv else t
-                break
-        else:
-            raise KeyError(f"unknown GPT-2 tensor {name!r}")
-    return out
+__all__ = ["GPT", "GPT2_RULES", "gpt2_config", "gpt2_to_ours"]

@@ -14,10 +14,9 @@ Weight names follow ours; :func:`convert_hf_t5` maps an HF ``T5ForConditionalGen
 """
 from __future__ import annotations
 
-import json
 import math
-import re
-from dataclasses import dataclass, fields
+import dataclasses
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -26,12 +25,16 @@ from torch import Tensor, nn
 from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
 
 from ..layers import FeedForward
+from .base import check_ids
+from .config import ACTIVATION_NAMES, Options, check_refused, check_type, refuse
+from .weights import Rule, WeightMap
 
 
 @dataclass
 class T5Config:
-    """HF ``T5Config`` field names. ``scale_decoder_outputs``: multiply the decoder output by d^-1/2
-    before the head (original T5 with tied embeddings; not v1.1 / mT5)."""
+    """HF ``T5Config`` / ``MT5Config`` field names. ``scale_decoder_outputs``: multiply the decoder output
+    by d^-1/2 before the head (original T5; not v1.1 / mT5). ``tie_word_embeddings``: the LM head
+    starts as the embedding; a checkpoint storing a different ``lm_head.weight`` unties it (HF 5)."""
     vocab_size: int = 32128
     d_model: int = 512
     d_kv: int = 64
@@ -49,6 +52,16 @@ class T5Config:
     pad_token_id: int = 0
     eos_token_id: int = 1
     decoder_start_token_id: int = 0
+    model_type: str = "t5"
+    extra: dict = field(default_factory=dict)  # fields that do not change the computation
+
+    TYPES = {"vocab_size": "pos_int", "d_model": "pos_int", "d_kv": "pos_int", "d_ff": "pos_int",
+             "num_layers": "pos_int", "num_decoder_layers": "opt_int", "num_heads": "pos_int",
+             "relative_attention_num_buckets": "pos_int", "relative_attention_max_distance": "pos_int",
+             "dropout_rate": "float", "layer_norm_epsilon": "float", "feed_forward_proj": "str",
+             "tie_word_embeddings": "bool", "scale_decoder_outputs": "bool", "pad_token_id": "int",
+             "eos_token_id": "int", "decoder_start_token_id": "int", "model_type": "str"}
+    DERIVED = ("dense_act_fn", "is_gated_act")  # HF recomputes them from feed_forward_proj
 
     def __post_init__(self):
         if self.num_decoder_layers is None:
@@ -64,20 +77,47 @@ class T5Config:
         return "gelu_new" if self.feed_forward_proj == "gated-gelu" else name
 
     @classmethod
-    def from_dict(cls, d: dict) -> "T5Config":
-        """From an HF ``config.json`` dict. HF's rule: the original T5 rescales unless the config says
-        ``tie_word_embeddings: false`` (v1.1); mT5 never rescales."""
-        d = dict(d)
-        if "scale_decoder_outputs" not in d:
-            d["scale_decoder_outputs"] = d.get("model_type") != "mt5" and d.get("tie_word_embeddings") is not False
-        if d.get("model_type") == "mt5" and "tie_word_embeddings" not in d:
-            d["tie_word_embeddings"] = False
+    def from_dict(cls, d: dict, path=None) -> "T5Config":
+        """From an HF ``config.json`` dict, with transformers 5's rules: the original T5 rescales the
+        decoder output unless the config says ``tie_word_embeddings: false`` (v1.1) or sets
+        ``scale_decoder_outputs``; mT5 never rescales; the head is always declared tied (a stored
+        ``lm_head.weight`` that differs from the embedding unties it when loading)."""
+        d = {k: v for k, v in d.items() if k not in ("kexue", "architectures")}
+        check_refused(d, "t5", path)
+        mt5 = d.get("model_type") == "mt5"
+        if mt5:
+            d["scale_decoder_outputs"] = False
+        elif "scale_decoder_outputs" not in d:
+            d["scale_decoder_outputs"] = d.get("tie_word_embeddings") is not False
+        d["tie_word_embeddings"] = True
+        d.setdefault("feed_forward_proj", "gated-gelu" if mt5 else "relu")
         if d.get("eos_token_id") is None:
             d["eos_token_id"] = 1
+        if isinstance(d.get("eos_token_id"), list):
+            refuse("eos_token_id", d["eos_token_id"], "several end tokens", path)
         if d.get("decoder_start_token_id") is None:
             d["decoder_start_token_id"] = d.get("pad_token_id") or 0
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
+        if d.get("pad_token_id") is None:
+            d["pad_token_id"] = 0
+        names = {f.name for f in fields(cls)} - {"extra"}
+        for k in names & set(d):
+            check_type(k, d[k], cls.TYPES[k], path)
+        proj = d["feed_forward_proj"].split("-")
+        if len(proj) > 2 or (len(proj) == 2 and proj[0] != "gated") or proj[-1] not in ACTIVATION_NAMES:
+            refuse("feed_forward_proj", d["feed_forward_proj"], "use '<act>' or 'gated-<act>' with a known activation",
+                   path)
+        extra = {k: v for k, v in d.items() if k not in names and k not in cls.DERIVED}
+        return cls(**{k: v for k, v in d.items() if k in names}, extra=extra)
+
+    def to_hf(self) -> dict:
+        """The ``config.json`` transformers reads back into the same computation."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "extra"}
+        d.update(self.extra)
+        d["tie_word_embeddings"] = True
+        if self.model_type == "mt5":
+            d.pop("scale_decoder_outputs")
+        d["is_encoder_decoder"] = True
+        return d
 
 
 def relative_position_bucket(relative_position: Tensor, bidirectional: bool, num_buckets: int,
@@ -150,8 +190,13 @@ class T5DecoderLayer(nn.Module):
 class T5(nn.Module):
     """Encoder-decoder with an LM head. ``encode`` once, then ``decode`` incrementally with a KVCache."""
 
-    def __init__(self, config: T5Config):
+    family = "t5"
+    hf_prefix = ""
+
+    def __init__(self, config: T5Config, options: Options | None = None):
         super().__init__()
+        self.options = options or Options(family="t5", application="seq2seq")
+        self.options.validate()
         self.config = config
         d = config.d_model
         self.shared = nn.Embedding(config.vocab_size, d)
@@ -170,8 +215,22 @@ class T5(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.shared.weight
 
+    application = property(lambda self: self.options.application)
+    hf_architectures = property(lambda self: ("MT5ForConditionalGeneration",) * 2 if self.config.model_type == "mt5"
+                                else ("T5ForConditionalGeneration",) * 2)
+
+    def check_inputs(self, name: str, ids: Tensor, mask: Tensor | None, past: int = 0) -> None:
+        if ids.dim() != 2:
+            raise ValueError(f"{name} must be [batch, length], got shape {list(ids.shape)}")
+        check_ids(name, ids, self.config.vocab_size, f"the model's vocab_size={self.config.vocab_size}")
+        if mask is not None and (mask.dim() != 2 or mask.shape[0] != ids.shape[0]
+                                 or mask.shape[1] != past + ids.shape[1]):
+            raise ValueError(f"the attention mask of {name} has shape {list(mask.shape)}, expected "
+                             f"{[ids.shape[0], past + ids.shape[1]]}")
+
     def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """``[B, L]`` ids -> ``[B, L, d]`` encoder states (padding keys masked by ``attention_mask``)."""
+        self.check_inputs("input_ids", input_ids, attention_mask)
         x = self.dropout(self.shared(input_ids))
         mask = padding_mask(attention_mask) if attention_mask is not None else None
         bias = self.encoder_bias(x.shape[1], x.shape[1])
@@ -186,6 +245,10 @@ class T5(nn.Module):
         and the encoder keys/values are projected only on the first call. ``position_bias
         [1, H, T, past+T]``: the self-attention bias, if the caller sliced it from a table it keeps."""
         past = cache.length if cache is not None else 0
+        self.check_inputs("decoder_input_ids", decoder_input_ids, decoder_attention_mask, past)
+        if encoder_mask is not None and encoder_mask.shape != encoder_hidden.shape[:2]:
+            raise ValueError(f"encoder attention mask shape {list(encoder_mask.shape)} != encoder states "
+                             f"{list(encoder_hidden.shape[:2])}")
         t = decoder_input_ids.shape[1]
         x = self.dropout(self.shared(decoder_input_ids))
         bias = self.decoder_bias(t, past + t, offset=past) if position_bias is None else position_bias
@@ -210,70 +273,58 @@ class T5(nn.Module):
         enc = self.encode(input_ids, attention_mask)
         return self.decode(decoder_input_ids, enc, attention_mask, decoder_attention_mask=decoder_attention_mask)
 
+    # -- weights ---------------------------------------------------------------------------------
+    hf_head = ("lm_head.weight", "shared.weight")
+
+    @property
+    def tied(self) -> bool:
+        return self.lm_head.weight is self.shared.weight
+
+    def head_tied(self) -> bool:
+        return self.tied
+
+    def untie_head(self) -> None:
+        """Give the LM head its own matrix (a checkpoint stores one that differs from the embedding)."""
+        self.lm_head.weight = nn.Parameter(self.shared.weight.detach().clone())
+        self.config.tie_word_embeddings = False
+
+    def weight_map(self) -> WeightMap:
+        """``T5ForConditionalGeneration`` / ``MT5ForConditionalGeneration`` names."""
+        ffn = {"up": "wi_1" if self.config.gated else "wi", "gate": "wi_0", "down": "wo"}
+        rules = [Rule(r"shared\.weight", "shared.weight"), Rule(r"lm_head\.weight", "lm_head.weight")]
+        for stack, layers in (("encoder", "encoder_layers"), ("decoder", "decoder_layers")):
+            rules += [
+                Rule(rf"{stack}_bias\.embedding\.weight",
+                     f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+                Rule(rf"{stack}_norm\.weight", f"{stack}.final_layer_norm.weight"),
+            ]
+            sub = ([("attn", "0.SelfAttention"), ("attn_norm", "0.layer_norm"), ("ffn", "1.DenseReluDense"),
+                    ("ffn_norm", "1.layer_norm")] if stack == "encoder" else
+                   [("self_attn", "0.SelfAttention"), ("self_norm", "0.layer_norm"), ("cross_attn", "1.EncDecAttention"),
+                    ("cross_norm", "1.layer_norm"), ("ffn", "2.DenseReluDense"), ("ffn_norm", "2.layer_norm")])
+            for ours, theirs in sub:
+                if ours == "ffn":
+                    for a, b in ffn.items():
+                        rules.append(Rule(rf"{layers}\.(\d+)\.ffn\.{a}\.weight", rf"{stack}.block.\1.layer.{theirs}.{b}.weight"))
+                elif ours.endswith("norm"):
+                    rules.append(Rule(rf"{layers}\.(\d+)\.{ours}\.weight", rf"{stack}.block.\1.layer.{theirs}.weight"))
+                else:
+                    rules.append(Rule(rf"{layers}\.(\d+)\.{ours}\.([qkvo])\.weight",
+                                      rf"{stack}.block.\1.layer.{theirs}.\2.weight"))
+        must_equal = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+        if self.tied:
+            must_equal["lm_head.weight"] = "shared.weight"
+        return WeightMap(self, rules, must_equal=must_equal)
+
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "T5":
-        """Load an HF T5 / mT5 / T5 PEGASUS directory (``config.json`` + safetensors or ``pytorch_model.bin``)."""
-        path = Path(path)
-        config = T5Config.from_dict(json.loads((path / "config.json").read_text()))
-        model = cls(config)
-        st = sorted(path.glob("*.safetensors"))
-        if st:
-            from safetensors.torch import load_file
-            state = {}
-            for f in st:
-                state.update(load_file(str(f)))
-        else:
-            state = torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        model.load_hf_state_dict(state)
-        return model
+        """Load an HF T5 / mT5 / T5 PEGASUS directory (``config.json`` + weights, sharded or not)."""
+        from .family import build_model
+
+        return build_model(checkpoint=path, family="t5")
 
     def load_hf_state_dict(self, state: dict[str, Tensor]) -> None:
-        converted = convert_hf_t5(state)
-        if "lm_head.weight" not in converted:  # tied checkpoints store only the embedding
-            converted["lm_head.weight"] = converted["shared.weight"]
-        missing, unexpected = self.load_state_dict(converted, strict=False)
-        if missing or unexpected:
-            raise KeyError(f"T5 checkpoint mismatch: missing {missing}, unexpected {unexpected}")
+        """Load HF-named tensors (strict), untying the head as transformers 5 does."""
+        from .family import load_state
 
-
-_HF_PATTERNS = [
-    (r"encoder\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.", "encoder_bias.embedding."),
-    (r"decoder\.block\.0\.layer\.0\.SelfAttention\.relative_attention_bias\.", "decoder_bias.embedding."),
-    (r"encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"encoder_layers.\1.attn."),
-    (r"encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"encoder_layers.\1.attn_norm."),
-    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.", r"encoder_layers.\1.ffn."),
-    (r"encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"encoder_layers.\1.ffn_norm."),
-    (r"encoder\.final_layer_norm\.", "encoder_norm."),
-    (r"decoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"decoder_layers.\1.self_attn."),
-    (r"decoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"decoder_layers.\1.self_norm."),
-    (r"decoder\.block\.(\d+)\.layer\.1\.EncDecAttention\.", r"decoder_layers.\1.cross_attn."),
-    (r"decoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"decoder_layers.\1.cross_norm."),
-    (r"decoder\.block\.(\d+)\.layer\.2\.DenseReluDense\.", r"decoder_layers.\1.ffn."),
-    (r"decoder\.block\.(\d+)\.layer\.2\.layer_norm\.", r"decoder_layers.\1.ffn_norm."),
-    (r"decoder\.final_layer_norm\.", "decoder_norm."),
-]
-# HF's FFN: wi (plain) or wi_0 (activated gate) ⊙ wi_1 (linear), then wo.
-_FFN_NAMES = {"wi.": "up.", "wi_0.": "gate.", "wi_1.": "up.", "wo.": "down."}
-_SKIP = ("encoder.embed_tokens.", "decoder.embed_tokens.", "EncDecAttention.relative_attention_bias")
-
-
-def convert_hf_t5(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """HF T5/mT5 parameter names -> ours (tied copies of the embedding are dropped)."""
-    out: dict[str, Tensor] = {}
-    for name, tensor in state.items():
-        if any(s in name for s in _SKIP):
-            continue
-        new = name
-        for pattern, repl in _HF_PATTERNS:
-            new, n = re.subn("^" + pattern, repl, new)
-            if n:
-                break
-        if ".ffn." in new:
-            head, tail = new.split(".ffn.", 1)
-            for hf, ours in _FFN_NAMES.items():
-                if tail.startswith(hf):
-                    tail = ours + tail[len(hf):]
-                    break
-            new = f"{head}.ffn.{tail}"
-        out[new] = tensor
-    return out
+        load_state(self, state)
