@@ -15,7 +15,7 @@ Chinese BERTs are released that way. Each bert4keras model maps onto a kexue fam
     t5.1.1        -> t5 (T5 v1.1)   (mesh-TF names; mt5.1.1 the same with rms_norm)
 
 Two bert4keras conventions are kept exactly: its T5 decoder multiplies the output by d^-1/2 before
-the untied head (folded into ``lm_head.weight``), and its cross-attention adds the decoder's
+the untied head (``scale_decoder_outputs``), and its cross-attention adds the decoder's
 relative-position bias (``cross_position_bias``, bert4keras's default). Conditional LayerNorm
 weights, which bert4keras's own mapping does not save, are read as ``<norm>/hidden_dense/kernel``,
 ``<norm>/beta_dense/kernel`` and ``<norm>/gamma_dense/kernel``.
@@ -156,6 +156,7 @@ def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:
                   "num_layers": size["num_hidden_layers"], "num_heads": size["num_attention_heads"],
                   "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
                   "layer_norm_epsilon": 1e-6, "dropout_rate": 0.0, "tie_word_embeddings": False,
+                  "scale_decoder_outputs": True,  # bert4keras scales by d^-1/2 before its untied head too
                   "feed_forward_proj": ("gated-" if gated else "") + ("gelu" if name == "gelu_new" else name),
                   "dense_act_fn": name, "is_encoder_decoder": True}
         return config, {"cross_position_bias": True}
@@ -203,8 +204,6 @@ def state_from_tf(model: torch.nn.Module, variables: dict[str, np.ndarray], bert
         if value.dim() == 2 and not name.endswith(("token.weight", "segment.weight", "position.weight",
                                                     "shared.weight")):
             value = value.t()  # Keras kernels [in, out]; mesh-TF relative biases [heads, buckets]
-        if name == "lm_head.weight":  # bert4keras scales the T5 decoder output by d^-1/2 before the head
-            value = value * value.shape[1] ** -0.5
         if tuple(value.shape) != tuple(param.shape):
             mismatched.append(f"{tf_name} {list(value.shape)} vs {name} {list(param.shape)}")
             continue
@@ -254,9 +253,10 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
         if family == "gpt":
             application = "lm"
     options = {**implied, **_cond_options(variables), **{k: v for k, v in options.items() if v is not None}}
+    kexue_model = build_model(config=config, family=family, application=None if family == "t5" else application,
+                              **options)
     if family == "t5":
-        application = "encoder"
-    kexue_model = build_model(config=config, family=family, application=application, **options)
+        kexue_model.untie_head()  # bert4keras's t5.1.1 has its own decoder/logits/kernel
     kexue_model.load_state_dict(state_from_tf(kexue_model, variables, model, str(checkpoint)), strict=True)
     tokenizer = None
     if vocab is not None:

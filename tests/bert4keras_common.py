@@ -2,14 +2,18 @@
 ``tests/oracles/bert4keras_oracle.py`` inside ``.venv-bert4keras`` (``make bert4keras-oracle``) ->
 TF checkpoints and bert4keras's outputs, then ``kexue convert bert4keras`` on each checkpoint.
 
-The oracle runs once per test session; its folder is cached under pytest's tmp dir.
-Without the virtualenv the tests skip, except in CI (``CI=true``) where that is a failure.
+The oracle's outputs are cached in the system temp dir under a key hashing the oracle script, its
+inputs and the virtualenv's install stamp (a changed oracle reruns); the conversions, kexue's code
+under test, are redone in every session. Without the virtualenv the tests skip, except in CI (``CI=true``) where that is a failure.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -60,36 +64,54 @@ def make_inputs(folder: Path) -> dict:
     return arrays
 
 
-def run_oracle(folder: Path) -> dict:
-    if not VENV_PYTHON.exists():
+def run_oracle(scratch: Path) -> Path:
+    """The folder of a complete oracle run (from the cache, or run now)."""
+    stamp = VENV_PYTHON.parent.parent / ".kexue-installed"
+    if not VENV_PYTHON.exists() or not stamp.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{VENV_PYTHON} is missing: `make bert4keras-oracle` must run before the tests in CI")
         pytest.skip(f"bert4keras oracle not installed ({VENV_PYTHON}); run `make bert4keras-oracle`")
-    make_inputs(folder)
+    arrays = make_inputs(scratch)
+    digest = hashlib.sha256(ORACLE.read_bytes() + str(stamp.stat().st_mtime_ns).encode())
+    for k in sorted(arrays):
+        digest.update(k.encode() + np.ascontiguousarray(arrays[k]).tobytes())
+    key = digest.hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"kexue-bert4keras-oracle-{key}"
+    if (folder / "manifest.json").exists():
+        return folder
+    work = scratch / "oracle"
+    work.mkdir()
+    shutil.copy(scratch / "inputs.npz", work / "inputs.npz")
+    shutil.copy(scratch / "vocab.txt", work / "vocab.txt")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.update(TF_KERAS="1", TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([str(VENV_PYTHON), str(ORACLE), str(folder / "inputs.npz"), str(folder)],
+    proc = subprocess.run([str(VENV_PYTHON), str(ORACLE), str(work / "inputs.npz"), str(work)],
                           env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"bert4keras oracle failed:\n{proc.stderr[-4000:]}")
-    return json.loads((folder / "manifest.json").read_text())
+    try:  # publish the finished run in one step; a concurrent session may have won the race
+        shutil.copytree(work, folder.with_name(folder.name + f".{os.getpid()}"))
+        os.replace(folder.with_name(folder.name + f".{os.getpid()}"), folder)
+    except OSError:
+        return work
+    return folder
 
 
-def convert_argv(folder: Path, name: str, entry: dict) -> list[str]:
+def convert_argv(folder: Path, name: str, entry: dict, out: Path) -> list[str]:
     """The ``kexue convert bert4keras`` command line for one oracle variant."""
     application = ["--application", entry["application"]] if entry["model"] != "t5.1.1" else []
     return ["convert", "bert4keras", "--config", str(folder / name / "bert_config.json"),
             "--checkpoint", str(folder / name / "model.ckpt"), "--model", entry["model"], *application,
-            *entry["flags"], "--vocab", str(folder / "vocab.txt"), "--out", str(folder / name / "kexue")]
+            *entry["flags"], "--vocab", str(folder / "vocab.txt"), "--out", str(out / name)]
 
 
-def run_convert(folder: Path, manifest: dict) -> None:
+def run_convert(folder: Path, manifest: dict, out: Path) -> None:
     """``kexue convert bert4keras`` on every variant, through the CLI entry point, in one kexue process
     that sees TensorFlow from the oracle's virtualenv (appended to sys.path, so kexue's own packages
     win), as a user's environment with ``kexue[tf]`` would."""
     site = sorted((REPO / ".venv-bert4keras" / "lib").glob("python3*/site-packages"))[0]
-    jobs = folder / "convert.json"
-    jobs.write_text(json.dumps([convert_argv(folder, n, e) for n, e in manifest.items()]))
+    jobs = out / "convert.json"
+    jobs.write_text(json.dumps([convert_argv(folder, n, e, out) for n, e in manifest.items()]))
     code = ("import json, sys; sys.path.append(sys.argv[1]); from kexue.cli import main; "
             "sys.exit(max(main(a) for a in json.load(open(sys.argv[2]))))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -102,12 +124,15 @@ def run_convert(folder: Path, manifest: dict) -> None:
 
 @pytest.fixture(scope="session")
 def oracle(tmp_path_factory):
-    """(folder, manifest, inputs) of one bert4keras oracle run, every variant converted to
-    ``<folder>/<variant>/kexue``."""
-    folder = tmp_path_factory.mktemp("bert4keras")
-    manifest = run_oracle(folder)
-    run_convert(folder, manifest)
-    return folder, manifest, dict(np.load(folder / "inputs.npz"))
+    """(oracle folder, converted folder, inputs): ``<oracle>/<variant>/outputs.npz`` holds bert4keras's
+    outputs, ``<converted>/<variant>`` the folder ``kexue convert bert4keras`` wrote."""
+    scratch = tmp_path_factory.mktemp("bert4keras")
+    folder = run_oracle(scratch)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = scratch / "converted"
+    out.mkdir()
+    run_convert(folder, manifest, out)
+    return folder, out, dict(np.load(folder / "inputs.npz"))
 
 
 def max_diff(ours: torch.Tensor, theirs: np.ndarray, mask: np.ndarray | None = None) -> float:

@@ -34,8 +34,8 @@ MAXLEN, BEAMS = 12, 4
 
 
 def _setup(oracle):
-    folder, _, data = oracle
-    model = build_model(checkpoint=folder / "unilm_decode" / "kexue").eval()
+    folder, converted, data = oracle
+    model = build_model(checkpoint=converted / "unilm_decode").eval()
     expected = np.load(folder / "unilm_decode" / "outputs.npz")
     rows = [(r[r > 0], s[r > 0]) for r, s in zip(data["gen_ids"], data["gen_segs"])]
     return model, expected, rows, int(data["end_id"])

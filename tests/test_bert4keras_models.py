@@ -1,7 +1,8 @@
 """bert4keras itself as the oracle: bert4keras 0.11.5 builds each model with random weights, saves a
 real TF checkpoint and predicts on real Chinese sentences (right-padded); ``kexue convert bert4keras``
 turns the checkpoint into an HF-layout folder, ``build_model(checkpoint=...)`` loads it, and the
-outputs must equal bert4keras's to 1e-5 on every real (unpadded) position.
+outputs must equal bert4keras's to 1e-5 on every real (unpadded) position: hidden states, MLM / LM
+probabilities (and their logarithms, which see the small ones), pooled vectors.
 """
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def _mask(ids: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _run(folder, name, ids, segs, cond=None):
-    model = build_model(checkpoint=folder / name / "kexue").eval()
+def _run(converted, name, ids, segs, cond=None):
+    model = build_model(checkpoint=converted / name).eval()
     mask = _mask(ids)
     with torch.no_grad():
         out = model(torch.as_tensor(ids, dtype=torch.long), segment_ids=torch.as_tensor(segs, dtype=torch.long),
@@ -34,7 +35,8 @@ def _run(folder, name, ids, segs, cond=None):
 
 def _check(name, out, expected, mask, pooled=False):
     diffs = {"hidden": max_diff(out.hidden, expected["hidden"], mask),
-             "probs": max_diff(out.logits.softmax(-1), expected["probs"], mask)}
+             "probs": max_diff(out.logits.softmax(-1), expected["probs"], mask),
+             "log_probs": max_diff(out.logits.log_softmax(-1), np.log(expected["probs"]), mask)}
     if pooled:
         diffs["pooled"] = max_diff(out.pooled, expected["pooled"])
     report(name, **diffs)
@@ -43,17 +45,17 @@ def _check(name, out, expected, mask, pooled=False):
 
 @pytest.mark.parametrize("name", ["bert", "roformer"])
 def test_encoder_with_pool_and_mlm(oracle, name):
-    folder, _, data = oracle
-    out, mask = _run(folder, name, data["ids"], data["segs"])
+    folder, converted, data = oracle
+    out, mask = _run(converted, name, data["ids"], data["segs"])
     _check(name, out, np.load(folder / name / "outputs.npz"), mask, pooled=True)
 
 
 @pytest.mark.parametrize("name,ids", [("bert_lm", "ids"), ("bert_unilm", "pair_ids"), ("roformer_unilm", "pair_ids"),
                                       ("roformer_v2", "ids"), ("gpt", "ids")])
 def test_applications_and_families(oracle, name, ids):
-    folder, _, data = oracle
+    folder, converted, data = oracle
     segs = "pair_segs" if ids == "pair_ids" else "segs"
-    out, mask = _run(folder, name, data[ids], data[segs])
+    out, mask = _run(converted, name, data[ids], data[segs])
     _check(name, out, np.load(folder / name / "outputs.npz"), mask)
 
 
@@ -61,24 +63,24 @@ def test_applications_and_families(oracle, name, ids):
 def test_conditional_layer_norm(oracle, name):
     """Conditional LayerNorm on every norm (embeddings, layers, MLM), the condition straight in and
     through a 16-unit ReLU dense (bert4keras's layer_norm_cond_hidden_size / _act)."""
-    folder, _, data = oracle
-    out, mask = _run(folder, name, data["pair_ids"], data["pair_segs"], cond=data["cond"])
+    folder, converted, data = oracle
+    out, mask = _run(converted, name, data["pair_ids"], data["pair_segs"], cond=data["cond"])
     _check(name, out, np.load(folder / name / "outputs.npz"), mask)
 
 
 def test_hierarchical_positions(oracle):
     """A 16-position table read at up to 44 positions (bert4keras hierarchical_position=True, α = 0.4)."""
-    folder, _, data = oracle
+    folder, converted, data = oracle
     assert data["long_ids"].shape[1] > 16
-    out, mask = _run(folder, "bert_hierarchical", data["long_ids"], data["long_segs"])
+    out, mask = _run(converted, "bert_hierarchical", data["long_ids"], data["long_segs"])
     _check("bert_hierarchical", out, np.load(folder / "bert_hierarchical" / "outputs.npz"), mask)
 
 
 def test_t5_v1_1(oracle):
     """T5 v1.1: encoder states and decoder probabilities (bert4keras's d^-1/2 output scale and
     cross-attention position bias included)."""
-    folder, _, data = oracle
-    model = build_model(checkpoint=folder / "t5" / "kexue").eval()
+    folder, converted, data = oracle
+    model = build_model(checkpoint=converted / "t5").eval()
     enc, dec = data["t5_enc"], data["t5_dec"]
     enc_mask, dec_mask = _mask(enc), _mask(dec)
     with torch.no_grad():
@@ -89,6 +91,7 @@ def test_t5_v1_1(oracle):
                               decoder_attention_mask=torch.as_tensor(dec_mask, dtype=torch.long))
     expected = np.load(folder / "t5" / "outputs.npz")
     diffs = {"hidden": max_diff(hidden, expected["hidden"], enc_mask),
-             "probs": max_diff(logits.softmax(-1), expected["probs"], dec_mask)}
+             "probs": max_diff(logits.softmax(-1), expected["probs"], dec_mask),
+             "log_probs": max_diff(logits.log_softmax(-1), np.log(expected["probs"]), dec_mask)}
     report("t5.1.1", **diffs)
     assert max(diffs.values()) <= TOL, diffs

@@ -228,6 +228,8 @@ class Options:
     hierarchical_alpha: hierarchical decomposition of the learned positions (bert4keras's
     ``hierarchical_position=True`` is α = 0.4). entropy_train_len: scale logits by log n / log N.
     rope / pre_norm / final_norm: GPT only (pre_norm=final_norm=False is bert4keras's ``gpt``).
+    cross_position_bias: T5 only, bert4keras's default: cross-attention adds the decoder's relative-position
+    bias of query i and encoder key j (T5 PEGASUS was trained with it; transformers has no such option).
     """
     family: str = "bert"
     application: str = "encoder"
@@ -241,13 +243,14 @@ class Options:
     rope: bool = False
     pre_norm: bool = True
     final_norm: bool = True
+    cross_position_bias: bool = False
     task: str | None = None
     labels: list | None = None
 
     TYPES = {"family": "str", "application": "str", "with_pool": "bool", "with_mlm": "bool", "cond_dim": "opt_int",
              "cond_hidden": "opt_int", "cond_hidden_act": "str", "hierarchical_alpha": "opt_float",
              "entropy_train_len": "opt_int", "rope": "bool", "pre_norm": "bool", "final_norm": "bool",
-             "task": "opt_str", "labels": "opt_list"}
+             "task": "opt_str", "labels": "opt_list", "cross_position_bias": "bool"}
     GPT_ONLY = ("rope", "pre_norm", "final_norm")
 
     @classmethod
@@ -264,7 +267,10 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if self.family == "t5":
-            return {k: d[k] for k in ("family", "application", "task", "labels") if d[k] is not None}
+            keep = ("family", "application", "task", "labels") + (("cross_position_bias",) if self.cross_position_bias
+                                                                  else ())
+            return {k: d[k] for k in keep if d[k] is not None}
+        d.pop("cross_position_bias")
         if self.family != "gpt":
             for k in self.GPT_ONLY:
                 d.pop(k)
@@ -282,6 +288,8 @@ class Options:
                 if getattr(self, k) != getattr(defaults, k):
                     raise ConfigError(f"option kexue.{k}={getattr(self, k)!r}{_where(path)} exists for family gpt "
                                       f"only, not {self.family}")
+        if self.family != "t5" and self.cross_position_bias:
+            raise ConfigError(f"option kexue.cross_position_bias{_where(path)} exists for family t5 only")
         if self.family == "t5":
             for k in ("with_pool", "with_mlm", "cond_dim", "cond_hidden", "hierarchical_alpha", "entropy_train_len"):
                 if getattr(self, k) not in (None, False):
