@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True, help="checkpoint prefix, e.g. bert_model.ckpt")
     p.add_argument("--model", required=True, choices=sorted(MODELS), help="bert4keras model name")
     p.add_argument("--application", default="encoder", choices=["encoder", "lm", "unilm"])
-    p.add_argument("--with-pool", action="store_true", help="keep the pooler ([CLS] dense + tanh)")
+    p.add_argument("--with-pool", nargs="?", const="tanh", default=None, metavar="ACT",
+                   help="keep the pooler ([CLS] dense + ACT, tanh by default; SimBERT: linear)")
     p.add_argument("--with-mlm", action="store_true", help="keep the MLM head")
     p.add_argument("--hierarchical-alpha", type=float, default=None,
                    help="bert4keras hierarchical_position (True = 0.4)")
@@ -286,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] != "bert4keras":
         p.error("the source format comes first: kexue convert bert4keras --config ... (known: bert4keras)")
     args = p.parse_args(argv[1:])
-    options = {"with_pool": args.with_pool or None, "with_mlm": args.with_mlm or None,
+    options = {"with_pool": True if args.with_pool else None, "with_mlm": args.with_mlm or None,
+               "pool_act": args.with_pool if args.with_pool not in (None, "tanh") else None,
                "hierarchical_alpha": args.hierarchical_alpha, "cond_hidden_act": args.cond_hidden_act}
     try:
         out = convert(args.config, args.checkpoint, args.model, args.out, args.application, args.vocab,

@@ -49,7 +49,7 @@ def make_inputs(folder: Path) -> dict:
     long = [tok.encode(p[0] + p[1] + pairs[i + 1][0], maxlen=44) for i, p in enumerate(pairs[7:9], 7)]
     long = sorted(long, key=lambda e: -len(e[0]))
     dec = [[tok.cls_id] + tok.encode(t)[0][1:] for t in (texts[5], texts[6], texts[8], texts[9])]
-    gen = [tok.encode(t, maxlen=16) for t in (texts[10], texts[11])]
+    gen = [tok.encode(t, maxlen=16) for t in texts[10:14]]
     rng = np.random.RandomState(0)
     arrays = {
         "ids": _pad([e[0] for e in singles]), "segs": _pad([e[1] for e in singles]),
@@ -58,7 +58,7 @@ def make_inputs(folder: Path) -> dict:
         "t5_enc": _pad([e[0] for e in singles]), "t5_dec": _pad([d[:20] for d in dec]),
         "gen_ids": _pad([e[0] for e in gen]), "gen_segs": _pad([e[1] for e in gen]),
         "cond": rng.normal(size=(3, 8)).astype(np.float32),
-        "vocab_size": np.array(len(vocab)), "end_id": np.array(tok.sep_id),
+        "vocab_size": np.array(len(vocab)),
     }
     np.savez(folder / "inputs.npz", **arrays)
     return arrays

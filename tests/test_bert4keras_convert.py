@@ -72,3 +72,17 @@ def test_missing_checkpoint_and_missing_tensorflow(tmp_path):
     rc = main(["convert", "bert4keras", "--config", str(tmp_path / "config.json"), "--checkpoint",
                str(tmp_path / "model.ckpt"), "--model", "bert", "--out", str(out)])
     assert rc == 2 and not out.exists()
+
+
+def test_pool_activation_option_is_checked():
+    config, _ = convert_config(B4K, "bert")
+    model = build_model(config=config, family="bert", with_pool=True, pool_act="linear")
+    x = torch.arange(1, 7)[None]
+    with torch.no_grad():
+        pooled = model(x).pooled
+        dense = model.pooler(model(x).hidden[:, 0])
+    assert torch.equal(pooled, dense)  # linear: no tanh (SimBERT)
+    with pytest.raises(ValueError, match="pool_act"):
+        build_model(config=config, family="bert", pool_act="linear")  # no pooler to apply it to
+    with pytest.raises(ValueError, match="pool_act='mish'"):
+        build_model(config=config, family="bert", with_pool=True, pool_act="mish")

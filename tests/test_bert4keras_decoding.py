@@ -1,8 +1,10 @@
 """SimBERT-style UniLM decoding against bert4keras's own ``AutoRegressiveDecoder`` on the same weights.
 
-bert4keras builds a UniLM BERT with random weights (the end token's MLM bias lifted so hypotheses
-end at varied lengths), saves a TF checkpoint and decodes real sentences (source = segment 0, generated
-tokens = segment 1, no start token, maxlen 12); ``kexue convert bert4keras`` converts the checkpoint.
+bert4keras builds a UniLM BERT with random weights, saves a TF checkpoint and decodes real sentences
+(source = segment 0, generated tokens = segment 1, no start token, maxlen 12); ``kexue convert
+bert4keras`` converts the checkpoint. A random model puts [SEP] first or never, so the end token is
+the one its greedy continuations produce most often (chosen by the oracle): hypotheses end at varied
+lengths, which is what the end-token rules act on.
 
 What is compared:
 
@@ -38,7 +40,7 @@ def _setup(oracle):
     model = build_model(checkpoint=converted / "unilm_decode").eval()
     expected = np.load(folder / "unilm_decode" / "outputs.npz")
     rows = [(r[r > 0], s[r > 0]) for r, s in zip(data["gen_ids"], data["gen_segs"])]
-    return model, expected, rows, int(data["end_id"])
+    return model, expected, rows, int(expected["end_id"])
 
 
 def _cut(ids: np.ndarray, end: int) -> list[int]:

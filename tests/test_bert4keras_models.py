@@ -50,8 +50,15 @@ def test_encoder_with_pool_and_mlm(oracle, name):
     _check(name, out, np.load(folder / name / "outputs.npz"), mask, pooled=True)
 
 
-@pytest.mark.parametrize("name,ids", [("bert_lm", "ids"), ("bert_unilm", "pair_ids"), ("roformer_unilm", "pair_ids"),
-                                      ("roformer_v2", "ids"), ("gpt", "ids")])
+def test_simbert_unilm_with_linear_pooler(oracle):
+    """SimBERT's build: application='unilm', with_pool='linear' (pooled vector without tanh)."""
+    folder, converted, data = oracle
+    out, mask = _run(converted, "bert_unilm", data["pair_ids"], data["pair_segs"])
+    _check("bert_unilm", out, np.load(folder / "bert_unilm" / "outputs.npz"), mask, pooled=True)
+
+
+@pytest.mark.parametrize("name,ids", [("bert_lm", "ids"), ("roformer_unilm", "pair_ids"), ("roformer_v2", "ids"),
+                                      ("gpt", "ids")])
 def test_applications_and_families(oracle, name, ids):
     folder, converted, data = oracle
     segs = "pair_segs" if ids == "pair_ids" else "segs"

@@ -7,8 +7,7 @@ Runs inside ``.venv-bert4keras`` (TensorFlow + tf-keras + bert4keras), never in 
 ``INPUTS.npz`` holds token ids of real sentences (right-padded with 0, as bert4keras pads):
 ``ids``/``segs`` (single sentences), ``pair_ids``/``pair_segs`` (sentence pairs, UniLM),
 ``long_ids``/``long_segs`` (longer than the hierarchical model's position table), ``t5_enc``/``t5_dec``,
-``gen_ids``/``gen_segs`` (SimBERT-style decoding sources, unpadded rows), ``cond`` (condition vectors)
-and ``vocab_size``, ``end_id``.
+``gen_ids``/``gen_segs`` (SimBERT-style decoding sources), ``cond`` (condition vectors) and ``vocab_size``.
 For every variant ``OUT_DIR/<name>/`` receives ``bert_config.json``, ``model.ckpt*`` and
 ``outputs.npz``; ``OUT_DIR/manifest.json`` lists the variants with the build options that
 ``kexue convert bert4keras`` needs. Arrays go through ``.npz`` only (no pickle).
@@ -48,17 +47,13 @@ def base_config(vocab_size, **extra):
     return config
 
 
-def randomize(transformer, rng, end_bias=None):
+def randomize(transformer, rng):
     """Every trainable weight moves away from its initial value (unit gains, zero biases would hide
-    a swapped gamma/beta or a dropped bias); ``end_bias`` lifts the end token's MLM bias so that
-    decoding ends at varied lengths."""
+    a swapped gamma/beta or a dropped bias)."""
     pairs = []
     for w in transformer.model.trainable_weights:
         value = K.get_value(w)
-        value = value + rng.normal(0.0, 0.05, value.shape).astype(value.dtype)
-        if end_bias is not None and "MLM-Bias" in w.name:
-            value[end_bias[0]] += end_bias[1]
-        pairs.append((w, value))
+        pairs.append((w, value + rng.normal(0.0, 0.05, value.shape).astype(value.dtype)))
     K.batch_set_value(pairs)
 
 
@@ -88,7 +83,7 @@ def predict(inputs, outputs, feed):
     return out if isinstance(out, list) else [out]
 
 
-def build(name, model, application, config, vocab_size, out_dir, rng, cond_dim=None, end_bias=None, **kwargs):
+def build(name, model, application, config, vocab_size, out_dir, rng, cond_dim=None, **kwargs):
     folder = os.path.join(out_dir, name)
     os.makedirs(folder, exist_ok=True)
     config_path = os.path.join(folder, "bert_config.json")
@@ -100,7 +95,7 @@ def build(name, model, application, config, vocab_size, out_dir, rng, cond_dim=N
         kwargs.update(layer_norm_cond=c_in, additional_input_layers=c_in)
     t = build_transformer_model(config_path, model=model, application=application,
                                 return_keras_model=False, **kwargs)
-    randomize(t, rng, end_bias)
+    randomize(t, rng)
     mapping = conditional_mapping(t) if cond_dim is not None else None
     t.save_weights_as_checkpoint(os.path.join(folder, "model.ckpt"), mapping=mapping)
     return t, folder
@@ -110,7 +105,6 @@ def main():
     inputs_path, out_dir = sys.argv[1], sys.argv[2]
     data = dict(np.load(inputs_path))
     vocab = int(data["vocab_size"])
-    end_id = int(data["end_id"])
     rng = np.random.RandomState(0)
     manifest = {}
     ids, segs = data["ids"], data["segs"]
@@ -127,11 +121,15 @@ def main():
     record("bert", t, "bert", "encoder", ["--with-pool", "--with-mlm"],
            {"hidden": h, "pooled": pooled, "probs": probs}, cfg)
 
-    # BERT as a causal LM and as UniLM (segment 0 = source, 1 = target).
-    for app, x, s in (("lm", ids, segs), ("unilm", data["pair_ids"], data["pair_segs"])):
-        t, _ = build(f"bert_{app}", "bert", app, cfg, vocab, out_dir, rng)
-        h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output], [x, s])
-        record(f"bert_{app}", t, "bert", app, [], {"hidden": h, "probs": probs}, cfg)
+    # BERT as a causal LM, and as UniLM with a linear pooler (SimBERT: segment 0 = source, 1 = target).
+    t, _ = build("bert_lm", "bert", "lm", cfg, vocab, out_dir, rng)
+    h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output], [ids, segs])
+    record("bert_lm", t, "bert", "lm", [], {"hidden": h, "probs": probs}, cfg)
+    t, _ = build("bert_unilm", "bert", "unilm", cfg, vocab, out_dir, rng, with_pool="linear")
+    h, pooled, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm")] + t.model.outputs,
+                               [data["pair_ids"], data["pair_segs"]])
+    record("bert_unilm", t, "bert", "unilm", ["--with-pool", "linear"], {"hidden": h, "pooled": pooled, "probs": probs},
+           cfg)
 
     # Conditional LayerNorm: condition straight into the norms, and through a hidden dense + activation.
     cond = data["cond"]
@@ -180,17 +178,18 @@ def main():
     (probs,) = predict(t.model.inputs, [t.model.output], [enc, dec])
     record("t5", t, "t5.1.1", "encoder", [], {"hidden": h, "probs": probs}, tcfg)
 
-    decoding(data, vocab, end_id, out_dir, rng, record)
+    decoding(data, vocab, out_dir, rng, record)
     with open(os.path.join(out_dir, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
 
 
-def decoding(data, vocab, end_id, out_dir, rng, record):
+def decoding(data, vocab, out_dir, rng, record):
     """SimBERT-style UniLM decoding with bert4keras's AutoRegressiveDecoder: source = segment 0,
-    generated tokens = segment 1, no start token. The end token's bias is lifted so that
-    hypotheses end at different lengths."""
+    generated tokens = segment 1, no start token. A random model puts [SEP] first or never, so the
+    end token is the token its greedy continuations produce most often after their second step:
+    hypotheses then end at varied lengths, which is what the end-token rules act on."""
     cfg = base_config(vocab)
-    t, _ = build("unilm_decode", "bert", "unilm", cfg, vocab, out_dir, rng, end_bias=(end_id, 4.0))
+    t, _ = build("unilm_decode", "bert", "unilm", cfg, vocab, out_dir, rng)
     seq2seq = t.model
 
     seen = []  # every step's full next-token distribution, while recording
@@ -207,8 +206,14 @@ def decoding(data, vocab, end_id, out_dir, rng, record):
 
     maxlen, beams, arrays = 12, 4, {}
     rows = [(r[r > 0], s[r > 0]) for r, s in zip(data["gen_ids"], data["gen_segs"])]
-    ended = Generator(start_id=None, end_id=end_id, maxlen=maxlen)
     endless = Generator(start_id=None, end_id=-1, maxlen=maxlen)  # end token disabled
+    counts = {}
+    for x, s in rows:
+        for token in endless.random_sample([x, s], 1, topk=1)[0][2:].tolist():  # greedy
+            counts[token] = counts.get(token, 0) + 1
+    end_id = min(counts, key=lambda k: (-counts[k], k))
+    arrays["end_id"] = np.array(end_id)
+    ended = Generator(start_id=None, end_id=end_id, maxlen=maxlen)
     for i, (x, s) in enumerate(rows):
         arrays[f"beam_{i}"] = ended.beam_search([x, s], topk=beams)
         arrays[f"beam_noend_{i}"] = endless.beam_search([x, s], topk=beams)
