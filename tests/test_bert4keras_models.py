@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from bert4keras_common import max_diff, oracle, report  # noqa: F401  (oracle is a fixture)
+from kexue.generation import decoding_state
 from kexue.models import build_model
 
 TOL = 1e-5
@@ -102,3 +103,21 @@ def test_t5_v1_1(oracle):
              "log_probs": max_diff(logits.log_softmax(-1), np.log(expected["probs"]), dec_mask)}
     report("t5.1.1", **diffs)
     assert max(diffs.values()) <= TOL, diffs
+
+
+def test_t5_cached_decoding_keeps_the_cross_position_bias(oracle):
+    """Decoding one token at a time (KV cache, decoding state) gives the logits of the full decoder pass,
+    the cross-attention bias included (it depends on the query's absolute position)."""
+    _, converted, data = oracle
+    model = build_model(checkpoint=converted / "t5").eval()
+    enc = torch.as_tensor(data["t5_enc"][:1], dtype=torch.long)
+    enc = enc[:, : int((enc[0] != 0).sum())]
+    dec = [model.config.decoder_start_token_id] + [int(t) for t in data["t5_dec"][0] if t][1:8]
+    with torch.no_grad():
+        full = model.decode(torch.tensor([dec]), model.encode(enc))[0]
+    state = decoding_state(model, enc)
+    with torch.inference_mode():
+        steps = [state.prefill()[0]] + [state.step(torch.tensor([t]))[0] for t in dec[1:]]
+    diff = (torch.stack(steps) - full).abs().max().item()
+    report("t5.1.1 cached decoding", max_logit_diff=diff)
+    assert diff <= 1e-5

@@ -108,67 +108,41 @@ def main():
     rng = np.random.RandomState(0)
     manifest = {}
     ids, segs = data["ids"], data["segs"]
+    pair = [data["pair_ids"], data["pair_segs"]]
 
     def record(name, t, model, application, flags, arrays, config):
         np.savez(os.path.join(out_dir, name, "outputs.npz"), **arrays)
         manifest[name] = {"model": model, "application": application, "flags": flags, "config": config}
 
-    # BERT encoder with pooler and MLM head: hidden states, pooled vector, MLM probabilities.
+    def variant(name, model, application, flags, feed, config, cond_dim=None, **kwargs):
+        """Build, save, and predict the last layer's states plus the model's outputs ([pooled,] probs)."""
+        build_app = "encoder" if model == "gpt" else application  # bert4keras's GPT is causal already
+        t, _ = build(name, model, build_app, config, vocab, out_dir, rng, cond_dim=cond_dim, **kwargs)
+        outs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm")] + t.model.outputs, feed)
+        keys = ["hidden", "pooled", "probs"] if len(outs) == 3 else ["hidden", "probs"]
+        record(name, t, model, application, flags, dict(zip(keys, outs)), config)
+
     cfg = base_config(vocab)
-    t, _ = build("bert", "bert", "encoder", cfg, vocab, out_dir, rng, with_pool=True, with_mlm=True)
-    h, pooled, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm")] + t.model.outputs,
-                               [ids, segs])
-    record("bert", t, "bert", "encoder", ["--with-pool", "--with-mlm"],
-           {"hidden": h, "pooled": pooled, "probs": probs}, cfg)
-
-    # BERT as a causal LM, and as UniLM with a linear pooler (SimBERT: segment 0 = source, 1 = target).
-    t, _ = build("bert_lm", "bert", "lm", cfg, vocab, out_dir, rng)
-    h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output], [ids, segs])
-    record("bert_lm", t, "bert", "lm", [], {"hidden": h, "probs": probs}, cfg)
-    t, _ = build("bert_unilm", "bert", "unilm", cfg, vocab, out_dir, rng, with_pool="linear")
-    h, pooled, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm")] + t.model.outputs,
-                               [data["pair_ids"], data["pair_segs"]])
-    record("bert_unilm", t, "bert", "unilm", ["--with-pool", "linear"], {"hidden": h, "pooled": pooled, "probs": probs},
-           cfg)
-
-    # Conditional LayerNorm: condition straight into the norms, and through a hidden dense + activation.
+    # BERT encoder with pooler and MLM head; as a causal LM; as UniLM with SimBERT's linear pooler.
+    variant("bert", "bert", "encoder", ["--with-pool", "--with-mlm"], [ids, segs], cfg, with_pool=True, with_mlm=True)
+    variant("bert_lm", "bert", "lm", [], [ids, segs], cfg)
+    variant("bert_unilm", "bert", "unilm", ["--with-pool", "linear"], pair, cfg, with_pool="linear")
+    # Conditional LayerNorm: the condition straight into every norm, and through a hidden dense + activation.
     cond = data["cond"]
-    for name, extra in (("bert_cond", {}), ("bert_cond_hidden", {"layer_norm_cond_hidden_size": 16,
-                                                                 "layer_norm_cond_hidden_act": "relu"})):
-        t, _ = build(name, "bert", "unilm", cfg, vocab, out_dir, rng, cond_dim=cond.shape[1], **extra)
-        x, s = data["pair_ids"], data["pair_segs"]
-        h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output],
-                           [x, s, cond])
-        flags = ["--cond-hidden-act", "relu"] if extra else []
-        record(name, t, "bert", "unilm", flags, {"hidden": h, "probs": probs}, cfg)
-
-    # Hierarchical positions: a 16-position table read at up to ~40 positions.
-    hcfg = base_config(vocab, max_position_embeddings=16)
-    t, _ = build("bert_hierarchical", "bert", "encoder", hcfg, vocab, out_dir, rng, with_mlm=True,
-                 hierarchical_position=True)
-    h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output],
-                       [data["long_ids"], data["long_segs"]])
-    record("bert_hierarchical", t, "bert", "encoder", ["--with-mlm", "--hierarchical-alpha", "0.4"],
-           {"hidden": h, "probs": probs}, hcfg)
-
+    variant("bert_cond", "bert", "unilm", [], pair + [cond], cfg, cond_dim=cond.shape[1])
+    variant("bert_cond_hidden", "bert", "unilm", ["--cond-hidden-act", "relu"], pair + [cond], cfg,
+            cond_dim=cond.shape[1], layer_norm_cond_hidden_size=16, layer_norm_cond_hidden_act="relu")
+    # Hierarchical positions: a 16-position table read at up to 44 positions.
+    variant("bert_hierarchical", "bert", "encoder", ["--with-mlm", "--hierarchical-alpha", "0.4"],
+            [data["long_ids"], data["long_segs"]], base_config(vocab, max_position_embeddings=16), with_mlm=True,
+            hierarchical_position=True)
     # RoFormer (RoPE, LayerNorm eps = Keras's 1e-7) and RoFormer-v2 (no biases, RMS norm without gain).
-    t, _ = build("roformer", "roformer", "encoder", cfg, vocab, out_dir, rng, with_pool=True, with_mlm=True)
-    h, pooled, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm")] + t.model.outputs,
-                               [ids, segs])
-    record("roformer", t, "roformer", "encoder", ["--with-pool", "--with-mlm"],
-           {"hidden": h, "pooled": pooled, "probs": probs}, cfg)
-    t, _ = build("roformer_unilm", "roformer", "unilm", cfg, vocab, out_dir, rng)
-    x, s = data["pair_ids"], data["pair_segs"]
-    h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output], [x, s])
-    record("roformer_unilm", t, "roformer", "unilm", [], {"hidden": h, "probs": probs}, cfg)
-    t, _ = build("roformer_v2", "roformer_v2", "encoder", cfg, vocab, out_dir, rng, with_mlm=True)
-    h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output], [ids, segs])
-    record("roformer_v2", t, "roformer_v2", "encoder", ["--with-mlm"], {"hidden": h, "probs": probs}, cfg)
-
+    variant("roformer", "roformer", "encoder", ["--with-pool", "--with-mlm"], [ids, segs], cfg, with_pool=True,
+            with_mlm=True)
+    variant("roformer_unilm", "roformer", "unilm", [], pair, cfg)
+    variant("roformer_v2", "roformer_v2", "encoder", ["--with-mlm"], [ids, segs], cfg, with_mlm=True)
     # GPT (GPT-1 / CDial-GPT layout): post-norm layers, causal mask, tied head without bias.
-    t, _ = build("gpt", "gpt", "encoder", cfg, vocab, out_dir, rng)  # GPT is causal already
-    h, probs = predict(t.model.inputs, [layer_output(t, "Transformer-1-FeedForward-Norm"), t.model.output], [ids, segs])
-    record("gpt", t, "gpt", "lm", [], {"hidden": h, "probs": probs}, cfg)
+    variant("gpt", "gpt", "lm", [], [ids, segs], cfg)
 
     # T5 v1.1 (gated GELU, untied head, bert4keras's cross-attention position bias).
     tcfg = base_config(vocab, hidden_act=["gelu", "linear"])
