@@ -48,12 +48,14 @@ def base_config(vocab_size, **extra):
 
 
 def randomize(transformer, rng):
-    """Every trainable weight moves away from its initial value (unit gains, zero biases would hide
-    a swapped gamma/beta or a dropped bias)."""
+    """Every trainable weight drawn from the seeded ``rng`` (Keras's initializers are unseeded): gains
+    around 1, everything else around 0, none exactly at its usual init (unit gains and zero biases
+    would hide a swapped gamma/beta or a dropped bias)."""
     pairs = []
     for w in transformer.model.trainable_weights:
-        value = K.get_value(w)
-        pairs.append((w, value + rng.normal(0.0, 0.05, value.shape).astype(value.dtype)))
+        shape = K.int_shape(w)
+        base = np.ones(shape) if w.name.split("/")[-1].startswith("gamma") else rng.normal(0.0, 0.02, shape)
+        pairs.append((w, (base + rng.normal(0.0, 0.05, shape)).astype(np.float32)))
     K.batch_set_value(pairs)
 
 
