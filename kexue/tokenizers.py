@@ -72,7 +72,10 @@ class Tokenizer:
     """WordPiece tokenizer over a BERT ``vocab.txt`` (path, token list or ``{token: id}``)."""
 
     def __init__(self, vocab: str | os.PathLike | Sequence[str] | dict[str, int], lowercase: bool = True,
-                 pre_tokenize: Callable[[str], Iterable[str]] | None = None, strip_accents: bool | None = None):
+                 pre_tokenize: Callable[[str], Iterable[str]] | None = None, strip_accents: bool | None = None,
+                 tokenize_chinese_chars: bool = True):
+        """``strip_accents=None`` strips accents exactly when lowercasing (BERT's rule);
+        ``tokenize_chinese_chars`` splits every CJK character off as its own word."""
         if isinstance(vocab, (str, os.PathLike)):
             vocab = load_vocab(vocab)
         if not isinstance(vocab, dict):
@@ -83,21 +86,57 @@ class Tokenizer:
         self.vocab = dict(vocab)
         self.inverse = {i: t for t, i in self.vocab.items()}
         self.lowercase, self.pre_tokenize = lowercase, pre_tokenize
+        self.strip_accents, self.tokenize_chinese_chars = strip_accents, tokenize_chinese_chars
         self._wp = BertWordPieceTokenizer(self.vocab, lowercase=lowercase, strip_accents=strip_accents,
-                                          handle_chinese_chars=True, clean_text=True)
+                                          handle_chinese_chars=tokenize_chinese_chars, clean_text=True)
         self.pad_id, self.unk_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
         self.cls_id, self.sep_id, self.mask_id = self.vocab["[CLS]"], self.vocab["[SEP]"], self.vocab["[MASK]"]
         self.special_ids = {self.vocab[t] for t in SPECIAL_TOKENS}
 
+    # tokenizer_config.json fields: read (-> keyword), inert, or refused unless at the given value
+    CONFIG_FIELDS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
+                     "tokenize_chinese_chars": "tokenize_chinese_chars"}
+    CONFIG_REFUSED = {"do_basic_tokenize": True, "never_split": None, "unk_token": "[UNK]", "sep_token": "[SEP]",
+                      "pad_token": "[PAD]", "cls_token": "[CLS]", "mask_token": "[MASK]",
+                      "wordpieces_prefix": "##", "do_split_on_punc": True}
+    CONFIG_CLASSES = (None, "BertTokenizer", "BertTokenizerFast", "ElectraTokenizer", "ElectraTokenizerFast")
+
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **kwargs) -> "Tokenizer":
-        """Read ``vocab.txt`` (and ``do_lower_case`` from ``tokenizer_config.json`` if present)."""
+        """Read ``vocab.txt`` and ``tokenizer_config.json``: ``do_lower_case``, ``strip_accents`` and
+        ``tokenize_chinese_chars`` are honoured (keywords override them); fields this WordPiece
+        tokenizer cannot follow (another tokenizer class, other special tokens, no basic
+        tokenisation, never_split lists) raise a ValueError naming the field and the file."""
+        import json
+
         directory = Path(directory)
         cfg_path = directory / "tokenizer_config.json"
-        if cfg_path.exists() and "lowercase" not in kwargs:
-            import json
-
-            kwargs["lowercase"] = bool(json.loads(cfg_path.read_text()).get("do_lower_case", True))
+        if cfg_path.exists():
+            try:
+                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
+            if not isinstance(cfg, dict):
+                raise ValueError(f"{cfg_path} must hold a JSON object")
+            for field, allowed in cls.CONFIG_REFUSED.items():
+                value = cfg.get(field, allowed)
+                if isinstance(value, dict):  # serialized AddedToken
+                    value = value.get("content")
+                if value != allowed and not (allowed is None and not value):
+                    raise ValueError(f"tokenizer_config.json field {field!r}={value!r} in {cfg_path} is not "
+                                     f"supported (kexue's WordPiece tokenizer needs {allowed!r})")
+            klass = cfg.get("tokenizer_class")
+            if klass not in cls.CONFIG_CLASSES and "pre_tokenize" not in kwargs:
+                raise ValueError(f"tokenizer_config.json field 'tokenizer_class'={klass!r} in {cfg_path} is not a "
+                                 "BERT WordPiece tokenizer; pass pre_tokenize= (e.g. kexue.tokenizers.jieba_words "
+                                 "for RoFormer / WoBERT vocabularies) to use it with kexue")
+            for field, keyword in cls.CONFIG_FIELDS.items():
+                if field in cfg and keyword not in kwargs:
+                    value = cfg[field]
+                    if not (isinstance(value, bool) or (field == "strip_accents" and value is None)):
+                        raise ValueError(f"tokenizer_config.json field {field!r} in {cfg_path} must be true/false, "
+                                         f"got {value!r}")
+                    kwargs[keyword] = value
         return cls(directory / "vocab.txt", **kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -105,7 +144,8 @@ class Tokenizer:
         tokens = [self.inverse[i] for i in range(len(self.inverse))]
         write_text(directory / "vocab.txt", "\n".join(tokens) + "\n")
         write_json(directory / "tokenizer_config.json",
-                   {"do_lower_case": self.lowercase, "tokenizer_class": "BertTokenizer"})
+                   {"do_lower_case": self.lowercase, "strip_accents": self.strip_accents,
+                    "tokenize_chinese_chars": self.tokenize_chinese_chars, "tokenizer_class": "BertTokenizer"})
 
     @property
     def vocab_size(self) -> int:

@@ -143,3 +143,35 @@ def test_roformer_v2_round_trip_through_kexue(tmp_path):
         with torch.no_grad():
             assert torch.equal(again(ids, segs, mask).logits, model(ids, segs, mask).logits)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "roformer_v2"
+
+
+KEXUE_ONLY = [
+    ("bert", BERT, dict(with_pool=True, cond_dim=4, cond_hidden=3, cond_hidden_act="tanh")),
+    ("bert", {**BERT, "embedding_size": 16}, dict(application="unilm", hierarchical_alpha=0.4)),
+    ("roformer", {**BERT, "tie_word_embeddings": False}, dict(application="lm", entropy_train_len=64)),
+    ("roformer_v2", BERT, dict(with_mlm=True)),
+    ("gpt", {**BERT, "type_vocab_size": 3}, dict(pre_norm=False, final_norm=False, cond_dim=5)),
+    ("gpt", {**GPT2, "model_type": "gpt2", "tie_word_embeddings": False}, dict(rope=True)),
+]
+
+
+@pytest.mark.parametrize("family,cfg,opts", KEXUE_ONLY, ids=lambda x: x if isinstance(x, str) else "")
+def test_weight_map_is_its_own_inverse(tmp_path, family, cfg, opts):
+    """to_hf then from_hf gives back every tensor, for variants only kexue computes; save/load keeps them."""
+    torch.manual_seed(0)
+    model = build_model(cfg, family=family, **opts)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    wm = model.weight_map()
+    state, report = wm.from_hf(wm.to_hf())
+    assert report.ok and set(report.skipped) <= {"cls.predictions.bias", "encoder.embed_positions.weight"}
+    own = model.state_dict()
+    assert set(state) == {n for names, _ in wm.plan.values() for n in names}
+    assert all(torch.equal(state[n], own[n]) for n in state)
+    save_pretrained(model, tmp_path, safe_serialization=False, max_shard_size="30KB")
+    again = build_model(checkpoint=tmp_path)
+    assert again.options == model.options and type(again) is type(model)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), own.values()))
+    model_type = json.loads((tmp_path / "config.json").read_text())["model_type"]
+    assert model_type == ("roformer_v2" if family == "roformer_v2" else f"kexue_{family}")

@@ -37,7 +37,7 @@ def check_ids(name: str, ids: Tensor, upper: int, what: str) -> None:
         raise ValueError(f"{name} must hold integers, got dtype {ids.dtype}")
     if tracing() or not ids.numel():
         return
-    lo, hi = int(ids.min()), int(ids.max())
+    lo, hi = torch.stack(torch.aminmax(ids)).tolist()  # one device sync
     if lo < 0:
         raise ValueError(f"{name} holds a negative id ({lo})")
     if hi >= upper:
@@ -47,6 +47,7 @@ def check_ids(name: str, ids: Tensor, upper: int, what: str) -> None:
 class Transformer(nn.Module):
     family: str = ""
     hf_architectures: tuple[str, str] = ("", "")  # HF class names: bare model, with the MLM / LM head
+    default_application = "encoder"
 
     def __init__(self, config: TransformerConfig, application: str | None = None, options: Options | None = None,
                  **kwargs):
@@ -61,8 +62,6 @@ class Transformer(nn.Module):
         config.validate()
         self.config, self.options = config, options
         self.build()
-
-    default_application = "encoder"
 
     @property
     def application(self) -> str:
@@ -103,7 +102,12 @@ class Transformer(nn.Module):
             if segment_ids.shape != input_ids.shape:
                 raise ValueError(f"segment_ids shape {list(segment_ids.shape)} != input_ids shape {[b, l]}")
             n = self.segment_vocab_size()
-            check_ids("segment_ids", segment_ids, n, f"type_vocab_size={n}")
+            if n:
+                check_ids("segment_ids", segment_ids, n, f"type_vocab_size={n}")
+            elif self.application == "unilm":  # no token-type table: segment ids only shape the UniLM mask
+                check_ids("segment_ids", segment_ids, 2, "0 (source) / 1 (target)")
+            else:  # all-zero ids mean "no types"; anything else would be ignored
+                check_ids("segment_ids", segment_ids, 1, "type_vocab_size=0 (the model has no token-type embeddings)")
         if attention_mask is not None and (attention_mask.dim() != 2 or attention_mask.shape[0] != b
                                            or attention_mask.shape[1] != past + l):
             raise ValueError(f"attention_mask shape {list(attention_mask.shape)} != [batch, cached + new] = "

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from .base import Transformer
 from .bert import BERT, RoFormer, RoFormerV2
-from .config import (APPLICATIONS, MODEL_TYPES, ConfigError, Options, TransformerConfig, check_refused, family_of,
-                     gpt2_to_ours, ours_to_gpt2, read_config, refuse)
+from .config import (ACTIVATION_NAMES, APPLICATIONS, MODEL_TYPES, ConfigError, Options, TransformerConfig,
+                     check_refused, check_type, family_of, gpt2_to_ours, ours_to_gpt2, read_config, refuse)
 from .gpt import GPT
 from .t5 import T5, T5Config
 from .weights import LoadReport, load_state
@@ -45,9 +45,10 @@ def _encoder_config(family: str):
         check_refused(d, family, path)
         if family == "bert" and d.get("rotary_value"):
             refuse("rotary_value", d["rotary_value"], "BERT has no rotary positions (use family roformer)", path)
-        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx"):
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "n_embd", "n_layer", "n_head",
+                     "d_model", "num_heads", "num_layers", "d_ff"):
             if name in d:
-                refuse(name, d[name], "a GPT-2 field in a BERT-family config", path)
+                refuse(name, d[name], f"a GPT-2 / T5 field in a {family} config (wrong model_type?)", path)
         return TransformerConfig.from_dict({**d, "model_type": family}, path)
     return parse
 
@@ -65,6 +66,11 @@ def _encoder_to_hf(model: Transformer) -> dict[str, Any]:
     return d
 
 
+GPT2_TYPES = {"n_embd": "pos_int", "n_layer": "pos_int", "n_head": "pos_int", "n_inner": "opt_int",
+              "n_positions": "pos_int", "activation_function": "str", "layer_norm_epsilon": "float",
+              "resid_pdrop": "float", "attn_pdrop": "float", "embd_pdrop": "float"}
+
+
 def _gpt_config(d: dict[str, Any], path=None) -> TransformerConfig:
     d = {k: v for k, v in d.items() if k != "kexue"}
     check_refused(d, "gpt", path)
@@ -72,6 +78,11 @@ def _gpt_config(d: dict[str, Any], path=None) -> TransformerConfig:
         if d.get(name):
             refuse(name, d[name], "not a GPT field", path)
     if "n_embd" in d or d.get("model_type") == "gpt2":  # GPT-2 names; BERT names are accepted too
+        for name, kind in GPT2_TYPES.items():  # errors name GPT-2's fields, not their translation
+            if name in d:
+                check_type(name, d[name], kind, path)
+        if d.get("activation_function", "gelu_new") not in ACTIVATION_NAMES:
+            refuse("activation_function", d["activation_function"], f"known: {list(ACTIVATION_NAMES)}", path)
         d = gpt2_to_ours(d)
     d.setdefault("type_vocab_size", 0)
     return TransformerConfig.from_dict({**d, "model_type": "gpt"}, path)
@@ -133,7 +144,8 @@ def build_model(
     option keys may also sit at the top level), a config object, or ``None`` to read the checkpoint's.
     ``family`` defaults to the kexue block's, else the HF ``model_type``. ``application``:
     ``encoder`` | ``lm`` | ``unilm`` (BERT family), ``lm`` (GPT), ``seq2seq`` (T5); lm / unilm always
-    build the output head. ``options``: the kexue block's keys (:class:`Options`), overriding the file's.
+    build the output head. ``options``: the kexue block's keys (:class:`Options`), overriding the
+    file's (``None`` leaves the file's value).
     """
     path = None
     if config is None:
@@ -173,7 +185,8 @@ def build_model(
             raise ConfigError(f"a {type(cfg).__name__} cannot build family {fam.name}")
         if isinstance(cfg, TransformerConfig):
             cfg.model_type = fam.name
-    merged = {**block, **options, "family": fam.name}
+    # an option passed as None means "not given": the file's value (or the default) stands
+    merged = {**block, **{k: v for k, v in options.items() if v is not None}, "family": fam.name}
     if application is not None:
         merged["application"] = application
     merged.setdefault("application", fam.model.default_application if fam.name != "t5" else "seq2seq")

@@ -9,8 +9,9 @@ bias is computed by the first layer of each stack and shared by all its layers; 
 without mean-centring, pre-norm. T5 v1.1 / mT5 use a gated-GELU FFN and an untied LM head; the
 original T5 uses ReLU, ties the head to the embedding and rescales the decoder output by d^-1/2.
 
-Weight names follow ours; :func:`convert_hf_t5` maps an HF ``T5ForConditionalGeneration`` /
-``MT5ForConditionalGeneration`` state dict onto them, :meth:`T5.from_pretrained` loads a directory.
+:meth:`T5.weight_map` names every tensor in the HF ``T5ForConditionalGeneration`` /
+``MT5ForConditionalGeneration`` layout (both directions); ``build_model(checkpoint=DIR)`` or
+:meth:`T5.from_pretrained` loads a folder, ``save_pretrained`` writes one transformers loads back.
 """
 from __future__ import annotations
 

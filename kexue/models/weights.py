@@ -140,6 +140,14 @@ class WeightMap:
             out[self.full_name(hf)] = t
         return {k: v.detach().contiguous() for k, v in out.items()}
 
+    @staticmethod
+    def _hf_shape(parts: list[Tensor], transform: str) -> list[int]:
+        """The shape the HF tensor must have to fill ``parts``."""
+        if transform == "copy" or parts[0].dim() != 2:
+            shape = list(parts[0].shape)
+            return shape[:-1] + [shape[-1] * len(parts)]
+        return [parts[0].shape[1], sum(p.shape[0] for p in parts)]
+
     # -- HF -> kexue -----------------------------------------------------------------------------
     def from_hf(self, state: dict[str, Tensor]) -> tuple[dict[str, Tensor], LoadReport]:
         """HF-named tensors -> kexue-named ones, and the report of what did not fit."""
@@ -160,13 +168,11 @@ class WeightMap:
                 pieces = [t.t() if t.dim() == 2 else t]
             else:
                 pieces = [t]
-            for name, piece in zip(names, pieces):
-                if piece.shape != own[name].shape:
-                    shape = list(t.shape)
-                    report.mismatched.append(f"{self.full_name(hf)} checkpoint {shape} vs model "
-                                             f"{list(own[name].shape) if transform != 'qkv' else '3 x ' + str(list(own[name].shape))}")
-                    break
-                out[name] = piece.contiguous()
+            if any(p.shape != own[n].shape for n, p in zip(names, pieces)):
+                want = self._hf_shape([own[n] for n in names], transform)
+                report.mismatched.append(f"{self.full_name(hf)} checkpoint {list(t.shape)} vs model {want}")
+                continue
+            out.update((n, p.contiguous()) for n, p in zip(names, pieces))
         for hf, other in self.must_equal.items():
             if hf in state and other in state and not torch.equal(state[hf], state[other]):
                 report.mismatched.append(f"{hf} differs from {other} (kexue ties them)")
