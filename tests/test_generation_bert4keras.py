@@ -9,10 +9,7 @@ import torch
 
 from kexue.datasets import poems
 from kexue.generation import beam_search, decoding_state, sample, top_k_top_p_filter
-from kexue.losses.seq2seq import seq2seq_loss
-from kexue.models import build_model
-from kexue.tokenizers import Tokenizer, build_vocab
-from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
+from generation_common import left_pad, one_thread, train_unilm  # noqa: F401,E402  (autouse fixture)
 
 COND = 8
 
@@ -138,19 +135,7 @@ def filter_probas(probas, topk, topp):
 def trained():
     torch.manual_seed(0)
     pairs = [(p.title, p.text.split("\n")[0]) for p in poems("tang300")[:32]]
-    tok = Tokenizer(build_vocab(a + b for a, b in pairs))
-    model = build_model(dict(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                             attention_probs_dropout_prob=0.0), application="unilm", with_mlm=True, cond_dim=COND)
-    batch = tok.encode_batch(pairs)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):  # partly trained: peaked but not deterministic distributions
-        out = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
-        loss = seq2seq_loss(out.logits, batch["input_ids"], batch["segment_ids"] * batch["attention_mask"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    model, tok = train_unilm(pairs, hidden=32, steps=40, cond_dim=COND)  # partly trained: peaked, not certain
     with torch.no_grad():  # the condition must matter
         for name, p in model.named_parameters():
             if ".cond_" in name:
@@ -158,15 +143,6 @@ def trained():
     sources = [tok.encode(pairs[i][0])[0] for i in (1, 2, 3, 5)]  # titles of different lengths
     conds = torch.randn(len(sources), COND, generator=torch.Generator().manual_seed(1))
     return model, tok, sources, conds
-
-
-def left_pad(rows):
-    n = max(map(len, rows))
-    ids = torch.zeros(len(rows), n, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, n - len(r):], mask[i, n - len(r):] = torch.tensor(r), 1
-    return ids, mask
 
 
 def strip_end(ids, end):

@@ -5,18 +5,7 @@ import torch
 from kexue.datasets import poems
 from kexue.generation import beam_search, decoding_state, greedy
 from kexue.losses.seq2seq import seq2seq_loss
-from kexue.models import build_model
-from kexue.tokenizers import Tokenizer, build_vocab
-from generation_common import one_thread  # noqa: F401,E402  (autouse fixture)
-
-
-def left_pad(rows: list[list[int]], pad: int = 0):
-    n = max(map(len, rows))
-    ids = torch.full((len(rows), n), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, n - len(r):], mask[i, n - len(r):] = torch.tensor(r), 1
-    return ids, mask
+from generation_common import left_pad, one_thread, train_unilm  # noqa: F401,E402  (autouse fixture)
 
 
 def test_seq2seq_loss_counts_only_targets():
@@ -30,21 +19,7 @@ def test_seq2seq_loss_counts_only_targets():
 def test_unilm_overfits_and_regenerates_targets():
     torch.manual_seed(0)
     pairs = [(p.title, p.text.split("\n")[0]) for p in poems("tang300")[:6]]
-    tok = Tokenizer(build_vocab(a + b for a, b in pairs))
-    model = build_model(dict(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                             intermediate_size=128, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                             attention_probs_dropout_prob=0.0), application="unilm", with_mlm=True)
-    batch = tok.encode_batch(pairs)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(200):
-        out = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
-        loss = seq2seq_loss(out.logits, batch["input_ids"], batch["segment_ids"] * batch["attention_mask"])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if loss.item() < 2e-3:
-            break
-    model.eval()
+    model, tok = train_unilm(pairs, hidden=64, steps=200, stop_loss=2e-3)
     sources = [tok.encode(a)[0] for a, _ in pairs]
     ids, mask = left_pad(sources, tok.pad_id)
     got = greedy(decoding_state(model, ids, mask), 40, eos_id=tok.sep_id)

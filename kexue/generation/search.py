@@ -70,8 +70,13 @@ def check_args(vocab_size: int | None = None, **args) -> None:
 
 
 def _empty(state: DecodingState, per_row: int) -> list[list[int]]:
-    """``max_new_tokens=0``: one empty result per output row, the model never runs."""
-    return [[] for _ in range(state.batch_size * per_row)]
+    """``max_new_tokens=0``: one empty result per output row, the model never runs (a state that
+    does not say its ``batch_size`` has to prefill to tell)."""
+    batch = getattr(state, "batch_size", None)
+    if batch is None:
+        with torch.inference_mode():
+            batch = state.prefill().shape[0]
+    return [[] for _ in range(batch * per_row)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ would silently pair with the wrong row (or crash on a shape mismatch).
 """
 from __future__ import annotations
 
+import operator
 from typing import Protocol, Sequence
 
 import torch
@@ -74,7 +75,7 @@ def banned_mask(banned_ids, batch: int, vocab: int, device) -> Tensor | None:
     if banned_ids is None:
         return None
     rows = list(banned_ids)
-    if rows and all(isinstance(r, (list, tuple)) for r in rows):
+    if rows and all(isinstance(r, (list, tuple)) or (isinstance(r, Tensor) and r.dim() == 1) for r in rows):
         if len(rows) != batch:
             raise ValueError(f"banned_ids has {len(rows)} per-row lists for a batch of {batch}")
     else:
@@ -82,8 +83,12 @@ def banned_mask(banned_ids, batch: int, vocab: int, device) -> Tensor | None:
     mask = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
     for i, ids in enumerate(rows):
         for t in ids:
-            if not isinstance(t, int) or not 0 <= t < vocab:
-                raise ValueError(f"banned_ids: {t!r} is not a token id in [0, {vocab})")
+            try:
+                t = operator.index(t)  # ints, numpy / 0-d tensor integers
+            except TypeError:
+                t = None
+            if t is None or not 0 <= t < vocab:
+                raise ValueError(f"banned_ids: {ids!r} holds something that is not a token id in [0, {vocab})")
             mask[i, t] = True
     return mask
 
@@ -152,9 +157,10 @@ class PrefixDecoding(_Banning):
             self.mask = torch.cat([self.mask, torch.ones_like(tokens)], 1)
         pos, self.next_pos = self.next_pos, self.next_pos + 1
         if self.cache is not None:
-            if self.unilm:
-                self.key_segments = torch.cat([self.key_segments, self.new_segment], 1)
-            return self._run(tokens, self.new_segment, pos, self.key_segments if self.unilm else None)
+            if not self.unilm:  # a causal mask needs no segment history
+                return self._run(tokens, self.new_segment, pos)
+            self.key_segments = torch.cat([self.key_segments, self.new_segment], 1)
+            return self._run(tokens, self.new_segment, pos, self.key_segments)
         self.ids = torch.cat([self.ids, tokens], 1)
         if self.segments is not None:
             self.segments = torch.cat([self.segments, self.new_segment], 1)
