@@ -86,3 +86,28 @@ def test_pool_activation_option_is_checked():
         build_model(config=config, family="bert", pool_act="linear")  # no pooler to apply it to
     with pytest.raises(ValueError, match="pool_act='mish'"):
         build_model(config=config, family="bert", with_pool=True, pool_act="mish")
+
+
+def test_t5_dense_act_fn_matches_transformers(tmp_path):
+    """bert4keras's T5 uses the erf GELU in its gated FFN: config.json says ``dense_act_fn: "gelu"``
+    next to ``feed_forward_proj: "gated-gelu"``, which transformers honours and so must kexue."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    hf = T5ForConditionalGeneration(T5Config(vocab_size=60, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4,
+                                             feed_forward_proj="gated-gelu", dense_act_fn="gelu",
+                                             tie_word_embeddings=False, dropout_rate=0.0)).eval()
+    assert hf.config.dense_act_fn == "gelu"
+    hf.save_pretrained(tmp_path)
+    ours = build_model(checkpoint=tmp_path).eval()
+    assert ours.config.act == "gelu"
+    # the gated FFN on inputs whose pre-activations spread over [-3, 3], where the two GELUs differ by ~1e-3
+    x = torch.randn(2, 5, 16) * 10
+    with torch.no_grad():
+        expected = hf.encoder.block[0].layer[1].DenseReluDense(x)
+        got = ours.encoder_layers[0].ffn(x)
+        ids, dec = torch.tensor([[5, 6, 7, 8, 1]]), torch.tensor([[0, 9, 10]])
+        logits = hf(input_ids=ids, decoder_input_ids=dec).logits
+        ours_logits = ours.decode(dec, ours.encode(ids))
+    assert (got - expected).abs().max() <= 1e-6
+    assert (ours_logits - logits).abs().max() <= 1e-5
