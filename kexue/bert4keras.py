@@ -233,9 +233,10 @@ def _cond_options(variables: dict[str, np.ndarray]) -> dict:
 
 def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: str | Path,
             application: str = "encoder", vocab: str | Path | None = None, lowercase: bool = True,
-            **options) -> Path:
+            decoder_start_id: int | None = None, eos_id: int | None = None, **options) -> Path:
     """Convert a bert4keras checkpoint into an HF-layout folder that ``build_model(checkpoint=out)`` loads.
-    ``options`` are kexue block keys (with_pool, with_mlm, hierarchical_alpha, cond_hidden_act, ...)."""
+    ``options`` are kexue block keys (with_pool, with_mlm, hierarchical_alpha, cond_hidden_act, ...);
+    ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint)."""
     from .checkpoints import save_pretrained
     from .models import build_model
 
@@ -243,6 +244,11 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
         b4k = json.load(f)
     config, implied = convert_config(b4k, model)
     family = MODELS[model]
+    for name, value in (("decoder_start_token_id", decoder_start_id), ("eos_token_id", eos_id)):
+        if value is not None:
+            if family != "t5":
+                raise ValueError(f"{name} is a T5 setting; {model} has none")
+            config[name] = value
     variables = read_tf_checkpoint(checkpoint)
     if b4k.get("hierarchical_position") and options.get("hierarchical_alpha") is None:
         h = b4k["hierarchical_position"]
@@ -280,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="bert4keras hierarchical_position (True = 0.4)")
     p.add_argument("--cond-hidden-act", default=None,
                    help="bert4keras layer_norm_cond_hidden_act of Conditional LayerNorm (default linear)")
+    p.add_argument("--decoder-start-id", type=int, default=None, help="T5: decoder start token (T5 PEGASUS: [CLS])")
+    p.add_argument("--eos-id", type=int, default=None, help="T5: end token (T5 PEGASUS: [SEP])")
     p.add_argument("--vocab", default=None, help="vocab.txt to copy into the folder")
     p.add_argument("--cased", action="store_true", help="the tokenizer keeps case (do_lower_case=false)")
     p.add_argument("--out", required=True, help="output folder")
@@ -292,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                "hierarchical_alpha": args.hierarchical_alpha, "cond_hidden_act": args.cond_hidden_act}
     try:
         out = convert(args.config, args.checkpoint, args.model, args.out, args.application, args.vocab,
-                      not args.cased, **options)
+                      not args.cased, args.decoder_start_id, args.eos_id, **options)
     except (ImportError, ValueError, FileNotFoundError) as e:
         print(f"kexue convert bert4keras: {e}", file=sys.stderr)
         return 2

@@ -100,6 +100,9 @@ def run_oracle(scratch: Path) -> Path:
 def convert_argv(folder: Path, name: str, entry: dict, out: Path) -> list[str]:
     """The ``kexue convert bert4keras`` command line for one oracle variant."""
     application = ["--application", entry["application"]] if entry["model"] != "t5.1.1" else []
+    if entry["model"] == "t5.1.1":  # T5 PEGASUS's generation tokens: [CLS] starts, [SEP] ends
+        vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        application = ["--decoder-start-id", str(vocab.index("[CLS]")), "--eos-id", str(vocab.index("[SEP]"))]
     return ["convert", "bert4keras", "--config", str(folder / name / "bert_config.json"),
             "--checkpoint", str(folder / name / "model.ckpt"), "--model", entry["model"], *application,
             *entry["flags"], "--vocab", str(folder / "vocab.txt"), "--out", str(out / name)]

@@ -72,6 +72,10 @@ def test_missing_checkpoint_and_missing_tensorflow(tmp_path):
     rc = main(["convert", "bert4keras", "--config", str(tmp_path / "config.json"), "--checkpoint",
                str(tmp_path / "model.ckpt"), "--model", "bert", "--out", str(out)])
     assert rc == 2 and not out.exists()
+    with pytest.raises(ValueError, match="eos_token_id is a T5 setting"):
+        from kexue.bert4keras import convert
+        convert(tmp_path / "config.json", tmp_path / "model.ckpt", "bert", out, eos_id=3)
+    assert not out.exists()
 
 
 def test_pool_activation_option_is_checked():

@@ -110,6 +110,7 @@ def test_t5_cached_decoding_keeps_the_cross_position_bias(oracle):
     the cross-attention bias included (it depends on the query's absolute position)."""
     _, converted, data = oracle
     model = build_model(checkpoint=converted / "t5").eval()
+    assert model.config.decoder_start_token_id == int(data["t5_dec"][0, 0])  # --decoder-start-id: [CLS]
     enc = torch.as_tensor(data["t5_enc"][:1], dtype=torch.long)
     enc = enc[:, : int((enc[0] != 0).sum())]
     dec = [model.config.decoder_start_token_id] + [int(t) for t in data["t5_dec"][0] if t][1:8]
