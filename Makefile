@@ -42,3 +42,4 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+	rm -rf $(B4K_VENV)

@@ -115,3 +115,15 @@ def test_t5_dense_act_fn_matches_transformers(tmp_path):
         ours_logits = ours.decode(dec, ours.encode(ids))
     assert (got - expected).abs().max() <= 1e-6
     assert (ours_logits - logits).abs().max() <= 1e-5
+
+
+def test_missing_oracle_skips_locally_and_fails_in_ci(tmp_path, monkeypatch):
+    import bert4keras_common
+
+    monkeypatch.setattr(bert4keras_common, "VENV_PYTHON", tmp_path / "absent" / "bin" / "python")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="make bert4keras-oracle"):
+        bert4keras_common.run_oracle(tmp_path)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="make bert4keras-oracle"):
+        bert4keras_common.run_oracle(tmp_path)
