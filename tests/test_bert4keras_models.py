@@ -122,3 +122,22 @@ def test_t5_cached_decoding_keeps_the_cross_position_bias(oracle):
     diff = (torch.stack(steps) - full).abs().max().item()
     report("t5.1.1 cached decoding", max_logit_diff=diff)
     assert diff <= 1e-5
+
+
+@pytest.mark.parametrize("name,cls", [("bert", "BertForMaskedLM"), ("roformer", "RoFormerForMaskedLM")])
+def test_converted_folders_are_hf_layout(oracle, name, cls):
+    """The converted folder is a real HF checkpoint: transformers itself loads it and matches bert4keras."""
+    import transformers
+
+    folder, converted, data = oracle
+    hf = getattr(transformers, cls).from_pretrained(converted / name).eval()
+    mask = _mask(data["ids"])
+    with torch.no_grad():
+        out = hf(input_ids=torch.as_tensor(data["ids"], dtype=torch.long),
+                 token_type_ids=torch.as_tensor(data["segs"], dtype=torch.long),
+                 attention_mask=torch.as_tensor(mask, dtype=torch.long), output_hidden_states=True)
+    expected = np.load(folder / name / "outputs.npz")
+    diffs = {"hidden": max_diff(out.hidden_states[-1], expected["hidden"], mask),
+             "log_probs": max_diff(out.logits.log_softmax(-1), np.log(expected["probs"]), mask)}
+    report(f"{name} via transformers", **diffs)
+    assert max(diffs.values()) <= TOL, diffs
