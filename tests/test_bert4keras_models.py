@@ -59,7 +59,7 @@ def test_simbert_unilm_with_linear_pooler(oracle):
 
 
 @pytest.mark.parametrize("name,ids", [("bert_lm", "ids"), ("roformer_unilm", "pair_ids"), ("roformer_v2", "ids"),
-                                      ("gpt", "ids")])
+                                      ("gpt", "ids"), ("roformer_small_embedding", "ids")])
 def test_applications_and_families(oracle, name, ids):
     folder, converted, data = oracle
     segs = "pair_segs" if ids == "pair_ids" else "segs"

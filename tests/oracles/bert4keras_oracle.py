@@ -142,6 +142,9 @@ def main():
     variant("roformer", "roformer", "encoder", ["--with-pool", "--with-mlm"], [ids, segs], cfg, with_pool=True,
             with_mlm=True)
     variant("roformer_unilm", "roformer", "unilm", [], pair, cfg)
+    # Factorised embeddings (embedding_size 32 < hidden 64): Embedding-Mapping in, MLM-Dense back out.
+    variant("roformer_small_embedding", "roformer", "encoder", ["--with-mlm"], [ids, segs],
+            base_config(vocab, embedding_size=32), with_mlm=True)
     variant("roformer_v2", "roformer_v2", "encoder", ["--with-mlm"], [ids, segs], cfg, with_mlm=True)
     # GPT (GPT-1 / CDial-GPT layout): post-norm layers, causal mask, tied head without bias.
     variant("gpt", "gpt", "lm", [], [ids, segs], cfg)
