@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diffusion": ("kexue.diffusion.cli", "train a diffusion/flow model on digits or images, save samples"),
     "gan": ("kexue.generative.gan_cli", "train a GAN (DCGAN/SELF-MOD; hinge/WGAN-GP/reflow) on digits or images"),
     "similarity": ("kexue.similarity.pair_training", "sentence encoder on labelled pairs: CoSENT / SBERT / cosine loss"),
+    "convert": ("kexue.bert4keras", "bert4keras TF checkpoint -> HF-layout folder (kexue convert bert4keras ...)"),
     "pretrain": ("kexue.pretraining", "MLM (whole-word masking) / UniLM pretraining on a folder of text"),
     "predict": ("kexue.predict:predict_main", "predict with a saved model folder: JSON lines out"),
     "chat": ("kexue.predict:chat_main", "chat with a saved dialogue model (stdin lines)"),

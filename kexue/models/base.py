@@ -158,7 +158,7 @@ class Transformer(nn.Module):
         elif position_ids.dim() == 1:
             position_ids = position_ids[None]
         mask_segments = segment_ids if segment_ids is not None else torch.zeros_like(input_ids)
-        if key_segment_ids is not None:
+        if key_segment_ids is not None:  # UniLM with a cache: the decoding state's segment history
             mask_segments = key_segment_ids
         mask = build_mask(self.application, attention_mask, mask_segments, q_len, past + q_len, input_ids.device)
         x = self.apply_embeddings(input_ids, segment_ids, position_ids, cond)

@@ -152,7 +152,10 @@ class BERT(Transformer):
         return {}
 
     def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
-        pooled = torch.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
+        pooled = None
+        if self.pooler is not None:
+            pooled = self.pooler(x[:, 0])
+            pooled = pooled if self.options.pool_act == "linear" else activation(self.options.pool_act)(pooled)
         logits = self.mlm(x, self.embeddings.token.weight, cond) if self.mlm is not None else None
         return TransformerOutput(hidden=x, pooled=pooled, logits=logits)
 

@@ -231,6 +231,9 @@ class Options:
     ``hierarchical_position=True`` is α = 0.4). entropy_train_len: scale logits by log n / log N.
     rope / pre_norm / final_norm: GPT only (pre_norm=final_norm=False is bert4keras's ``gpt``).
     rope_tie: RoPE-Tie (true = 2 axes, or 3) for RoPE models: position ids may be [B, L, axes].
+    pool_act: the pooler's activation (tanh, HF's; bert4keras's ``with_pool='linear'`` for SimBERT).
+    cross_position_bias: T5 only, bert4keras's default: cross-attention adds the decoder's relative-position
+    bias of query i and encoder key j (T5 PEGASUS was trained with it; transformers has no such option).
     """
     family: str = "bert"
     application: str = "encoder"
@@ -245,13 +248,16 @@ class Options:
     pre_norm: bool = True
     final_norm: bool = True
     rope_tie: bool | int = False
+    cross_position_bias: bool = False
+    pool_act: str = "tanh"
     task: str | None = None
     labels: list | None = None
 
     TYPES = {"family": "str", "application": "str", "with_pool": "bool", "with_mlm": "bool", "cond_dim": "opt_int",
              "cond_hidden": "opt_int", "cond_hidden_act": "str", "hierarchical_alpha": "opt_float",
              "entropy_train_len": "opt_int", "rope": "bool", "pre_norm": "bool", "final_norm": "bool",
-             "rope_tie": "tie", "task": "opt_str", "labels": "opt_list"}
+             "rope_tie": "tie", "task": "opt_str", "labels": "opt_list", "cross_position_bias": "bool",
+             "pool_act": "str"}
     GPT_ONLY = ("rope", "pre_norm", "final_norm")
 
     @classmethod
@@ -268,7 +274,12 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         if self.family == "t5":
-            return {k: d[k] for k in ("family", "application", "task", "labels") if d[k] is not None}
+            keep = ("family", "application", "task", "labels") + (("cross_position_bias",) if self.cross_position_bias
+                                                                  else ())
+            return {k: d[k] for k in keep if d[k] is not None}
+        d.pop("cross_position_bias")
+        if self.pool_act == "tanh":  # the default, HF's BertPooler: not written
+            d.pop("pool_act")
         if self.family != "gpt":
             for k in self.GPT_ONLY:
                 d.pop(k)
@@ -286,6 +297,14 @@ class Options:
                 if getattr(self, k) != getattr(defaults, k):
                     raise ConfigError(f"option kexue.{k}={getattr(self, k)!r}{_where(path)} exists for family gpt "
                                       f"only, not {self.family}")
+        if self.pool_act != "linear" and self.pool_act not in ACTIVATIONS:
+            raise ConfigError(f"option kexue.pool_act={self.pool_act!r}{_where(path)} is unknown; "
+                              f"known: linear, {sorted(ACTIVATIONS)}")
+        if self.pool_act != "tanh" and (not self.with_pool or self.family in ("gpt", "t5")):
+            raise ConfigError(f"option kexue.pool_act={self.pool_act!r}{_where(path)} needs with_pool=true "
+                              "(BERT family)")
+        if self.family != "t5" and self.cross_position_bias:
+            raise ConfigError(f"option kexue.cross_position_bias{_where(path)} exists for family t5 only")
         if self.family == "t5":
             for k in ("with_pool", "with_mlm", "cond_dim", "cond_hidden", "hierarchical_alpha", "entropy_train_len"):
                 if getattr(self, k) not in (None, False):
@@ -322,4 +341,4 @@ class Options:
     def hf_compatible(self) -> bool:
         """Whether transformers computes this model (else config.json gets model_type kexue_<family>)."""
         return (self.cond_dim is None and self.hierarchical_alpha is None and self.entropy_train_len is None
-                and not self.rope and self.pre_norm and self.final_norm)
+                and not self.rope and self.pre_norm and self.final_norm and self.pool_act == "tanh")

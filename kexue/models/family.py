@@ -98,7 +98,10 @@ def _gpt_to_hf(model: GPT) -> dict[str, Any]:
 
 
 def _t5_to_hf(model: T5) -> dict[str, Any]:
-    return model.config.to_hf()
+    d = model.config.to_hf()
+    if model.options.cross_position_bias:  # bert4keras's cross-attention bias: transformers cannot compute it
+        d["model_type"] = "kexue_t5"
+    return d
 
 
 REGISTRY: dict[str, Family] = {

@@ -62,7 +62,7 @@ class T5Config:
              "dropout_rate": "float", "layer_norm_epsilon": "float", "feed_forward_proj": "str",
              "tie_word_embeddings": "bool", "scale_decoder_outputs": "bool", "pad_token_id": "int",
              "eos_token_id": "int", "decoder_start_token_id": "int", "model_type": "str"}
-    DERIVED = ("dense_act_fn", "is_gated_act")  # HF recomputes them from feed_forward_proj
+    DERIVED = ("is_gated_act",)  # HF recomputes it from feed_forward_proj
 
     def __post_init__(self):
         if self.num_decoder_layers is None:
@@ -74,6 +74,10 @@ class T5Config:
 
     @property
     def act(self) -> str:
+        """HF's rule: ``dense_act_fn`` from config.json wins (bert4keras's T5 PEGASUS uses the erf GELU),
+        else it follows ``feed_forward_proj``, whose "gated-gelu" means the tanh GELU."""
+        if self.extra.get("dense_act_fn"):
+            return self.extra["dense_act_fn"]
         name = self.feed_forward_proj.split("-")[-1]
         return "gelu_new" if self.feed_forward_proj == "gated-gelu" else name
 
@@ -107,6 +111,8 @@ class T5Config:
         if len(proj) > 2 or (len(proj) == 2 and proj[0] != "gated") or proj[-1] not in ACTIVATION_NAMES:
             refuse("feed_forward_proj", d["feed_forward_proj"], "use '<act>' or 'gated-<act>' with a known activation",
                    path)
+        if d.get("dense_act_fn") is not None and d["dense_act_fn"] not in ACTIVATION_NAMES:
+            refuse("dense_act_fn", d["dense_act_fn"], f"known activations: {sorted(ACTIVATION_NAMES)}", path)
         extra = {k: v for k, v in d.items() if k not in names and k not in cls.DERIVED}
         return cls(**{k: v for k, v in d.items() if k in names}, extra=extra)
 
@@ -182,9 +188,10 @@ class T5DecoderLayer(nn.Module):
         self.dropout = nn.Dropout(config.dropout_rate)
 
     def forward(self, x: Tensor, enc: Tensor, self_mask: Tensor | None, self_bias: Tensor,
-                cross_mask: Tensor | None, cache: KVCache | None = None) -> Tensor:
+                cross_mask: Tensor | None, cache: KVCache | None = None, cross_bias: Tensor | None = None) -> Tensor:
         x = x + self.dropout(self.self_attn(self.self_norm(x), self_mask, bias=self_bias, cache=cache))
-        x = x + self.dropout(self.cross_attn(self.cross_norm(x), cross_mask, context=enc, cache=cache))
+        x = x + self.dropout(self.cross_attn(self.cross_norm(x), cross_mask, bias=cross_bias, context=enc,
+                                             cache=cache))
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
@@ -262,8 +269,11 @@ class T5(nn.Module):
             pad = padding_mask(decoder_attention_mask)
             self_mask = pad if self_mask is None else self_mask & pad
         cross_mask = padding_mask(encoder_mask) if encoder_mask is not None else None
+        cross_bias = None
+        if self.options.cross_position_bias:  # bert4keras: the decoder's table, query i vs encoder key j
+            cross_bias = self.decoder_bias(t, encoder_hidden.shape[1], offset=past)
         for layer in self.decoder_layers:
-            x = layer(x, encoder_hidden, self_mask, bias, cross_mask, cache)
+            x = layer(x, encoder_hidden, self_mask, bias, cross_mask, cache, cross_bias)
         x = self.dropout(self.decoder_norm(x))
         if self.config.scale_decoder_outputs:
             x = x * self.config.d_model ** -0.5

@@ -1,0 +1,151 @@
+"""Shared fixture of the bert4keras oracle tests: real Chinese sentences -> token ids -> one run of
+``tests/oracles/bert4keras_oracle.py`` inside ``.venv-bert4keras`` (``make bert4keras-oracle``) ->
+TF checkpoints and bert4keras's outputs, then ``kexue convert bert4keras`` on each checkpoint.
+
+The oracle's outputs are cached in the system temp dir under a key hashing the oracle script, its
+inputs and the virtualenv's install stamp (a changed oracle reruns); the conversions, kexue's code
+under test, are redone in every session. Without the virtualenv the tests skip, except in CI (``CI=true``) where that is a failure.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kexue.datasets import sts_zh
+from kexue.tokenizers import Tokenizer, build_vocab
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PYTHON = REPO / ".venv-bert4keras" / "bin" / "python"
+ORACLE = REPO / "tests" / "oracles" / "bert4keras_oracle.py"
+
+
+def _pad(rows: list[list[int]], length: int | None = None) -> np.ndarray:
+    length = length or max(len(r) for r in rows)
+    out = np.zeros((len(rows), length), dtype=np.int32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r[:length]
+    return out
+
+
+def make_inputs(folder: Path) -> dict:
+    """Token ids of real STS-B (zh) sentences, right-padded with 0 as bert4keras pads."""
+    pairs = [(p.a, p.b) for p in sts_zh("train")[:400]]
+    texts = [p[0] for p in pairs] + [p[1] for p in pairs]
+    vocab = build_vocab(texts)
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tok = Tokenizer(folder / "vocab.txt")
+    singles = [tok.encode(t, maxlen=24) for t in (texts[0], texts[1], texts[2], texts[3])]
+    two = [tok.encode(p[0], p[1], maxlen=28) for p in pairs[4:7]]
+    long = [tok.encode(p[0] + p[1] + pairs[i + 1][0], maxlen=44) for i, p in enumerate(pairs[7:9], 7)]
+    long = sorted(long, key=lambda e: -len(e[0]))
+    dec = [[tok.cls_id] + tok.encode(t)[0][1:] for t in (texts[5], texts[6], texts[8], texts[9])]
+    gen = [tok.encode(t, maxlen=16) for t in texts[10:14]]
+    rng = np.random.RandomState(0)
+    arrays = {
+        "ids": _pad([e[0] for e in singles]), "segs": _pad([e[1] for e in singles]),
+        "pair_ids": _pad([e[0] for e in two]), "pair_segs": _pad([e[1] for e in two]),
+        "long_ids": _pad([e[0] for e in long]), "long_segs": _pad([e[1] for e in long]),
+        "t5_enc": _pad([e[0] for e in singles]), "t5_dec": _pad([d[:20] for d in dec]),
+        "gen_ids": _pad([e[0] for e in gen]), "gen_segs": _pad([e[1] for e in gen]),
+        "cond": rng.normal(size=(3, 8)).astype(np.float32),
+        "vocab_size": np.array(len(vocab)),
+    }
+    np.savez(folder / "inputs.npz", **arrays)
+    return arrays
+
+
+def run_oracle(scratch: Path) -> Path:
+    """The folder of a complete oracle run (from the cache, or run now)."""
+    stamp = VENV_PYTHON.parent.parent / ".kexue-installed"
+    if not VENV_PYTHON.exists() or not stamp.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{VENV_PYTHON} is missing: `make bert4keras-oracle` must run before the tests in CI")
+        pytest.skip(f"bert4keras oracle not installed ({VENV_PYTHON}); run `make bert4keras-oracle`")
+    arrays = make_inputs(scratch)
+    digest = hashlib.sha256(ORACLE.read_bytes() + str(stamp.stat().st_mtime_ns).encode())
+    for k in sorted(arrays):
+        digest.update(k.encode() + np.ascontiguousarray(arrays[k]).tobytes())
+    key = digest.hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"kexue-bert4keras-oracle-{key}"
+    if (folder / "manifest.json").exists():
+        return folder
+    work = scratch / "oracle"
+    work.mkdir()
+    shutil.copy(scratch / "inputs.npz", work / "inputs.npz")
+    shutil.copy(scratch / "vocab.txt", work / "vocab.txt")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(TF_KERAS="1", TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([str(VENV_PYTHON), str(ORACLE), str(work / "inputs.npz"), str(work)],
+                          env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"bert4keras oracle failed:\n{proc.stderr[-4000:]}")
+    try:  # publish the finished run in one step; a concurrent session may have won the race
+        shutil.copytree(work, folder.with_name(folder.name + f".{os.getpid()}"))
+        os.replace(folder.with_name(folder.name + f".{os.getpid()}"), folder)
+    except OSError:
+        return work
+    return folder
+
+
+def convert_argv(folder: Path, name: str, entry: dict, out: Path) -> list[str]:
+    """The ``kexue convert bert4keras`` command line for one oracle variant."""
+    application = ["--application", entry["application"]] if entry["model"] != "t5.1.1" else []
+    if entry["model"] == "t5.1.1":  # T5 PEGASUS's generation tokens: [CLS] starts, [SEP] ends
+        vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
+        application = ["--decoder-start-id", str(vocab.index("[CLS]")), "--eos-id", str(vocab.index("[SEP]"))]
+    return ["convert", "bert4keras", "--config", str(folder / name / "bert_config.json"),
+            "--checkpoint", str(folder / name / "model.ckpt"), "--model", entry["model"], *application,
+            *entry["flags"], "--vocab", str(folder / "vocab.txt"), "--out", str(out / name)]
+
+
+def run_convert(folder: Path, manifest: dict, out: Path) -> None:
+    """``kexue convert bert4keras`` on every variant, through the CLI entry point, in one kexue process
+    that sees TensorFlow from the oracle's virtualenv (appended to sys.path, so kexue's own packages
+    win), as a user's environment with ``kexue[tf]`` would."""
+    site = sorted((REPO / ".venv-bert4keras" / "lib").glob("python3*/site-packages"))[0]
+    jobs = out / "convert.json"
+    jobs.write_text(json.dumps([convert_argv(folder, n, e, out) for n, e in manifest.items()]))
+    code = ("import json, sys; sys.path.append(sys.argv[1]); from kexue.cli import main; "
+            "sys.exit(max(main(a) for a in json.load(open(sys.argv[2]))))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.run([sys.executable, "-c", code, str(site), str(jobs)], env=env, capture_output=True,
+                          text=True)
+    if proc.returncode:
+        raise RuntimeError(f"kexue convert bert4keras failed:\n{proc.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def oracle(tmp_path_factory):
+    """(oracle folder, converted folder, inputs): ``<oracle>/<variant>/outputs.npz`` holds bert4keras's
+    outputs, ``<converted>/<variant>`` the folder ``kexue convert bert4keras`` wrote."""
+    scratch = tmp_path_factory.mktemp("bert4keras")
+    folder = run_oracle(scratch)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = scratch / "converted"
+    out.mkdir()
+    run_convert(folder, manifest, out)
+    return folder, out, dict(np.load(folder / "inputs.npz"))
+
+
+def max_diff(ours: torch.Tensor, theirs: np.ndarray, mask: np.ndarray | None = None) -> float:
+    """Largest |ours - theirs| over the real (unpadded) positions."""
+    a, b = ours.detach().double().numpy(), theirs.astype(np.float64)
+    if mask is not None:
+        a, b = a[mask.astype(bool)], b[mask.astype(bool)]
+    return float(np.abs(a - b).max())
+
+
+def report(name: str, **diffs: float) -> None:
+    """Print the measured differences (``pytest -s`` shows them)."""
+    print(f"[bert4keras] {name}: " + ", ".join(f"{k} {v:.2e}" for k, v in diffs.items()), file=sys.stderr)
