@@ -111,6 +111,9 @@ DDP_WORKER = textwrap.dedent('''
     fit(model, loss_fn, data,
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), grad_accum=2, clip_norm=1.0,
         checkpoint_dir=sys.argv[1], progress=False)
+    if torch.distributed.is_initialized():  # a clean shutdown: gloo's threads can abort at interpreter exit
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 ''')
 
 
