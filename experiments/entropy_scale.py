@@ -22,13 +22,14 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _report import pyplot, save_figure, write_report
+
 import torch
 import torch.nn.functional as F
 
 import kexue
 from kexue.capture import plot_attention
 from kexue.datasets import chinese_text
-from kexue.io import write_json, write_text
 from kexue.models import build_model
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -135,20 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "entropy: mean over layers and heads of -Σ a log a for the last 32 query rows "
                   f"(log n for uniform attention: {', '.join(f'{math.log(n):.2f}' for n in LENGTHS)}).",
               "", f"{time.time() - t0:.0f} s wall, {time.process_time():.0f} s CPU (one thread)."]
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_text(OUT / "entropy_scale.md", "\n".join(lines) + "\n")
-    write_json(OUT / "entropy_scale.json", {"args": vars(args), "results": results, "post_mlm_acc": POST})
+    write_report(OUT, "entropy_scale", lines, {"args": vars(args), "results": results, "post_mlm_acc": POST})
     plot(results, OUT / "entropy_scale.png")
-    print("\n".join(lines))
     return 0
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kexue.io import atomic_write
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for name, r in results.items():
@@ -162,8 +156,7 @@ def plot(results: dict, path: Path) -> None:
         ax.legend()
     axes[0].set_yscale("log")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

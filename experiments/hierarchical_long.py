@@ -26,12 +26,13 @@ import resource
 import time
 from pathlib import Path
 
+from _report import pyplot, save_figure, write_report
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kexue.datasets import sts_en
-from kexue.io import write_json, write_text
 from kexue.layers import LayerNorm, hierarchical_positions
 from kexue.pretrained import minilm
 
@@ -185,20 +186,13 @@ def main(argv: list[str] | None = None) -> int:
               f"| post: RoBERTa MLM, extended to 1536 | 0.55 at 512 | 0.38 → >0.55 after ~3000 steps |", "",
               f"loss {losses[0]:.2f} → {sum(losses[-5:]) / 5:.2f} (mean of last 5). {time.time() - t0:.0f} s wall, "
               f"{time.process_time():.0f} s CPU on one thread."]
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_text(OUT / "hierarchical_long.md", "\n".join(lines) + "\n")
-    write_json(OUT / "hierarchical_long.json", report)
+    write_report(OUT, "hierarchical_long", lines, report)
     plot(speed, losses, OUT / "hierarchical_long.png")
-    print("\n".join(lines))
     return 0
 
 
 def plot(speed: dict, losses: list, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kexue.io import atomic_write
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     n = list(speed)
@@ -212,8 +206,7 @@ def plot(speed: dict, losses: list, path: Path) -> None:
     axes[2].set_title("fine-tune loss at 1024 tokens")
     axes[2].set_xlabel("step")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

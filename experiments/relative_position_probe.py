@@ -18,11 +18,12 @@ import math
 import time
 from pathlib import Path
 
+from _report import pyplot, save_figure, write_report
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kexue.io import write_json, write_text
 from kexue.layers import RotaryEmbedding
 from kexue.models.t5 import relative_position_bucket
 
@@ -150,20 +151,13 @@ def main(argv: list[str] | None = None) -> int:
               "A⊙C break Σ_j a_ij = 1; [CLS]/[SEP] make the value vectors differ near the ends, and the "
               "relative encoding propagates that to every position."]
     lines += ["", f"{time.time() - t0:.0f} s wall, {time.process_time():.0f} s CPU (one thread)."]
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_text(OUT / "relative_position_probe.md", "\n".join(lines) + "\n")
-    write_json(OUT / "relative_position_probe.json", {"args": vars(args), "rows": rows, "per_position": per_position})
+    write_report(OUT, "relative_position_probe", lines, {"args": vars(args), "rows": rows, "per_position": per_position})
     plot(per_position, args.n, OUT / "relative_position_probe.png")
-    print("\n".join(lines))
     return 0
 
 
 def plot(per_position: dict, n: int, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kexue.io import atomic_write
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for name, acc in per_position.items():
@@ -173,8 +167,7 @@ def plot(per_position: dict, n: int, path: Path) -> None:
     ax.set_title("[0,…,0] → [1,…,n]: which position encodings can count")
     ax.legend(fontsize=7, loc="center right")
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

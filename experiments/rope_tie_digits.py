@@ -25,12 +25,13 @@ import argparse
 import time
 from pathlib import Path
 
+from _report import pyplot, save_figure, write_report
+
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from kexue.io import write_json, write_text
 from kexue.layers import patch_embeddings, rope_tie_positions
 from kexue.models import build_model
 
@@ -142,20 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"- {s}: {p[len(PREFIX) - 1].tolist()} → {p[len(PREFIX)].tolist()} … "
                      f"{p[len(PREFIX) + H * W - 1].tolist()} → {p[len(PREFIX) + H * W].tolist()}")
     lines += ["", f"{time.time() - t0:.0f} s wall, {time.process_time():.0f} s CPU (one thread)."]
-    OUT.mkdir(parents=True, exist_ok=True)
-    write_text(OUT / "rope_tie_digits.md", "\n".join(lines) + "\n")
-    write_json(OUT / "rope_tie_digits.json", {"args": vars(args), "accuracy": results})
+    write_report(OUT, "rope_tie_digits", lines, {"args": vars(args), "accuracy": results})
     plot(results, OUT / "rope_tie_digits.png")
-    print("\n".join(lines))
     return 0
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from kexue.io import atomic_write
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.6))
     names = list(results)
@@ -178,8 +172,7 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylabel("x")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -51,20 +51,21 @@ def _number(kind: type, text: str) -> int | float:
     return value
 
 
+def _checked(kind: type, text: str, ok, what: str) -> int | float:
+    value = _number(kind, text)
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer ≥ 1 (counts: epochs, batch size, lengths, samples)."""
-    value = _number(int, text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
+    return _checked(int, text, lambda v: v >= 1, "a positive integer")
 
 
 def nonnegative_int(text: str) -> int:
     """An integer ≥ 0 (seeds, optional counts where 0 means none)."""
-    value = _number(int, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text!r}")
-    return value
+    return _checked(int, text, lambda v: v >= 0, "an integer ≥ 0")
 
 
 def finite_float(text: str) -> float:
@@ -73,34 +74,22 @@ def finite_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, temperatures)."""
-    value = _number(float, text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
-    return value
+    return _checked(float, text, lambda v: v > 0, "a finite number > 0")
 
 
 def nonnegative_float(text: str) -> float:
     """A finite number ≥ 0 (loss weights such as the R-Drop α)."""
-    value = _number(float, text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {text!r}")
-    return value
+    return _checked(float, text, lambda v: v >= 0, "a finite number ≥ 0")
 
 
 def probability(text: str) -> float:
     """A probability in [0, 1]."""
-    value = _number(float, text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}")
-    return value
+    return _checked(float, text, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
 
 
 def open_probability(text: str) -> float:
     """A probability in (0, 1] (nucleus top-p: 0 would keep nothing)."""
-    value = _number(float, text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text!r}")
-    return value
+    return _checked(float, text, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def port(text: str) -> int:
