@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from kexue import argtypes as at
 from kexue.io import write_text
 from kexue.tokenizers import Tokenizer, build_vocab, jieba_words
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     from kexue.optim import Lion, WarmupLinear, lambda_lr
     from kexue.train import fit
 
-    ap = argparse.ArgumentParser(prog="kexue pretrain", description="MLM (whole-word masking) or UniLM "
+    ap = at.ArgumentParser(prog="kexue pretrain", description="MLM (whole-word masking) or UniLM "
                                  "seq2seq pretraining on a folder of *.txt files (one passage per line)")
     ap.add_argument("--data", required=True, help="folder of *.txt files")
     ap.add_argument("--objective", choices=("mlm", "unilm"), default="mlm")
@@ -193,19 +194,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", help="vocab.txt (default: a character vocab built from the corpus into OUT)")
     ap.add_argument("--init", help="start from this kexue/HF checkpoint folder instead of random weights")
     ap.add_argument("--family", default="bert", choices=("bert", "roformer"))
-    ap.add_argument("--hidden", type=int, default=128)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=2)
-    ap.add_argument("--maxlen", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--grad-accum", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--hidden", type=at.positive_int, default=128)
+    ap.add_argument("--layers", type=at.positive_int, default=2)
+    ap.add_argument("--heads", type=at.positive_int, default=2)
+    ap.add_argument("--maxlen", type=at.positive_int, default=64)
+    ap.add_argument("--batch-size", type=at.positive_int, default=16)
+    ap.add_argument("--grad-accum", type=at.positive_int, default=1)
+    ap.add_argument("--steps", type=at.positive_int, default=200)
     ap.add_argument("--optimizer", choices=("adamw", "lion"), default="adamw")
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--weight-decay", type=float, default=0.01)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--checkpoint-every", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lr", type=at.positive_float, default=5e-4)
+    ap.add_argument("--weight-decay", type=at.nonnegative_float, default=0.01)
+    ap.add_argument("--warmup", type=at.nonnegative_int, default=20)
+    ap.add_argument("--checkpoint-every", type=at.positive_int, default=50)
+    ap.add_argument("--seed", type=at.nonnegative_int, default=0)
     ap.add_argument("--bf16", choices=("off", "auto", "on"), default="off",
                     help="bfloat16 autocast: auto = only where the hardware has it natively")
     ap.add_argument("--skip-nonfinite", action="store_true",

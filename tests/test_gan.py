@@ -260,7 +260,11 @@ def test_train_gan_through_fit_on_real_digits(tmp_path):
 def test_cli_refuses_bad_options():
     from kexue.generative.gan_cli import main
 
-    with pytest.raises(SystemExit):
+    from kexue.argtypes import UsageError
+
+    with pytest.raises(UsageError, match="--size 8"):
         main(["--data", "digits", "--size", "16"])
-    with pytest.raises(SystemExit):
+    with pytest.raises(UsageError, match="--loss"):
         main(["--loss", "lsgan"])
+    with pytest.raises(UsageError, match="--ema"):
+        main(["--ema", "1.5"])

@@ -5,25 +5,25 @@
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
+from .. import argtypes as at
 from . import methods
 from .data import digits, image_folder, save_grid
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kexue diffusion", description=__doc__.split("\n")[0])
+    ap = at.ArgumentParser(prog="kexue diffusion", description=__doc__.split("\n")[0])
     ap.add_argument("--method", choices=sorted(methods.SAMPLERS), default="ddim")
     ap.add_argument("--data", default="digits", help="'digits' (sklearn, offline) or an image folder")
-    ap.add_argument("--size", type=int, default=8, help="image side (power-of-two multiple of 4)")
-    ap.add_argument("--channels", type=int, default=1, help="1 or 3, for image folders")
-    ap.add_argument("--train-steps", type=int, default=1000)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--nfe", type=int, default=10, help="network evaluations when sampling")
-    ap.add_argument("--n", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--size", type=at.positive_int, default=8, help="image side (power-of-two multiple of 4)")
+    ap.add_argument("--channels", type=at.positive_int, default=1, help="1 or 3, for image folders")
+    ap.add_argument("--train-steps", type=at.positive_int, default=1000)
+    ap.add_argument("--width", type=at.positive_int, default=32)
+    ap.add_argument("--nfe", type=at.positive_int, default=10, help="network evaluations when sampling")
+    ap.add_argument("--n", type=at.positive_int, default=100)
+    ap.add_argument("--threads", type=at.positive_int, default=1)
     ap.add_argument("--out", default="samples.png")
     ap.add_argument("--save", default=None, metavar="DIR",
                     help="also save the trained model into this folder (model.safetensors + config.json; "

@@ -5,38 +5,38 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from kexue import argtypes as at
 from kexue.generative.gan import D_NORMS
 from kexue.generative.gan_losses import LOSSES
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kexue gan", description=__doc__.split("\n")[0])
+    ap = at.ArgumentParser(prog="kexue gan", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="digits", help="'digits' (sklearn, offline) or an image folder")
-    ap.add_argument("--size", type=int, default=8, help="image side, a power of two >= 8")
-    ap.add_argument("--channels", type=int, default=1, help="1 or 3, for image folders")
+    ap.add_argument("--size", type=at.positive_int, default=8, help="image side, a power of two >= 8")
+    ap.add_argument("--channels", type=at.positive_int, default=1, help="1 or 3, for image folders")
     ap.add_argument("--loss", choices=LOSSES, default="hinge")
     ap.add_argument("--selfmod", action="store_true", help="SELF-MOD: BN in G modulated by z")
     ap.add_argument("--d-norm", choices=D_NORMS, default="spectral")
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--z-dim", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-4, help="both players' Adam learning rate")
-    ap.add_argument("--n-critic", type=int, default=1)
-    ap.add_argument("--dynamics-weight", type=float, default=0.0,
+    ap.add_argument("--steps", type=at.positive_int, default=1500)
+    ap.add_argument("--batch-size", type=at.positive_int, default=64)
+    ap.add_argument("--width", type=at.positive_int, default=32)
+    ap.add_argument("--z-dim", type=at.positive_int, default=32)
+    ap.add_argument("--lr", type=at.positive_float, default=5e-4, help="both players' Adam learning rate")
+    ap.add_argument("--n-critic", type=at.positive_int, default=1)
+    ap.add_argument("--dynamics-weight", type=at.nonnegative_float, default=0.0,
                     help="λ of the generator's ‖∇_φ L_D‖² penalty (GAN的第三个阶段)")
-    ap.add_argument("--reflow-step", type=float, default=1.0, help="η of the reflow generator step")
-    ap.add_argument("--ema", type=float, default=0.999, help="generator EMA decay (0: none)")
-    ap.add_argument("--n", type=int, default=100, help="samples in the grid")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reflow-step", type=at.positive_float, default=1.0, help="η of the reflow generator step")
+    ap.add_argument("--ema", type=at.probability, default=0.999, help="generator EMA decay (0: none)")
+    ap.add_argument("--n", type=at.positive_int, default=100, help="samples in the grid")
+    ap.add_argument("--seed", type=at.nonnegative_int, default=0)
+    ap.add_argument("--threads", type=at.positive_int, default=1)
     ap.add_argument("--out", default="gan_samples.png")
     ap.add_argument("--checkpoint-dir", default=None, help="fit's run folder (resumable; model.safetensors)")
     args = ap.parse_args(argv)
