@@ -268,3 +268,12 @@ def test_cli_refuses_bad_options():
         main(["--loss", "lsgan"])
     with pytest.raises(UsageError, match="--ema"):
         main(["--ema", "1.5"])
+
+
+def test_cli_writes_a_folder(tmp_path):
+    from kexue.cli import main as cli
+
+    out = tmp_path / "gan"
+    assert cli(["gan", "--steps", "2", "--batch-size", "16", "--width", "8", "--z-dim", "8", "--n", "4",
+                "--out", str(out)]) == 0
+    assert {"samples.png", "metrics.json", "train"} <= {p.name for p in out.iterdir()}

@@ -203,8 +203,14 @@ def test_diffusion_save_load_round_trip_without_pickle(tmp_path):
 
     out = tmp_path / "model"
     assert cli(["diffusion", "--method", "ddim", "--train-steps", "2", "--width", "8", "--n", "4", "--nfe", "2",
-                "--out", str(tmp_path / "s.png"), "--save", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+                "--out", str(out)]) == 0
+    assert {"config.json", "model.safetensors", "samples.png", "train"} <= {p.name for p in out.iterdir()}
+    # the same command again continues the finished run instead of retraining (the run folder records it)
+    assert cli(["diffusion", "--method", "ddim", "--train-steps", "2", "--width", "8", "--n", "4", "--nfe", "2",
+                "--out", str(out)]) == 0
+    # a changed setting is refused by name
+    assert cli(["diffusion", "--method", "ddim", "--train-steps", "2", "--width", "16", "--n", "4", "--nfe", "2",
+                "--out", str(out)]) == 2
     with safe_open(str(out / "model.safetensors"), "pt") as f:  # a safetensors file, not a pickle
         assert len(list(f.keys())) > 0
     model, cfg = load_model(out)

@@ -11,6 +11,7 @@ import torch
 from .. import argtypes as at
 from . import methods
 from .data import digits, image_folder, save_grid
+from .train import save_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,24 +25,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nfe", type=at.positive_int, default=10, help="network evaluations when sampling")
     ap.add_argument("--n", type=at.positive_int, default=100)
     ap.add_argument("--threads", type=at.positive_int, default=1)
-    ap.add_argument("--out", default="samples.png")
-    ap.add_argument("--save", default=None, metavar="DIR",
-                    help="also save the trained model into this folder (model.safetensors + config.json; "
-                         "kexue.diffusion.train.load_model reads it back)")
+    ap.add_argument("--out", default="runs/diffusion", metavar="DIR",
+                    help="output folder: samples.png, the trained model (model.safetensors + config.json, read back "
+                         "by kexue.diffusion.train.load_model) and train/ (the resumable run)")
+    ap.add_argument("--checkpoint-every", type=at.positive_int, default=200, help="training steps between checkpoints")
+    again = ap.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out even if settings changed")
+    again.add_argument("--overwrite", action="store_true", help="start the run in --out over")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = at.check_output_dir(args.out)
     x = digits(args.size)[0] if args.data == "digits" else image_folder(args.data, args.size, args.channels)
     kind = methods.SAMPLERS[args.method]
-    base = methods.fit("flow", x, args.train_steps, args.width) if kind == "reflow" else None
-    model = methods.fit(kind, x, args.train_steps, args.width, base=base)
-    out = methods.generate(args.method, model, args.n, tuple(x.shape[1:]), args.nfe, progress=True)
-    if out is None:
+    run = dict(checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite)
+    base = methods.fit("flow", x, args.train_steps, args.width, checkpoint_dir=out / "train-base", **run) \
+        if kind == "reflow" else None
+    model = methods.fit(kind, x, args.train_steps, args.width, base=base, checkpoint_dir=out / "train", **run)
+    samples = methods.generate(args.method, model, args.n, tuple(x.shape[1:]), args.nfe, progress=True)
+    if samples is None:
         ap.error(f"{args.method} cannot use exactly {args.nfe} evaluations (Heun needs an even NFE)")
-    print(f"wrote {save_grid(out, args.out)}")
-    if args.save:
-        from .train import save_model
-
-        save_model(model, args.save, kind=kind, channels=x.shape[1], width=args.width, size=args.size,
-                   method=args.method, train_steps=args.train_steps, data=args.data)
-        print(f"saved the model to {args.save}")
+    print(f"wrote {save_grid(samples, out / 'samples.png')}")
+    save_model(model, out, kind=kind, channels=x.shape[1], width=args.width, size=args.size,
+               method=args.method, train_steps=args.train_steps, data=args.data)
+    print(f"saved the model to {out}")
     return 0

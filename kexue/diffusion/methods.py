@@ -52,8 +52,9 @@ def build(kind: str, channels: int = 1, width: int = 32) -> nn.Module:
 
 
 def fit(kind: str, data: torch.Tensor, steps: int, width: int = 32, batch_size: int = 128,
-        base: nn.Module | None = None, reflow_pairs_n: int = 2000, progress: bool = True) -> nn.Module:
-    """Train a model of ``kind`` on ``data``; ``reflow`` starts from (and pairs with) the trained flow ``base``."""
+        base: nn.Module | None = None, reflow_pairs_n: int = 2000, progress: bool = True, **fit_options) -> nn.Module:
+    """Train a model of ``kind`` on ``data``; ``reflow`` starts from (and pairs with) the trained flow ``base``.
+    ``fit_options`` go to :func:`kexue.train.fit` (``checkpoint_dir``, ``resume``, ``overwrite`` ...)."""
     model = build(kind, data.shape[1], width)
     if kind == "eps":
         loss = partial(_eps_loss)
@@ -79,7 +80,7 @@ def fit(kind: str, data: torch.Tensor, steps: int, width: int = 32, batch_size: 
         loss = lambda m, b: udm_loss(m, b, process)  # noqa: E731
     else:
         raise ValueError(f"unknown model kind {kind!r}")
-    return train(model, loss, data, steps, batch_size=batch_size, progress=progress)
+    return train(model, loss, data, steps, batch_size=batch_size, progress=progress, **fit_options)
 
 
 def _eps_loss(model: EpsNet, x0: torch.Tensor) -> torch.Tensor:

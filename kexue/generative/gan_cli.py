@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import torch
 
@@ -37,10 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=at.positive_int, default=100, help="samples in the grid")
     ap.add_argument("--seed", type=at.nonnegative_int, default=0)
     ap.add_argument("--threads", type=at.positive_int, default=1)
-    ap.add_argument("--out", default="gan_samples.png")
-    ap.add_argument("--checkpoint-dir", default=None, help="fit's run folder (resumable; model.safetensors)")
+    ap.add_argument("--out", default="runs/gan", metavar="DIR",
+                    help="output folder: samples.png, metrics.json (digits: Fréchet distance) and train/ "
+                         "(fit's resumable run folder, model.safetensors)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    out = at.check_output_dir(args.out)
     from kexue.diffusion.data import digits, image_folder, save_grid
     from kexue.generative.gan_train import digit_scorer, train_gan
 
@@ -55,14 +56,14 @@ def main(argv: list[str] | None = None) -> int:
                              batch_size=args.batch_size, z_dim=args.z_dim, width=args.width, lr_g=args.lr,
                              lr_d=args.lr, n_critic=args.n_critic, reflow_step=args.reflow_step,
                              dynamics_weight=args.dynamics_weight, ema_decay=args.ema or None, seed=args.seed,
-                             checkpoint_dir=args.checkpoint_dir, progress=True)
+                             checkpoint_dir=out / "train", progress=True)
     seconds = time.perf_counter() - t0
     samples = gan.sample(max(args.n, 1000 if args.data == "digits" else args.n), torch.Generator().manual_seed(args.seed))
-    print(f"wrote {save_grid(samples[:args.n], args.out)}  ({seconds:.0f} s training)")
+    print(f"wrote {save_grid(samples[:args.n], out / 'samples.png')}  ({seconds:.0f} s training)")
     if args.data == "digits":
         metrics = digit_scorer()(samples)
         metrics["train_seconds"] = seconds
         print(json.dumps(metrics))
         from kexue.io import write_json
-        write_json(Path(args.out).with_suffix(".json"), metrics)
+        write_json(out / "metrics.json", metrics)
     return 0
