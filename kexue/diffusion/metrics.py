@@ -35,20 +35,27 @@ class DigitClassifier(nn.Module):
 
 
 def train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int = 30, seed: int = 0) -> DigitClassifier:
-    """Fit the feature network on real images (with ±1-pixel shifts as augmentation); returns it in eval mode."""
+    """Fit the feature network on real images (with ±1-pixel shifts as augmentation) through
+    :func:`kexue.train.fit` (Adam 1e-3, batches of 64); returns it in eval mode."""
+    from ..train import fit
+
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     clf = DigitClassifier(x.shape[1])
-    opt = torch.optim.Adam(clf.parameters(), 1e-3)
-    for _ in range(epochs):
-        for idx in torch.randperm(len(x), generator=g).split(64):
-            xb = x[idx]
-            sh = torch.randint(-1, 2, (2,), generator=g).tolist()
-            xb = torch.roll(xb, shifts=sh, dims=(-2, -1))
-            loss = F.cross_entropy(clf(xb), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+
+    drawn: dict[int, list] = {}  # one generator drawn epoch after epoch (fit may ask for an epoch twice)
+
+    def epoch_batches(epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        while epoch not in drawn:
+            out = []
+            for idx in torch.randperm(len(x), generator=g).split(64):
+                sh = torch.randint(-1, 2, (2,), generator=g).tolist()
+                out.append((torch.roll(x[idx], shifts=sh, dims=(-2, -1)), y[idx]))
+            drawn[len(drawn)] = out
+        return drawn[epoch]
+
+    fit(clf, lambda m, b: F.cross_entropy(m(b[0]), b[1]), epoch_batches,
+        optimizer=torch.optim.Adam(clf.parameters(), 1e-3), epochs=epochs, progress=False, seed=seed)
     return clf.eval()
 
 
