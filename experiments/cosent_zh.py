@@ -74,7 +74,7 @@ def table(rows, out) -> None:
     for name in dict.fromkeys(r["set"] for r in rows):
         for kind in dict.fromkeys(r["start"] for r in rows if r["set"] == name):
             got = {r["loss"]: r["spearman"] for r in rows if r["set"] == name and r["start"] == kind}
-            lines.append(f"| {name} | {kind} | " + " | ".join(f"{got.get(l, float('nan')):.2f}" for l in LOSSES)
+            lines.append(f"| {name} | {kind} | " + " | ".join(f"{got[l]:.2f}" if l in got else "–" for l in LOSSES)
                          + f" | {ANCHORS[name]} |")
     text = "\n".join(lines)
     print(text)
