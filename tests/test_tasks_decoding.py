@@ -1,10 +1,9 @@
-"""The recipes' decoding adapters on kexue.generation (KV cache) agree with a plain full-recompute
+"""The recipes' decoding through kexue.generation's per-request state (KV cache) agree with a plain full-recompute
 greedy loop: conditional-LN class vectors, banned tokens, and the responding speaker's segment id."""
 import torch
 
-from kexue.generation import greedy
+from kexue.generation import PrefixDecoding, decoding_state, greedy
 from kexue.models import TransformerConfig, build_model
-from kexue.tasks.sampling import DecodeView, SpeakerDecoding
 
 CFG = dict(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, model_type="roformer")
@@ -29,10 +28,11 @@ def test_speaker_decoding_matches_full_recompute():
     model = build_model(TransformerConfig.from_dict(CFG), application="lm", with_mlm=True).eval()
     ids, segs = [2, 7, 8, 9, 3, 11, 12, 3], [0, 0, 0, 0, 0, 1, 1, 1]
     for speaker in (0, 1):
-        state = SpeakerDecoding(DecodeView(model, banned=[0, 1]), torch.tensor([ids]), torch.tensor([segs]), speaker)
+        state = PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=[0, 1],
+                               new_segment=speaker)
         assert greedy(state, 6)[0] == naive_greedy(model, ids, segs, speaker, 6, banned=[0, 1])
-    a = greedy(SpeakerDecoding(model, torch.tensor([ids]), torch.tensor([segs]), 0), 6)[0]
-    b = greedy(SpeakerDecoding(model, torch.tensor([ids]), torch.tensor([segs]), 1), 6)[0]
+    a = greedy(PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), new_segment=0), 6)[0]
+    b = greedy(PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), new_segment=1), 6)[0]
     assert a != b  # the speaker segment reaches the model
 
 
@@ -43,11 +43,10 @@ def test_conditioned_view_matches_full_recompute():
         for name, p in model.named_parameters():
             if ".cond_" in name:
                 p.normal_(0, 0.5)
-    from kexue.generation import decoding_state
     outs = []
     for c in range(2):
         cond = torch.randn(1, 8, generator=torch.Generator().manual_seed(c))
-        got = greedy(decoding_state(DecodeView(model, cond, banned=[0]), torch.tensor([[2]])), 8)[0]
+        got = greedy(decoding_state(model, torch.tensor([[2]]), cond=cond, banned_ids=[0]), 8)[0]
         assert got == naive_greedy(model, [2], [0], 0, 8, cond=cond, banned=[0])
         outs.append(got)
     assert outs[0] != outs[1]

@@ -27,7 +27,8 @@ from ..predict import Predictor
 from .common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
 from .data import read_dialogues
 from .export import load_backbone, read_task, save_task_model
-from .sampling import DecodeView, SpeakerDecoding, decode
+from ..generation import PrefixDecoding
+from .sampling import decode, special_ids
 
 _SPEAKER = re.compile(r"^[^：:]{1,6}[：:]\S")
 
@@ -86,8 +87,8 @@ def reply(model, tokenizer, context: list[str], maxlen: int = 128, max_new_token
     """The next turn after ``context`` (spoken by speaker ``len(context) % 2``); ``options`` as in
     :func:`kexue.tasks.sampling.decode` (sampling with a fresh generator seeded ``seed``)."""
     ids, segs = encode(tokenizer, context, maxlen - max_new_tokens)
-    view = DecodeView(model, banned=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id])
-    state = SpeakerDecoding(view, torch.tensor([ids]), torch.tensor([segs]), len(context) % 2)
+    state = PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=special_ids(tokenizer),
+                           new_segment=len(context) % 2)  # the reply is spoken by the next speaker
     return tokenizer.decode(decode(state, max_new_tokens, tokenizer.sep_id, min_new_tokens=2, **options)[0])
 
 

@@ -18,7 +18,7 @@ from ..predict import Predictor
 from ..pretrained import embed
 from ..similarity.search import build_index
 from .export import kexue_block, load_backbone, read_task
-from .sampling import DecodeView, decode
+from .sampling import decode, special_ids
 
 
 class EncoderPredictor(Predictor):
@@ -113,8 +113,8 @@ class GenerationPredictor(Predictor):
             else:
                 if self.lm.application == "lm":
                     ids, segs = ids[:-1], segs[:-1]  # [CLS] text: the continuation follows
-                view = DecodeView(self.lm, banned=[tok.pad_id, tok.cls_id, tok.mask_id, tok.unk_id])
-                state = decoding_state(view, torch.tensor([ids]), None, torch.tensor([segs]))
+                state = decoding_state(self.lm, torch.tensor([ids]), None, torch.tensor([segs]),
+                                       banned_ids=special_ids(tok))
             rows = decode(state, max_new_tokens, eos, num_samples=num_samples, **options)
             out.append({"text": text, "generations": [tok.decode(r) for r in rows]})
         return out

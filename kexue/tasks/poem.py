@@ -25,7 +25,7 @@ from .classify import poem_data, stratified_split
 from .common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
 from .data import read_poems
 from .export import head_state, load_backbone, load_head, read_task, save_task_model
-from .sampling import DecodeView, decode
+from .sampling import decode, special_ids
 
 
 class ConditionalLM(nn.Module):
@@ -60,11 +60,10 @@ def write_poems(model: ConditionalLM, tokenizer, labels: list[str], label: str, 
     n = options.get("num_samples", 1)
     cond = model.classes(torch.full((1,), labels.index(label)))
     start = torch.tensor([tokenizer.encode(prefix)[0][:-1]])  # [CLS] prefix, no [SEP]: the poem goes on
-    banned = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
     if n > 1 and not options.get("num_beams"):
         cond, start = cond.expand(n, -1), start.expand(n, -1)  # n rows, one generator: rows differ
         options = {**options, "num_samples": 1}
-    state = decoding_state(DecodeView(model.lm, cond, banned), start)
+    state = decoding_state(model.lm, start, cond=cond, banned_ids=special_ids(tokenizer))
     rows = decode(state, max_new_tokens, tokenizer.sep_id, min_new_tokens=8, **options)
     return {"class": label, "poems": [prefix + tokenizer.decode(r) for r in rows]}
 

@@ -30,7 +30,7 @@ from .common import Timer, command, fit, model_and_tokenizer, pad, recipe_args, 
 from .data import read_webqa
 from .export import load_backbone, read_task, save_task_model
 from .metrics import answer_em, answer_f1
-from .sampling import DecodeView
+from .sampling import special_ids
 
 
 def source_ids(tokenizer, question: str, passage: str, maxlen: int) -> list[int]:
@@ -64,8 +64,7 @@ def vote_decode(model, tokenizer, sources: list[list[int]], max_answer: int = 16
     mask = torch.zeros(P, L, dtype=torch.long)
     for r, src in enumerate(sources):  # left padding: every row's next token sits in the last column
         ids[r, L - len(src):], mask[r, L - len(src):] = torch.tensor(src), 1
-    view = DecodeView(model, banned=[tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id])
-    state = decoding_state(view, ids, mask, torch.zeros_like(ids))
+    state = decoding_state(model, ids, mask, torch.zeros_like(ids), banned_ids=special_ids(tokenizer))
     probs = state.prefill().float().softmax(-1)
     answering = (probs.argmax(-1) != tokenizer.sep_id).nonzero()[:, 0]  # first token [SEP] = no answer here
     if len(answering) == 0:

@@ -1,47 +1,18 @@
-"""Adapters that let the recipes decode with :mod:`kexue.generation` (KV cache, top-k sampling):
+"""The recipes' decoding options in one place (:func:`decode`) and the ids they never generate.
 
-* :class:`DecodeView` binds the class vector of a Conditional-LayerNorm model and bans special
-  tokens ([PAD]/[CLS]/[MASK]/[UNK]) from the output, without touching the weights;
-* :class:`SpeakerDecoding` gives the generated tokens the responding speaker's segment id
-  (DialoGPT-style dialogue alternates segment ids 0/1 by turn, the plain LM state always uses 0).
+Conditional-LayerNorm vectors, banned ids and the responding speaker's segment id are per-request
+state of :mod:`kexue.generation`'s decoding states (``cond=``, ``banned_ids=``, ``new_segment=``).
 """
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
 
-from ..generation import PrefixDecoding, beam_search, greedy, sample
-
-
-class DecodeView(nn.Module):
-    """``model`` as the decoder sees it: ``cond [B, cond_dim]`` bound, ``banned`` ids at -inf."""
-
-    def __init__(self, model: nn.Module, cond: Tensor | None = None, banned: list[int] = ()):
-        super().__init__()
-        self.model, self.cond, self.banned = model, cond, list(banned)
-        self.application, self.config = model.application, model.config
-
-    def forward(self, input_ids, *args, **kwargs):
-        cond = self.cond
-        if cond is not None and cond.shape[0] == 1 and input_ids.shape[0] > 1:
-            cond = cond.expand(input_ids.shape[0], -1)  # one class for every row (e.g. the beams of one input)
-        out = self.model(input_ids, *args, cond=cond, **kwargs)
-        if self.banned:
-            out.logits = out.logits.index_fill(-1, torch.tensor(self.banned), float("-inf"))
-        return out
+from ..generation import beam_search, greedy, sample
 
 
-class SpeakerDecoding(PrefixDecoding):
-    """A causal-LM decoding state whose new tokens carry segment id ``speaker``."""
-
-    def __init__(self, model, input_ids: Tensor, segment_ids: Tensor, speaker: int):
-        super().__init__(model, input_ids, None, segment_ids)
-        self.speaker = speaker
-
-    def prefill(self) -> Tensor:
-        logits = super().prefill()
-        self.new_segment = torch.full_like(self.new_segment, self.speaker)
-        return logits
+def special_ids(tokenizer) -> list[int]:
+    """[PAD] / [CLS] / [MASK] / [UNK]: tokens a generated text never contains."""
+    return [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
 
 
 def decode(state, max_new_tokens: int, eos_id: int, min_new_tokens: int = 0, num_samples: int = 1,
@@ -63,4 +34,4 @@ def decode(state, max_new_tokens: int, eos_id: int, min_new_tokens: int = 0, num
                   temperature=temperature, generator=gen)
 
 
-__all__ = ["DecodeView", "SpeakerDecoding", "decode", "sample"]
+__all__ = ["decode", "sample", "special_ids"]
