@@ -211,10 +211,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="bfloat16 autocast: auto = only where the hardware has it natively")
     ap.add_argument("--skip-nonfinite", action="store_true",
                     help="skip (and count) steps with a non-finite loss or gradient instead of stopping")
-    again = ap.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue the run in --out even though its recorded settings differ")
-    again.add_argument("--overwrite", action="store_true", help="start the run in --out over")
+    at.run_folder_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 

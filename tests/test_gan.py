@@ -277,3 +277,6 @@ def test_cli_writes_a_folder(tmp_path):
     assert cli(["gan", "--steps", "2", "--batch-size", "16", "--width", "8", "--z-dim", "8", "--n", "4",
                 "--out", str(out)]) == 0
     assert {"samples.png", "metrics.json", "train"} <= {p.name for p in out.iterdir()}
+    changed = ["gan", "--steps", "2", "--batch-size", "16", "--width", "16", "--z-dim", "8", "--n", "4", "--out", str(out)]
+    assert cli(changed) == 2  # the run folder's recorded settings differ: refused by name
+    assert cli(changed + ["--overwrite"]) == 0

@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="output folder: samples.png, the trained model (model.safetensors + config.json, read back "
                          "by kexue.diffusion.train.load_model) and train/ (the resumable run)")
     ap.add_argument("--checkpoint-every", type=at.positive_int, default=200, help="training steps between checkpoints")
-    again = ap.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue the run in --out even if settings changed")
-    again.add_argument("--overwrite", action="store_true", help="start the run in --out over")
+    at.run_folder_args(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = at.check_output_dir(args.out)

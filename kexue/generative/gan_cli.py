@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/gan", metavar="DIR",
                     help="output folder: samples.png, metrics.json (digits: Fréchet distance) and train/ "
                          "(fit's resumable run folder, model.safetensors)")
+    at.run_folder_args(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = at.check_output_dir(args.out)
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                              batch_size=args.batch_size, z_dim=args.z_dim, width=args.width, lr_g=args.lr,
                              lr_d=args.lr, n_critic=args.n_critic, reflow_step=args.reflow_step,
                              dynamics_weight=args.dynamics_weight, ema_decay=args.ema or None, seed=args.seed,
-                             checkpoint_dir=out / "train", progress=True)
+                             checkpoint_dir=out / "train", progress=True,
+                             resume=args.resume, overwrite=args.overwrite)
     seconds = time.perf_counter() - t0
     samples = gan.sample(max(args.n, 1000 if args.data == "digits" else args.n), torch.Generator().manual_seed(args.seed))
     print(f"wrote {save_grid(samples[:args.n], out / 'samples.png')}  ({seconds:.0f} s training)")

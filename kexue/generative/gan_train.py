@@ -34,9 +34,10 @@ def train_gan(images: torch.Tensor, *, loss: str = "hinge", selfmod: bool = Fals
               lr_d: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), n_critic: int = 1,
               gp_weight: float = 10.0, reflow_step: float = 1.0, dynamics_weight: float = 0.0,
               ema_decay: float | None = 0.999, seed: int = 0, checkpoint_dir: str | Path | None = None,
-              progress: bool = False) -> tuple[GAN, dict]:
+              progress: bool = False, **fit_options) -> tuple[GAN, dict]:
     """Returns (gan with the EMA generator weights copied in when ``ema_decay``, fit's history with
-    the objective's last terms under ``history['terms']``)."""
+    the objective's last terms under ``history['terms']``); ``fit_options`` (``resume``, ``overwrite``,
+    ``checkpoint_every`` ...) go to :func:`kexue.train.fit`."""
     if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"images must be (N, C, S, S), got {tuple(images.shape)}")
     torch.manual_seed(seed)
@@ -46,7 +47,7 @@ def train_gan(images: torch.Tensor, *, loss: str = "hinge", selfmod: bool = Fals
                             {"params": gan.discriminator.parameters(), "lr": lr_d}], betas=betas)
     ema = GeneratorEMA(gan, ema_decay, warmup=True) if ema_decay else None
     history = fit(gan, objective, image_batches(images, batch_size), optimizer=opt, steps=steps, ema=ema,
-                  progress=progress, seed=seed, checkpoint_dir=checkpoint_dir)
+                  progress=progress, seed=seed, checkpoint_dir=checkpoint_dir, **fit_options)
     if ema is not None:
         ema.copy_to(gan)
     history["terms"] = objective.last
