@@ -33,10 +33,8 @@ def data(name: str, limit: int):
 
 def start(kind: str, train):
     torch.manual_seed(0)
-    if kind == "minilm":
-        return pretrained.minilm()
-    if kind == "zh-mini":
-        return pretrained.zh_mini(with_mlm=False)
+    if kind in pretrained.SHIPPED:
+        return pretrained.shipped(kind)
     ns = argparse.Namespace(checkpoint=None, family="roformer")
     return model_and_tokenizer(ns, [s for p in train for s in (p.a, p.b)])
 

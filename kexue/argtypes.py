@@ -130,6 +130,13 @@ def model_dir(text: str) -> str:
     return text
 
 
+def model_or_shipped(text: str) -> str:
+    """A model folder, or the name of a model that ships with kexue (``minilm``, ``zh-mini``)."""
+    from .pretrained import SHIPPED
+
+    return text if text in SHIPPED else model_dir(text)
+
+
 def check_output_dir(path: str | os.PathLike) -> Path:
     """Make sure ``path`` is (or can become) a writable folder, by creating and removing a probe file.
     Called before training so a bad ``--out`` fails in a second, not after an hour."""

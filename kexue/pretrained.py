@@ -71,3 +71,16 @@ def embed(model: Transformer, tokenizer: Tokenizer, texts: Sequence[str], batch_
             v = mean_pool(h, batch["attention_mask"])
             out[idx] = (F.normalize(v, dim=-1) if normalize else v).float().cpu()
     return out
+
+
+SHIPPED = ("minilm", "zh-mini")  # names a command line may give instead of a model folder
+
+
+def shipped(name: str, **build_kwargs) -> tuple[Transformer, Tokenizer]:
+    """The encoder of a shipped model by name: ``minilm`` or ``zh-mini`` (without its MLM head)."""
+    if name == "minilm":
+        return minilm(**build_kwargs)
+    if name == "zh-mini":
+        return zh_mini(**{"with_mlm": False, **build_kwargs})
+    raise ValueError(f"unknown shipped model {name!r}; known: {', '.join(SHIPPED)}")
+

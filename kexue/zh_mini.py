@@ -14,6 +14,7 @@ held-out slice with fixed masking so that it can be re-checked.
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import time
 from pathlib import Path
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                    final_train_loss=round(sum(history["loss"][-50:]) / max(1, len(history["loss"][-50:])), 4))
     write_json(out / "metrics.json", metrics)
     write_text(out / "README.md", model_card(metrics))
-    print(f"held-out MLM loss {loss:.4f} (ppl {2.718281828 ** loss:.1f}); saved to {out}")
+    print(f"held-out MLM loss {loss:.4f} (ppl {math.exp(loss):.1f}); saved to {out}")
     return 0
 
 

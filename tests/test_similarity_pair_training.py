@@ -49,3 +49,16 @@ def test_similarity_refuses_bad_input(split_files, tmp_path, capsys):
     assert cli(["similarity", "--train", str(scores), "--loss", "sbert", "--out", str(tmp_path / "o2")]) == 2
     assert "integer class labels" in capsys.readouterr().err
     assert not (tmp_path / "o2" / "config.json").exists()
+
+
+def test_shipped_names_and_folders_are_the_only_models(tmp_path, capsys):
+    assert cli(["evaluate", "--model", "nonexistent-model", "--sets", "zh/test"]) == 2
+    assert "no such model folder" in capsys.readouterr().err
+    assert cli(["evaluate", "--model", "zh-mini", "--sets", "zh/test", "--limit", "40", "--no-progress"]) == 0
+    from kexue.pretrained import embed, zh_mini
+    from kexue.similarity.evaluate import evaluate_pairs
+    from kexue.datasets import sts_zh
+
+    model, tok = zh_mini(with_mlm=False)
+    expect = evaluate_pairs(lambda t: embed(model, tok, t), sts_zh("test")[:40])
+    assert f"{expect:.4f}" in capsys.readouterr().out

@@ -92,10 +92,10 @@ def format_table(rows: dict[str, dict[str, float]], digits: int = 4) -> str:
 
 
 def _encoder_for(model_spec: str, progress: bool = False) -> Encoder:
-    from ..pretrained import embed, minilm
+    from ..pretrained import SHIPPED, embed, shipped
 
-    if model_spec == "minilm":
-        model, tok = minilm()
+    if model_spec in SHIPPED:
+        model, tok = shipped(model_spec)
     else:  # a model folder: its encoder predictor, so the vectors are those `kexue embed` gives
         from ..predict import load
 
@@ -118,18 +118,12 @@ def _sets(text: str) -> list[tuple[str, str]]:
     return sets
 
 
-def _model(text: str) -> str:
-    from ..argtypes import model_dir
-
-    return text if text == "minilm" else model_dir(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     from .. import argtypes as at
 
     ap = at.ArgumentParser(prog="kexue evaluate", description="Spearman on the STS sets (sts-b-zh, sts-b-en)")
-    ap.add_argument("--model", type=_model, default="minilm",
-                    help="'minilm' (embedded all-MiniLM-L6-v2) or an HF-layout folder")
+    ap.add_argument("--model", type=at.model_or_shipped, default="minilm",
+                    help="'minilm' (embedded all-MiniLM-L6-v2), 'zh-mini' (kexue-zh-mini) or a model folder")
     ap.add_argument("--sets", type=_sets, default="all", help="comma list like en/test,zh/valid, or 'all'")
     ap.add_argument("--pairs", type=at.input_file, metavar="FILE", action="append",
                     help="score these pairs instead of the STS sets: sentence1<TAB>sentence2<TAB>label (0/1 or 0-5) "

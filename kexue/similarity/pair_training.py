@@ -101,23 +101,6 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     return history
 
 
-def _start(spec: str | None):
-    """``minilm`` / ``zh-mini`` (the weights that ship) or an HF-layout folder; None: from scratch."""
-    from .. import pretrained
-
-    if spec == "minilm":
-        return pretrained.minilm()
-    if spec == "zh-mini":
-        return pretrained.zh_mini(with_mlm=False)
-    return None
-
-
-def _checkpoint(text: str) -> str:
-    from .. import argtypes as at
-
-    return text if text in ("minilm", "zh-mini") else at.model_dir(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     from .. import argtypes as at
     from ..tasks.common import Timer, command, model_and_tokenizer, setup, write_metrics
@@ -130,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="pairs: sentence1<TAB>sentence2<TAB>label lines, or JSON lines with sentence1/sentence2/label")
     p.add_argument("--dev", type=at.input_file, metavar="FILE", help="pairs to score by Spearman (same formats)")
     p.add_argument("--loss", choices=LOSSES, default="cosent", help="training objective")
-    p.add_argument("--checkpoint", type=_checkpoint, metavar="DIR",
+    p.add_argument("--checkpoint", type=at.model_or_shipped, metavar="DIR",
                    help="starting point: an HF-layout folder, 'minilm' or 'zh-mini' (default: a small model from scratch)")
     p.add_argument("--family", default="roformer", choices=["bert", "roformer", "roformer_v2"],
                    help="family of the from-scratch model (without --checkpoint)")
@@ -152,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     timer = Timer()
     train = read_pairs(args.train)[: args.limit]
     dev = read_pairs(args.dev)[: args.limit] if args.dev else None
-    start = _start(args.checkpoint)
+    from ..pretrained import SHIPPED, shipped
+
+    start = shipped(args.checkpoint) if args.checkpoint in SHIPPED else None
     if start is None:
         ns = type("A", (), {"checkpoint": args.checkpoint, "family": args.family})
         start = model_and_tokenizer(ns, [s for q in train for s in (q.a, q.b)])
