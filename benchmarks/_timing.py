@@ -19,10 +19,18 @@ def time_round_robin(fns: dict[str, Callable[[], object]], reps: int = 5, warmup
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(reps):
         for name, fn in fns.items():
+            sync()
             t0 = time.perf_counter()
             fn()
+            sync()  # GPU kernels run asynchronously: time until they are done
             samples[name].append(time.perf_counter() - t0)
     return {k: stat(v) for k, v in samples.items()}
+
+
+def sync() -> None:
+    """Wait for queued GPU work (no-op on CPU-only runs)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def matmul_peak_gflops(n: int = 1024, reps: int = 5, dtype=torch.float32) -> float:
@@ -40,8 +48,11 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def save_result(name: str, result: dict) -> Path:
-    """Write one benchmark's numbers to ``benchmarks/results/<name>.json`` (merged by ``report.py``)."""
+def save_result(name: str, result: dict, device: torch.device | str = "cpu") -> Path:
+    """Write one benchmark's numbers to ``benchmarks/results/<name>.json`` (``<name>_cuda.json`` for a GPU
+    run, so CPU and GPU numbers live side by side; ``report.py`` merges them)."""
     from kexue.io import write_json
 
-    return write_json(Path(__file__).resolve().parent / "results" / f"{name}.json", result)
+    kind = torch.device(device).type
+    stem = name if kind == "cpu" else f"{name}_{kind}"
+    return write_json(Path(__file__).resolve().parent / "results" / f"{stem}.json", result)

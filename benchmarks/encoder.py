@@ -109,6 +109,10 @@ def main(argv=None) -> dict:
     hf.to(dev)
     for m in engines.values():
         m.to(dev)
+    if dev.type == "cuda":  # what a GPU user runs: bf16 weights and activations, both engines alike
+        variants["kexue bf16"] = copy.deepcopy(ours).to(torch.bfloat16)
+        engines["hf bf16"] = copy.deepcopy(hf).to(torch.bfloat16)
+        args.reps = max(args.reps, 20)  # milliseconds per call on a GPU: more samples, same wall time
     if not args.no_compile:
         t0 = time.perf_counter()
         variants["kexue compiled"] = compile_model(copy.deepcopy(ours), dynamic=False)
@@ -127,6 +131,9 @@ def main(argv=None) -> dict:
         feeds = {"input_ids": ids.cpu().numpy(), "attention_mask": mask.cpu().numpy(), "token_type_ids": segs.cpu().numpy()}
         calls = {name: (lambda m=m: m(ids, segs, mask).hidden) for name, m in variants.items()}
         calls["hf"] = lambda: hf(input_ids=ids, token_type_ids=segs, attention_mask=mask).last_hidden_state
+        if "hf bf16" in engines:
+            calls["hf bf16"] = lambda: engines["hf bf16"](input_ids=ids, token_type_ids=segs,
+                                                          attention_mask=mask).last_hidden_state
         if "bert4torch" in engines:
             calls["bert4torch"] = lambda: engines["bert4torch"]([ids, segs])
         for name, s in sessions.items():
@@ -152,7 +159,7 @@ def main(argv=None) -> dict:
             ratios = ", ".join(f"{p} {secs[p] / secs[ours_name]:.2f}x" for p in secs if not p.startswith("kexue"))
             print(f"  speed ratio {ours_name} / peer: {ratios}")
         result["shapes"][f"{batch}x{length}"] = rows
-    save_result("encoder", result)
+    save_result("encoder", result, dev)
     return result
 
 

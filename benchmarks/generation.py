@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
                 result["rows"].append({"family": family, "batch": b, "method": name, "tokens_per_s": tps,
                                        "ratio_to_hf": {v: t["hf"] / t[v] for v in variants},
                                        "tokens_equal_to_hf": agree})
-    save_result("generation", result)
+    save_result("generation", result, dev)
     return result
 
 

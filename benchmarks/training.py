@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
         print(f"  kexue / {peer}: speed {secs[peer] / secs['kexue']:.2f}x, peak memory "
               f"{memory['kexue'] / max(memory[peer], 1):.2f}x")
     result = {"header": header, "batch": args.batch, "length": args.length, "layers": args.layers, "engines": rows}
-    save_result("training", result)
+    save_result("training", result, dev)
     return result
 
 

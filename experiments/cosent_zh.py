@@ -2,6 +2,8 @@
 from scratch, from kexue-zh-mini and from all-MiniLM-L6-v2; dev Spearman (×100) and its curve over steps.
 
     python experiments/cosent_zh.py [--steps 150] [--sets ATEC,BQ,LCQMC,PAWSX,STS-B] [--starts scratch,zh-mini,minilm]
+                                    [--device cuda] [--out DIR]
+    python experiments/cosent_zh.py --merge DIR1 DIR2 ... --out DIR   # one table from runs done in parallel
 
 ATEC / BQ / LCQMC / PAWSX: a seeded 80/20 split of the one labelled file in shared/data/sim-zh (the official
 test splits are not available offline); STS-B: sts-b-zh train → valid. Published anchors (text2vec's README,
@@ -12,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
+from _report import pyplot, save_figure
 from _similarity_setup import parse
 
 from kexue import datasets, pretrained
@@ -46,53 +50,77 @@ def main() -> None:
     ap.add_argument("--dev-limit", type=int, default=1000, help="dev pairs scored per set")
     ap.add_argument("--sets", default="ATEC,BQ,LCQMC,PAWSX,STS-B")
     ap.add_argument("--starts", default="scratch,zh-mini,minilm")
+    ap.add_argument("--losses", default=",".join(LOSSES))
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--merge", nargs="+", metavar="DIR", help="only merge these runs' results.json into --out")
     args, out = parse(ap, "experiments/results/cosent_zh")
+    if args.merge:
+        runs = [json.loads((Path(d) / "results.json").read_text()) for d in args.merge]
+        rows = [r for run in runs for r in run["rows"]]
+        meta = {k: v for k, v in runs[0].items() if k != "rows"}
+        write_json(out / "results.json", {**meta, "rows": rows})
+        return table(rows, out, meta)
     rows = []
     for name in args.sets.split(","):
         train, dev = data(name, args.dev_limit)
         for kind in args.starts.split(","):
-            for loss in LOSSES:
+            for loss in args.losses.split(","):
                 model, tok = start(kind, train)
+                model.to(args.device)
                 t0 = time.perf_counter()
                 lr = 1e-3 if kind == "scratch" else 2e-5 if kind == "minilm" else 1e-4
                 h = train_pair_encoder(model, tok, train, loss, steps=args.steps, batch_size=32, lr=lr, maxlen=64,
                                        dev=dev, eval_every=args.eval_every, progress=False)
                 curve = [(e["step"], round(100 * e["spearman"], 2)) for e in h["eval"]]
                 best = max(curve, key=lambda c: c[1])
+                # steps to converge: the first evaluation within 1 point of the best one
+                converged = next(step for step, sp in curve if sp >= best[1] - 1.0)
                 rows.append({"set": name, "start": kind, "loss": loss, "lr": lr, "spearman": curve[-1][1],
-                             "best": best[1], "best_step": best[0], "curve": curve,
+                             "best": best[1], "best_step": best[0], "converged_step": converged, "curve": curve,
                              "seconds": round(time.perf_counter() - t0, 1)})
                 print(json.dumps(rows[-1]), flush=True)
-                write_json(out / "results.json", {"steps": args.steps, "dev_limit": args.dev_limit, "rows": rows})
-    table(rows, out)
+                meta = {"steps": args.steps, "eval_every": args.eval_every, "dev_limit": args.dev_limit,
+                        "device": args.device}
+                write_json(out / "results.json", {**meta, "rows": rows})
+    table(rows, out, meta)
 
 
-def table(rows, out) -> None:
-    lines = ["| set | start | CoSENT | SBERT | cosine | post's anchor (CoSENT, MacBERT-base) |", "|---|---|---:|---:|---:|---:|"]
+def table(rows, out, meta) -> None:
+    lines = [f"Dev Spearman ×100 after {meta['steps']} updates (batch 32, maxlen 64, evaluated every "
+             f"{meta['eval_every']}; dev ≤ {meta['dev_limit']} pairs; device {meta.get('device', 'cpu')}). "
+             "In brackets: the best evaluation and the first step within 1 point of it (steps to converge).", "",
+             "| set | start | CoSENT | SBERT | cosine | anchor (CoSENT, MacBERT-base) |", "|---|---|---:|---:|---:|---:|"]
     for name in dict.fromkeys(r["set"] for r in rows):
         for kind in dict.fromkeys(r["start"] for r in rows if r["set"] == name):
-            got = {r["loss"]: r["spearman"] for r in rows if r["set"] == name and r["start"] == kind}
-            lines.append(f"| {name} | {kind} | " + " | ".join(f"{got[l]:.2f}" if l in got else "–" for l in LOSSES)
+            got = {r["loss"]: r for r in rows if r["set"] == name and r["start"] == kind}
+            cell = lambda r: f"{r['spearman']:.2f} ({r['best']:.2f} @{r.get('converged_step', r['best_step'])})"
+            lines.append(f"| {name} | {kind} | " + " | ".join(cell(got[l]) if l in got else "–" for l in LOSSES)
                          + f" | {ANCHORS[name]} |")
+    wins = {}
+    for r in rows:
+        key = (r["set"], r["start"])
+        if key not in wins or r["spearman"] > wins[key]["spearman"]:
+            wins[key] = r
+    lines += ["", "Best loss per (set, start): " + "; ".join(f"{s}/{k}: {r['loss']}" for (s, k), r in wins.items())]
     text = "\n".join(lines)
     print(text)
     atomic_write(out / "table.md", lambda tmp: open(tmp, "w", encoding="utf-8").write(text + "\n"))
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     sets = list(dict.fromkeys(r["set"] for r in rows))
-    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(sets), figsize=(4 * len(sets), 3.4), squeeze=False)
+    colour = {"cosent": "C0", "sbert": "C1", "cosine": "C2"}  # one colour per loss, one line style per start
+    style = {"scratch": ":", "zh-mini": "-", "minilm": "--"}
     for ax, name in zip(axes[0], sets):
         for r in rows:
             if r["set"] == name:
-                ax.plot(*zip(*r["curve"]), label=f"{r['start']} {r['loss']}", lw=1)
-        ax.set_title(name)
+                ax.plot(*zip(*r["curve"]), style.get(r["start"], "-."), color=colour[r["loss"]],
+                        label=f"{r['loss']} from {r['start']}", lw=1.2)
+        ax.set_title(f"{name} (anchor {ANCHORS[name]})")
         ax.set_xlabel("step")
         ax.set_ylabel("dev Spearman ×100")
     axes[0][-1].legend(fontsize=6)
     fig.tight_layout()
-    atomic_write(out / "spearman_vs_steps.png", lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
-
+    save_figure(fig, out / "spearman_vs_steps.png", dpi=90)
 
 if __name__ == "__main__":
     main()

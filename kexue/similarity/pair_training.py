@@ -73,7 +73,8 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
 
     if not pairs:
         raise ValueError("no training pairs")
-    module = PairEncoder(encoder, loss, [p.score for p in pairs])
+    device = next(encoder.parameters()).device  # batches and the SBERT head follow the model (CPU or GPU)
+    module = PairEncoder(encoder, loss, [p.score for p in pairs]).to(device)
     enc = [(tokenizer.encode(p.a, maxlen=maxlen), tokenizer.encode(p.b, maxlen=maxlen), p.score) for p in pairs]
     per_epoch = math.ceil(len(enc) / batch_size)
     total = steps or epochs * per_epoch
@@ -86,7 +87,8 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     def step(_, idx: list[int]) -> Tensor:
         a = pad_batch([enc[i][0] for i in idx], tokenizer.pad_id)
         b = pad_batch([enc[i][1] for i in idx], tokenizer.pad_id)
-        return module(a, b, torch.tensor([enc[i][2] for i in idx], dtype=torch.float32))
+        to = lambda batch: {k: v.to(device) for k, v in batch.items()}
+        return module(to(a), to(b), torch.tensor([enc[i][2] for i in idx], dtype=torch.float32, device=device))
 
     def spearman_on_dev(state) -> dict:
         return {"spearman": evaluate_pairs(lambda texts: embed(encoder, tokenizer, texts, maxlen=maxlen), dev)}

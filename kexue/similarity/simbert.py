@@ -45,6 +45,23 @@ class SimBERT:
         model = build_model(cfg, application="unilm", with_pool=True, with_mlm=True)
         return cls(model, tok, maxlen)
 
+    @classmethod
+    def from_checkpoint(cls, path, maxlen: int = 64) -> "SimBERT":
+        """Start SimBERT from a pretrained encoder folder (e.g. kexue-zh-mini): its weights and vocabulary,
+        application='unilm'. Only the pooler may be missing (MLM-only checkpoints have none); it then starts
+        from scratch and the report says so. Anything else missing or mismatched is an error."""
+        from ..checkpoints import load_checkpoint
+        from ..models.weights import CheckpointError
+
+        model = build_model(path, application="unilm", with_pool=True, with_mlm=True)
+        report = load_checkpoint(model, path, strict=False)
+        fatal = report.mismatched + [m for m in report.missing if ".pooler." not in m]
+        if fatal:
+            raise CheckpointError(f"checkpoint {path} does not fit SimBERT: {', '.join(fatal)}")
+        if not report.ok:
+            print(f"checkpoint {path}: {report} (the pooler starts from scratch)")
+        return cls(model.float(), Tokenizer.from_pretrained(path), maxlen)
+
     # -- the objective -----------------------------------------------------------------------------
     def batch(self, pairs: Sequence[tuple[str, str]]) -> dict[str, Tensor]:
         """Interleaved UniLM samples: (a_1 → b_1), (b_1 → a_1), (a_2 → b_2), …"""
@@ -57,7 +74,8 @@ class SimBERT:
     def loss(self, batch: dict[str, Tensor], scale: float = 30.0, model: nn.Module | None = None) -> tuple[Tensor, Tensor]:
         """(seq2seq cross-entropy on target tokens, contrastive loss on the pooled [CLS] vectors);
         ``model`` defaults to ``self.model`` (pass its DDP wrapper when training on several processes)."""
-        ids, seg, mask = batch["input_ids"], batch["segment_ids"], batch["attention_mask"]
+        device = next(self.model.parameters()).device  # batches follow the model (CPU or GPU)
+        ids, seg, mask = (batch[k].to(device) for k in ("input_ids", "segment_ids", "attention_mask"))
         out = (model or self.model)(ids, seg, mask)
         # Predict token t+1 at position t wherever t+1 is a real target token (segment 1).
         target = (seg[:, 1:] == 1) & (mask[:, 1:] == 1)
@@ -112,12 +130,13 @@ class SimBERT:
         """``[N, hidden]`` L2-normalised [CLS] (pooled) vectors of single sentences."""
         texts = check_texts(texts)
         self.model.eval()
+        device = next(self.model.parameters()).device
         out = []
         for s in range(0, len(texts), batch_size):
             batch = pad_batch([self.tokenizer.encode(t, maxlen=self.maxlen) for t in texts[s:s + batch_size]],
                               self.tokenizer.pad_id)
-            o = self.model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"])
-            out.append(F.normalize((o.pooled if o.pooled is not None else o.hidden[:, 0]).float(), dim=-1))
+            o = self.model(*(batch[k].to(device) for k in ("input_ids", "segment_ids", "attention_mask")))
+            out.append(F.normalize((o.pooled if o.pooled is not None else o.hidden[:, 0]).float(), dim=-1).cpu())
         return torch.cat(out)
 
     # -- generation ------------------------------------------------------------------------------------
@@ -129,10 +148,12 @@ class SimBERT:
         from ..generation import decoding_state, sample
 
         check_texts([text])
-        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        device = next(self.model.parameters()).device
+        g = torch.Generator(device).manual_seed(seed) if seed is not None else None
         ids, seg = self.tokenizer.encode(text, maxlen=self.maxlen)
         self.model.eval()
-        state = decoding_state(self.model, torch.tensor([ids]), segment_ids=torch.tensor([seg]))
+        state = decoding_state(self.model, torch.tensor([ids], device=device),
+                               segment_ids=torch.tensor([seg], device=device))
         rows = sample(state, max_new or self.maxlen, eos_id=self.tokenizer.sep_id, n=n, temperature=temperature,
                       top_k=topk, top_p=topp, generator=g)
         return [self.tokenizer.decode(r) for r in rows]
