@@ -83,8 +83,8 @@ def build_parser():
     from . import demo_zh
 
     ap = at.ArgumentParser(prog="kexue demo", description=__doc__.split("\n")[0])
-    ap.add_argument("--only", choices=("en", "zh"), default=None,
-                    help="run one half: en (MiniLM on STS-B en) or zh (kexue-zh-mini on STS-B zh); default both, en first")
+    ap.add_argument("--only", choices=("both", "en", "zh"), default="both",
+                    help="the halves to run: en (MiniLM on STS-B en), zh (kexue-zh-mini on STS-B zh) or both, en first")
     ap.add_argument("--out", default="runs/demo",
                     help="folder for metrics.json, score_vs_dims.png, whitening and the fine-tuned encoder/ and encoder-zh/")
     ap.add_argument("--train-seconds", type=at.positive_float, default=None,
@@ -124,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(metrics, dict):
             raise at.UsageError(f"{path} is not a JSON object from an earlier demo; remove it or choose another --out")
     summary = []
-    if args.only in (None, "en"):
+    if args.only in ("both", "en"):
         en = run_en(args, out, progress)
         metrics = {**en, **({"zh": metrics["zh"]} if "zh" in metrics else {})}
         write_json(path, metrics)
         demo_zh.require_gain("en (all-MiniLM-L6-v2, STS-B en test)", en["zero_shot_spearman"], en["finetuned_spearman"])
         summary.append(f"en: all-MiniLM-L6-v2 STS-B en test Spearman {en['zero_shot_spearman']:.4f} -> "
                        f"{en['finetuned_spearman']:.4f} after {en['train']['steps']} CoSENT steps; {en['seconds']:.0f}s")
-    if args.only in (None, "zh"):
+    if args.only in ("both", "zh"):
         zh = demo_zh.run(args, out, progress)[0]
         metrics["zh"] = zh
         write_json(path, metrics)
