@@ -9,6 +9,7 @@ as a bert4keras user would. It then answers one JSON command per stdin line with
 
     {"op": "encode", "shape": "8x128", "save": false}  model.predict of the last layer's hidden states
     {"op": "beam", "save": false}                       AutoRegressiveDecoder.beam_search (no KV cache)
+    {"op": "unilm", "ids": [[...]], "segs": [[...]]}      UniLM's token probabilities in one pass
 
 ``save`` writes the outputs to ``WORKDIR/bert4keras_<op>.npz`` for the difference check. The caller
 times the round trip; the commands carry a few bytes, the work takes seconds. Graph mode (TF1-style
@@ -31,10 +32,9 @@ PROTO = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 
 import numpy as np  # noqa: E402
-from bert4keras_oracle import build, layer_output, tf  # noqa: E402  (sets graph mode and TF_KERAS)
+from bert4keras_oracle import UniLMGenerator, build, layer_output, tf  # noqa: E402  (sets graph mode, TF_KERAS)
 from bert4keras.backend import K, keras  # noqa: E402
 from bert4keras.models import build_transformer_model  # noqa: E402
-from bert4keras.snippets import AutoRegressiveDecoder  # noqa: E402
 
 
 def session(threads: int):
@@ -63,18 +63,7 @@ def main():
     enc = build_transformer_model(**kw)
     encoder = keras.models.Model(enc.model.inputs, layer_output(enc, f"Transformer-{layers - 1}-FeedForward-Norm"))
     seq2seq = build_transformer_model(application="unilm", **kw).model
-
-    class Generator(AutoRegressiveDecoder):
-        """bert4keras's SimBERT / UniLM decoder: the whole prefix through the model at every step."""
-
-        @AutoRegressiveDecoder.wraps(default_rtype="probas")
-        def predict(self, inputs, output_ids, states):
-            token_ids, segment_ids = inputs
-            token_ids = np.concatenate([token_ids, output_ids], 1)
-            segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-            return self.last_token(seq2seq).predict([token_ids, segment_ids], verbose=0)
-
-    generator = Generator(start_id=None, end_id=-1, maxlen=setup["new_tokens"])  # end token disabled
+    generator = UniLMGenerator(seq2seq, start_id=None, end_id=-1, maxlen=setup["new_tokens"])  # no end token
     source = [data["beam_ids"][0], data["beam_segs"][0]]
 
     def encode(shape):
@@ -82,7 +71,8 @@ def main():
         return {"hidden": encoder.predict([ids, segs], batch_size=len(ids), verbose=0)}
 
     ops = {"encode": lambda cmd: encode(cmd["shape"]),
-           "beam": lambda cmd: {"ids": generator.beam_search(source, topk=setup["beams"])}}
+           "beam": lambda cmd: {"ids": generator.beam_search(source, topk=setup["beams"])},
+           "unilm": lambda cmd: {"probs": seq2seq.predict([np.array(cmd["ids"]), np.array(cmd["segs"])], verbose=0)}}
     ready = {"tensorflow": tf.__version__, "intra_op_threads": config.intra_op_parallelism_threads,
              "inter_op_threads": config.inter_op_parallelism_threads, "graph_mode": not tf.executing_eagerly()}
     PROTO.write(json.dumps(ready) + "\n")

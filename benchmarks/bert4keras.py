@@ -157,7 +157,7 @@ def run(layers: int, hidden: int, heads: int, ffn: int, vocab: int, shapes, sour
             side("beam", save=True)
             theirs = np.load(work / "bert4keras_beam_.npz")["ids"].tolist()
             row = {"kexue_ids": ours, "bert4keras_ids": theirs, "ids_equal": ours == theirs,
-                   "source": source, "new_tokens": new_tokens, "beams": beams}
+                   "source": source, "new_tokens": new_tokens, "beams": beams, **unilm_diff(unilm, side, data, ours, work)}
             if timing:
                 row["s"] = time_round_robin(calls, reps=beam_reps, warmup=0, stat=min)
                 t0 = time.perf_counter()
@@ -167,6 +167,22 @@ def run(layers: int, hidden: int, heads: int, ffn: int, vocab: int, shapes, sour
         finally:
             side.close()
     return result
+
+
+def unilm_diff(unilm, side, data: dict, output: list[int], work: Path) -> dict:
+    """Both UniLMs' token probabilities over source + decoded tokens in one pass: a random model's beam
+    often repeats one token, so the equal token ids alone would check little of the model."""
+    ids = np.concatenate([data["beam_ids"], np.array([output], np.int32)], 1)
+    segs = np.concatenate([data["beam_segs"], np.ones((1, len(output)), np.int32)], 1)
+    side("unilm", ids=ids.tolist(), segs=segs.tolist(), save=True)
+    theirs = np.load(work / "bert4keras_unilm_.npz")["probs"].astype(np.float64)
+    dev = next(unilm.parameters()).device
+    with torch.inference_mode():
+        logits = unilm(torch.from_numpy(ids).long().to(dev), torch.from_numpy(segs).long().to(dev)).logits
+    ours = logits.float().softmax(-1).double().cpu().numpy()  # float32, as TF computes it
+    return {"max_abs_diff_probs": float(np.abs(ours - theirs).max()),
+            "max_abs_diff_log_probs": float(np.abs(np.log(ours) - np.log(theirs)).max()),
+            "distinct_ids": len(set(output))}
 
 
 def report(result: dict) -> list[str]:
@@ -181,7 +197,9 @@ def report(result: dict) -> list[str]:
     s = row["s"]
     lines.append(f"UniLM beam {row['beams']}, {row['source']}-token source, {row['new_tokens']} new tokens, batch 1: "
                  f"kexue {s['kexue']:.2f} s, bert4keras {s['bert4keras']:.2f} s, kexue / bert4keras "
-                 f"{s['bert4keras'] / s['kexue']:.2f}x;  token ids equal: {row['ids_equal']}")
+                 f"{s['bert4keras'] / s['kexue']:.2f}x;  token ids equal: {row['ids_equal']} ({row['distinct_ids']} "
+                 f"distinct); UniLM probabilities on that sequence: max |Δp| {row['max_abs_diff_probs']:.1e}, "
+                 f"max |Δlog p| {row['max_abs_diff_log_probs']:.1e}")
     lines.append(f"  kexue without KV cache (1 run) {s['kexue no-cache']:.2f} s: / bert4keras "
                  f"{s['bert4keras'] / s['kexue no-cache']:.2f}x, cache speed-up {s['kexue no-cache'] / s['kexue']:.1f}x, "
                  f"same ids: {row['kexue_no_cache_ids_equal']}")

@@ -1,7 +1,8 @@
 """The output check of ``benchmarks/bert4keras.py`` on a tiny model (nothing is timed): bert4keras writes
 a TF checkpoint, ``kexue convert bert4keras`` reads it, and the benchmark's two sides agree: the
-encoder's hidden states to 1e-5 and the UniLM beam search (bert4keras's ``AutoRegressiveDecoder`` vs
-kexue's cached ``generate(rule="bert4keras")``) token for token."""
+encoder's hidden states to 1e-5, the UniLM beam search (bert4keras's ``AutoRegressiveDecoder`` vs
+kexue's cached ``generate(rule="bert4keras")``) token for token, and UniLM's probabilities on the
+decoded sequence to 1e-5."""
 from __future__ import annotations
 
 import importlib.util
@@ -32,3 +33,4 @@ def test_benchmark_sides_agree_on_tiny_model():
     beam = result["unilm_beam"]
     assert len(beam["bert4keras_ids"]) == bench.TINY["new_tokens"]
     assert beam["ids_equal"], beam
+    assert beam["max_abs_diff_probs"] <= 1e-5 and beam["max_abs_diff_log_probs"] <= 1e-5, beam
