@@ -131,11 +131,12 @@ def run(layers: int, hidden: int, heads: int, ffn: int, vocab: int, shapes, sour
             result["setup_s"] = time.perf_counter() - t0
             enc = build_model(checkpoint=folders["encoder"]).eval().to(dev)
             unilm = build_model(checkpoint=folders["unilm"]).eval().to(dev)
+            sync = (lambda x: (torch.cuda.synchronize(), x)[1]) if dev.type == "cuda" else (lambda x: x)  # time it all
             for b, n in shapes:
                 key = f"{b}x{n}"
                 ids = torch.from_numpy(data[f"ids_{key}"]).long().to(dev)
                 segs = torch.from_numpy(data[f"segs_{key}"]).long().to(dev)
-                calls = {"kexue": lambda: enc(ids, segs).hidden, "bert4keras": lambda: side("encode", shape=key)}
+                calls = {"kexue": lambda: sync(enc(ids, segs).hidden), "bert4keras": lambda: side("encode", shape=key)}
                 with torch.inference_mode():
                     ours = calls["kexue"]().float().cpu().numpy()  # these two calls are also the warm-up
                     side("encode", shape=key, save=True)
@@ -157,7 +158,8 @@ def run(layers: int, hidden: int, heads: int, ffn: int, vocab: int, shapes, sour
             side("beam", save=True)
             theirs = np.load(work / "bert4keras_beam_.npz")["ids"].tolist()
             row = {"kexue_ids": ours, "bert4keras_ids": theirs, "ids_equal": ours == theirs,
-                   "source": source, "new_tokens": new_tokens, "beams": beams, **unilm_diff(unilm, side, data, ours, work)}
+                   "source": source, "new_tokens": new_tokens, "beams": beams,
+                   **unilm_diff(unilm, side, data, ours, work)}
             if timing:
                 row["s"] = time_round_robin(calls, reps=beam_reps, warmup=0, stat=min)
                 t0 = time.perf_counter()
@@ -200,9 +202,9 @@ def report(result: dict) -> list[str]:
                  f"{s['bert4keras'] / s['kexue']:.2f}x;  token ids equal: {row['ids_equal']} ({row['distinct_ids']} "
                  f"distinct); UniLM probabilities on that sequence: max |Δp| {row['max_abs_diff_probs']:.1e}, "
                  f"max |Δlog p| {row['max_abs_diff_log_probs']:.1e}")
-    lines.append(f"  kexue without KV cache (1 run) {s['kexue no-cache']:.2f} s: / bert4keras "
-                 f"{s['bert4keras'] / s['kexue no-cache']:.2f}x, cache speed-up {s['kexue no-cache'] / s['kexue']:.1f}x, "
-                 f"same ids: {row['kexue_no_cache_ids_equal']}")
+    no_cache = s["kexue no-cache"]
+    lines.append(f"  kexue without KV cache (1 run) {no_cache:.2f} s: / bert4keras {s['bert4keras'] / no_cache:.2f}x, "
+                 f"cache speed-up {no_cache / s['kexue']:.1f}x, same ids: {row['kexue_no_cache_ids_equal']}")
     if not row["ids_equal"]:
         lines.append(f"  kexue {row['kexue_ids']}\n  bert4keras {row['bert4keras_ids']}")
     return lines
