@@ -40,6 +40,7 @@ test: $(STAMP) $(B4K_STAMP)
 bench: $(STAMP)
 	for b in benchmarks/[a-z]*.py; do [ $$b = benchmarks/report.py ] || $(PY) $$b || exit 1; done
 	$(PY) benchmarks/report.py  # benchmarks/results.json + results.png from the speed benchmarks' numbers
+bench: $(B4K_STAMP)  # benchmarks/bert4keras.py runs bert4keras itself in its virtualenv
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,9 +1,9 @@
 """Merge the speed benchmarks' saved numbers into ``benchmarks/results.json`` and draw ``results.png``.
 
-Reads ``benchmarks/results/{encoder,generation,training}.json`` (written by the benchmarks;
+Reads ``benchmarks/results/{encoder,generation,training,bert4keras}.json`` (written by the benchmarks;
 ``generation_compile.json`` is a ``generation.py --compile`` run saved under that name) and plots,
-per benchmark, each engine's speed relative to the HF peer (1.0 = HF), so the chart shows ratios,
-which survive a loaded machine better than absolute times.
+per benchmark, each engine's speed relative to the HF peer (1.0 = HF; the bert4keras panels: relative
+to bert4keras), so the chart shows ratios, which survive a loaded machine better than absolute times.
 
     python benchmarks/report.py
 """
@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 
 def load() -> dict:
     out = {}
-    for name in ("encoder", "generation", "generation_compile", "training"):
+    for name in ("encoder", "generation", "generation_compile", "training", "bert4keras"):
         p = HERE / "results" / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -41,6 +41,12 @@ def ratio_panels(results: dict) -> list[tuple[str, dict[str, float]]]:
     if engines:
         hf = engines["hf"]["tokens_per_s"]
         panels.append(("MLM train step", {k: v["tokens_per_s"] / hf for k, v in engines.items()}))
+    b4k = results.get("bert4keras", {})
+    runs = [(f"encoder {k}", v["s"]) for k, v in b4k.get("encoder", {}).items()]
+    if "unilm_beam" in b4k:
+        runs.append((f"UniLM beam {b4k['unilm_beam']['beams']}", b4k["unilm_beam"]["s"]))
+    for title, secs in runs:  # seconds per call: speed relative to bert4keras is its time / ours
+        panels.append((f"{title} (1.0 = bert4keras)", {k: secs["bert4keras"] / v for k, v in secs.items()}))
     return panels
 
 
@@ -63,7 +69,8 @@ def plot(panels, path: Path) -> None:
         ax.invert_yaxis()
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("speed relative to HF (1.0 = HF; higher is faster)", fontsize=10)
+    fig.suptitle("speed relative to HF (1.0 = HF, unless the title names another peer; higher is faster)",
+                 fontsize=10)
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)

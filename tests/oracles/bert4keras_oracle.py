@@ -162,6 +162,26 @@ def main():
         json.dump(manifest, f, indent=1)
 
 
+class UniLMGenerator(AutoRegressiveDecoder):
+    """bert4keras's SimBERT / UniLM decoder: source = segment 0, generated tokens = segment 1, the whole
+    prefix through ``seq2seq`` at every step (no cache); each step's next-token distribution is
+    appended to ``seen`` when a list is given."""
+
+    def __init__(self, seq2seq, seen=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seq2seq, self.seen = seq2seq, seen
+
+    @AutoRegressiveDecoder.wraps(default_rtype="probas")
+    def predict(self, inputs, output_ids, states):
+        token_ids, segment_ids = inputs
+        token_ids = np.concatenate([token_ids, output_ids], 1)
+        segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
+        probas = self.last_token(self.seq2seq).predict([token_ids, segment_ids], verbose=0)
+        if self.seen is not None:
+            self.seen.append(probas.copy())
+        return probas
+
+
 def decoding(data, vocab, out_dir, rng, record):
     """SimBERT-style UniLM decoding with bert4keras's AutoRegressiveDecoder: source = segment 0,
     generated tokens = segment 1, no start token. A random model puts [SEP] first or never, so the
@@ -173,26 +193,19 @@ def decoding(data, vocab, out_dir, rng, record):
 
     seen = []  # every step's full next-token distribution, while recording
 
-    class Generator(AutoRegressiveDecoder):
-        @AutoRegressiveDecoder.wraps(default_rtype="probas")
-        def predict(self, inputs, output_ids, states):
-            token_ids, segment_ids = inputs
-            token_ids = np.concatenate([token_ids, output_ids], 1)
-            segment_ids = np.concatenate([segment_ids, np.ones_like(output_ids)], 1)
-            probas = self.last_token(seq2seq).predict([token_ids, segment_ids], verbose=0)
-            seen.append(probas.copy())
-            return probas
+    def decoder(**kwargs):
+        return UniLMGenerator(seq2seq, seen=seen, **kwargs)
 
     maxlen, beams, arrays = 12, 4, {}
     rows = [(r[r > 0], s[r > 0]) for r, s in zip(data["gen_ids"], data["gen_segs"])]
-    endless = Generator(start_id=None, end_id=-1, maxlen=maxlen)  # end token disabled
+    endless = decoder(start_id=None, end_id=-1, maxlen=maxlen)  # end token disabled
     counts = {}
     for x, s in rows:
         for token in endless.random_sample([x, s], 1, topk=1)[0][2:].tolist():  # greedy
             counts[token] = counts.get(token, 0) + 1
     end_id = min(counts, key=lambda k: (-counts[k], k))
     arrays["end_id"] = np.array(end_id)
-    ended = Generator(start_id=None, end_id=end_id, maxlen=maxlen)
+    ended = decoder(start_id=None, end_id=end_id, maxlen=maxlen)
     for i, (x, s) in enumerate(rows):
         arrays[f"beam_{i}"] = ended.beam_search([x, s], topk=beams)
         arrays[f"beam_noend_{i}"] = endless.beam_search([x, s], topk=beams)
