@@ -1,6 +1,7 @@
 """Merge the speed benchmarks' saved numbers into ``benchmarks/results.json`` and draw ``results.png``.
 
-Reads ``benchmarks/results/{encoder,generation,training,bert4keras}.json`` (written by the benchmarks;
+Reads ``benchmarks/results/{encoder,generation,training,bert4keras}.json`` and the GPU runs
+``{encoder,generation,training}_cuda.json`` (written by the benchmarks;
 ``generation_compile.json`` is a ``generation.py --compile`` run saved under that name) and plots,
 per benchmark, each engine's speed relative to the HF peer (1.0 = HF; the bert4keras panels: relative
 to bert4keras), so the chart shows ratios, which survive a loaded machine better than absolute times.
@@ -17,7 +18,8 @@ HERE = Path(__file__).resolve().parent
 
 def load() -> dict:
     out = {}
-    for name in ("encoder", "generation", "generation_compile", "training", "bert4keras"):
+    for name in ("encoder", "generation", "generation_compile", "training", "bert4keras",
+                 "encoder_cuda", "generation_cuda", "training_cuda"):
         p = HERE / "results" / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -27,20 +29,21 @@ def load() -> dict:
 def ratio_panels(results: dict) -> list[tuple[str, dict[str, float]]]:
     """(title, {engine: speed / HF speed}) per measured setting."""
     panels = []
-    for shape, rows in results.get("encoder", {}).get("shapes", {}).items():
-        hf = rows["hf"]["tokens_per_s"]
-        panels.append((f"encoder {shape}", {k: v["tokens_per_s"] / hf for k, v in rows.items()}))
-    for name, tag in (("generation", ""), ("generation_compile", " (+compile)")):
-        for row in results.get(name, {}).get("rows", []):
-            if row["method"] == "sample":
-                continue
-            hf = row["tokens_per_s"]["hf"]
-            panels.append((f"{row['family']} b{row['batch']} {row['method']}{tag}",
-                           {k: v / hf for k, v in row["tokens_per_s"].items()}))
-    engines = results.get("training", {}).get("engines")
-    if engines:
-        hf = engines["hf"]["tokens_per_s"]
-        panels.append(("MLM train step", {k: v["tokens_per_s"] / hf for k, v in engines.items()}))
+    for device, tag in (("", ""), ("_cuda", " [GPU]")):  # GPU runs are saved as <name>_cuda.json
+        for shape, rows in results.get("encoder" + device, {}).get("shapes", {}).items():
+            hf = rows["hf"]["tokens_per_s"]
+            panels.append((f"encoder {shape}{tag}", {k: v["tokens_per_s"] / hf for k, v in rows.items()}))
+        for name, extra in (("generation" + device, ""), ("generation_compile" + device, " (+compile)")):
+            for row in results.get(name, {}).get("rows", []):
+                if row["method"] == "sample":
+                    continue
+                hf = row["tokens_per_s"]["hf"]
+                panels.append((f"{row['family']} b{row['batch']} {row['method']}{extra}{tag}",
+                               {k: v / hf for k, v in row["tokens_per_s"].items()}))
+        engines = results.get("training" + device, {}).get("engines")
+        if engines:
+            hf = engines["hf"]["tokens_per_s"]
+            panels.append((f"MLM train step{tag}", {k: v["tokens_per_s"] / hf for k, v in engines.items()}))
     b4k = results.get("bert4keras", {})
     runs = [(f"encoder {k}", v["s"]) for k, v in b4k.get("encoder", {}).items()]
     if "unilm_beam" in b4k:
