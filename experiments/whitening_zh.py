@@ -137,6 +137,8 @@ def tables(results: dict) -> list[str]:
     P = "first-last-avg"
     lines = ["# BERT-whitening on Chinese with kexue-zh-mini (dev Spearman ×100)", ""] + summary(results) + [
              f"## (β, γ, k) grid, pooling {P}, whitening fitted on the train sentences", "",
+             "β = γ = 0 at k = 256 is a pure rotation: it equals 'no whitening' except where exactly equal cosines "
+             "(PAWSX dev pairs whose two sides are the same text) have their ties broken by rounding.", "",
              "| set | (β, γ) | " + " | ".join(f"k={k}" for k in DIMS) + " |", "|---|---|" + "---:|" * len(DIMS)]
     for name in sets:
         r = results["sets"][name]["poolings"][P]
