@@ -118,3 +118,23 @@ def test_evaluate_pairs_on_real_sts():
         return v
     rho = evaluate_pairs(encode, pairs)
     assert 0.0 < rho < 1.0
+
+
+@pytest.mark.parametrize("beta,gamma,k", [(0.0, 0.0, 4), (0.5, 0.5, 6), (0.0, 1.0, 12), (1.0, 0.5, 3)])
+def test_whitening_beta_centres_the_covariance_as_the_post_writes(beta, gamma, k):
+    """《当BERT-whitening引入超参数》: Σ = (1/N) Σᵢ (xᵢ − βμ)ᵀ(xᵢ − βμ) = UΛUᵀ, x̃ = (x − βμ)UΛ^(−γ/2), first k,
+    written out with numpy; ours uses N − 1, which scales Λ by N/(N − 1) and x̃ by its power −γ/2."""
+    import numpy as np
+
+    x = _anisotropic()
+    n = x.shape[0]
+    xn = x.numpy()
+    xc = xn - beta * xn.mean(0)
+    u, s, _ = np.linalg.svd(xc.T @ xc / n)
+    ref = torch.from_numpy((xc @ u @ np.diag(s ** (-gamma / 2)))[:, :k])
+    base = Whitening.fit(x)  # one fit; (β, γ, k) chosen afterwards, as a grid search does
+    got = base.with_params(beta, gamma, k).transform(x)
+    got = got * (n / (n - 1)) ** (gamma / 2)
+    signs = torch.sign((got * ref).sum(0))  # eigenvectors are defined up to sign
+    assert (got * signs - ref).abs().max() <= 1e-8 * ref.abs().max()
+    assert torch.allclose(Whitening.fit(x, beta, gamma, k).transform(x), base.with_params(beta, gamma, k)(x))
