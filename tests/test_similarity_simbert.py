@@ -45,3 +45,34 @@ def test_bad_input(tiny):
         pair_auc(sb, [("a", "b"), ("c",)])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="empty string"):
         sb.fit([("a", "b"), ("c", " ")], max_steps=1)
+
+
+def test_from_checkpoint_keeps_every_stored_weight_and_says_the_pooler_is_new(capsys, tmp_path):
+    """SimBERT from kexue-zh-mini: each encoder / MLM weight equals the file's (read by safetensors itself),
+    the missing pooler is reported, and a checkpoint that does not fit is refused by name."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from kexue.checkpoints import save_pretrained
+    from kexue.models.weights import CheckpointError
+    from kexue.pretrained import zh_mini_path
+
+    sb = SimBERT.from_checkpoint(zh_mini_path(), maxlen=32)
+    assert "pooler" in capsys.readouterr().out
+    stored = load_file(str(zh_mini_path() / "model.safetensors"))
+    save_pretrained(sb.model, tmp_path / "saved")  # kexue's weight map back to the HF names
+    saved = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    assert set(stored) <= set(saved) and {k for k in saved if k not in stored} == {
+        "roformer.pooler.dense.weight", "roformer.pooler.dense.bias"}
+    for k in stored:
+        assert torch.equal(saved[k].float(), stored[k].float()), k
+    assert sb.model.application == "unilm" and sb.tokenizer.vocab_size == json.loads(
+        (zh_mini_path() / "config.json").read_text())["vocab_size"]
+    bad = tmp_path / "bad"
+    shutil.copytree(zh_mini_path(), bad)
+    key = next(k for k in stored if k.endswith("attention.self.query.weight"))
+    save_file({**stored, key: stored[key][:, :-1].contiguous()}, str(bad / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="query"):
+        SimBERT.from_checkpoint(bad)
