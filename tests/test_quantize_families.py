@@ -230,3 +230,14 @@ def test_weight_only_decoding_equals_the_dequantized_model(family, application, 
     assert relative(got, fp32) > 10 * relative(got, want)  # the oracle is not just fp32 again
     assert generate(q, ids, max_new_tokens=8) == generate(oracle, ids, max_new_tokens=8)
     assert generate(q, ids, max_new_tokens=6, num_beams=3) == generate(oracle, ids, max_new_tokens=6, num_beams=3)
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-weight-only", "fp32-decode"])
+@pytest.mark.parametrize("family, application", DECODERS)
+def test_a_transformed_model_is_not_saved(family, application, mode, tmp_path):
+    """Its weights have no HF layout: save_pretrained refuses it by name and writes nothing."""
+    from kexue.checkpoints import save_pretrained
+
+    with pytest.raises(ValueError, match="kexue.quantize.*fp32 model"):
+        save_pretrained(quantize(tiny(family, application, layers=1), mode), tmp_path)
+    assert not any(tmp_path.iterdir())
