@@ -180,6 +180,13 @@ class _TiedTable(torch.Tensor):
         t._factory, t._heads = factory, {}
         return t
 
+    def __deepcopy__(self, memo):
+        # a copy of the table; its transformed heads are rebuilt from it on first use
+        if id(self) not in memo:
+            with torch._C.DisableTorchFunctionSubclass():
+                memo[id(self)] = _TiedTable(self.as_subclass(torch.Tensor).clone(), self._factory)
+        return memo[id(self)]
+
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

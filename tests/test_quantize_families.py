@@ -242,3 +242,16 @@ def test_a_transformed_model_is_not_saved(family, application, mode, tmp_path):
     with pytest.raises(ValueError, match="kexue.quantize.*fp32 model"):
         save_pretrained(quantize(tiny(family, application, layers=1), mode), tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("family, application", DECODERS)
+def test_a_transformed_model_deep_copies(family, application):
+    """copy.deepcopy of a quantized model (its embedding tables are tensor subclasses) gives an
+    independent model that decodes the same."""
+    ids = prompts(2, 8)
+    for mode in ("int8", "int8-weight-only"):
+        q = quantize(tiny(family, application, layers=1), mode)
+        c = copy.deepcopy(q)
+        assert generate(c, ids, max_new_tokens=4) == generate(q, ids, max_new_tokens=4)
+        assert torch.equal(decode_run(c, ids), decode_run(q, ids))
+        assert all(a.data_ptr() != b.data_ptr() for a, b in zip(q.parameters(), c.parameters()))
