@@ -2,8 +2,9 @@
 equal eager ones to 1e-5 (fp32; inductor fuses and reorders sums, nothing else may change).
 
 Compiling on a CPU takes seconds per graph, so the models are one layer deep and each family is
-compiled once, for the application that exercises most of it (heads, masks, positions). The compiled
-decoding step is measured in benchmarks/generation.py.
+compiled once, for the application that exercises most of it (heads, masks, positions); the decoding
+step with its growing KV cache (``dynamic=None``: one recompile with symbolic lengths) is checked on
+GPT. Its speed is measured in benchmarks/generation.py.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from families_common import encoder_batch, needs_cxx, prompts, sentences, tiny
+from kexue.generation import decoding_state, generate
 from kexue.quantize import compile_model
 
 # family -> application compiled: UniLM's prefix mask and MLM head, RoFormer's causal LM, RoFormer-v2's
@@ -53,3 +55,20 @@ def test_compiled_equals_eager(family):
     assert set(got) == set(want)
     for name in want:
         torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-5, msg=lambda m: f"{family} {name}: {m}")
+
+
+@needs_cxx
+def test_compiled_decoding_equals_eager():
+    """Logits of the prefill and of every cached step to 1e-5, then the greedy outputs (beam search
+    reorders rows and batches them by beams: one more compile, left to the benchmark)."""
+    model = tiny("gpt", "lm", layers=1, hidden=32)
+    compiled = compile_model(copy.deepcopy(model))
+    ids = prompts(2, 8)
+    with torch.inference_mode():
+        eager, fast = decoding_state(model, ids), decoding_state(compiled, ids)
+        want, got = eager.prefill(), fast.prefill()
+        for _ in range(5):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+            tokens = want.argmax(-1)
+            want, got = eager.step(tokens), fast.step(tokens)
+    assert generate(compiled, ids, max_new_tokens=6) == generate(model, ids, max_new_tokens=6)

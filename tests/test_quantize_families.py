@@ -53,7 +53,8 @@ def dynamic_int8_reference(x: Tensor, weight: Tensor, bias: Tensor | None) -> Te
 
         s_o = max_i |W_oi| / 127.5,  W_q = round(W / s) ∈ [-128, 127]       (per-channel symmetric observer)
         [lo, hi] = [min(x, 0), max(x, 0)] of the whole call,  s_x = (hi - lo) / 127  (uint8, reduce_range: 7 bits)
-        z = round(-lo / s_x) clamped to [0, 127],  x_q = clamp(round(x / s_x) + z, 0, 127)
+        z = -lo / s_x or 127 - hi / s_x (whichever end is represented better), rounded into [0, 127]
+        x_q = clamp(round(x / s_x) + z, 0, 127)
         y = s_x s_o Σ_i (x_q - z)_i W_q,oi + b
 
     float64 accumulation stands in for fbgemm's exact int32 one."""
