@@ -106,6 +106,11 @@ def save_pretrained(model: nn.Module, directory: str | Path, tokenizer=None, saf
     """
     from .models.family import hf_config
 
+    transformed = next((type(m).__name__ for m in model.modules() if type(m).__module__ == "kexue.quantize"
+                        or type(m).__module__.startswith("torch.ao.nn")), None)
+    if transformed is not None:  # its weights have no HF layout (int8 buffers, transposed matrices)
+        raise ValueError(f"save_pretrained: the model holds {transformed} layers from kexue.quantize, an "
+                         "inference-only transform; save the fp32 model it was made from")
     directory = Path(directory)
     fmt = "safetensors" if safe_serialization else "bin"
     tensors = model.weight_map().to_hf()

@@ -5,7 +5,8 @@
 one scale per output channel (row o of ``nn.Linear``'s weight). Every transform is a module swap:
 each ``nn.Linear`` is replaced by a module holding the transformed weight, and the tied output head
 (``F.linear(x, embedding.weight)`` in GPT and the BERT/UniLM MLM head) is reached through the
-embedding table, whose lookups stay fp32 while a linear map against it runs the transformed kernel.
+embedding table, whose lookups stay fp32 while a linear map against it runs the transformed kernel
+(an untied BERT/UniLM MLM head's own matrix is wrapped the same way).
 The model code is not touched, so ``generate`` and every predictor run a quantized model unchanged.
 
 Modes of :func:`quantize`:
@@ -179,6 +180,13 @@ class _TiedTable(torch.Tensor):
         t._factory, t._heads = factory, {}
         return t
 
+    def __deepcopy__(self, memo):
+        # a copy of the table; its transformed heads are rebuilt from it on first use
+        if id(self) not in memo:
+            with torch._C.DisableTorchFunctionSubclass():
+                memo[id(self)] = _TiedTable(self.as_subclass(torch.Tensor).clone(), self._factory)
+        return memo[id(self)]
+
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -242,10 +250,13 @@ def quantize(model: nn.Module, mode: str, inplace: bool = False,
                     setattr(parent, name, SmoothedLinear(1 / s, factory(child.weight * s, child.bias)))
                 elif type(child) is nn.Linear:
                     setattr(parent, name, factory(child.weight, child.bias))
+    from .models.bert import MLMHead
+
     for module in model.modules():
-        if type(module) is nn.Embedding:
-            # The parameter dict is written directly: the table stays a parameter (model.parameters(),
-            # devices) but is a _TiedTable, so a head that reads it as a matrix gets the transformed kernel.
+        # The parameter dict is written directly: the table stays a parameter (model.parameters(),
+        # devices) but is a _TiedTable, so a head that reads it as a matrix gets the transformed kernel.
+        # The BERT family's untied MLM head holds its own matrix and reads it the same way.
+        if type(module) is nn.Embedding or isinstance(module, MLMHead) and module.weight is not None:
             module._parameters["weight"] = _TiedTable(module.weight, factory)
     return model.requires_grad_(False)
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from families_common import needs_cxx
 from kexue import hardware
 from kexue.generation import beam_search, decoding_state, greedy
 from kexue.models import build_model
@@ -156,6 +157,7 @@ def test_smoothing_is_an_identity_before_quantization():
     assert torch.allclose(same(x), lin(x), atol=1e-4, rtol=1e-5)
 
 
+@needs_cxx
 def test_compiled_minilm_matches_eager():
     """(The compiled decoding step is measured in benchmarks/generation.py; compiling it here would
     take minutes of the test budget.)"""

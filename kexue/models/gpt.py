@@ -128,8 +128,9 @@ class GPT(Transformer):
     def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
         if self.final_norm is not None:
             x = self.final_norm(x, cond)
-        head = self.token.weight if self.lm_head is None else self.lm_head.weight
-        return TransformerOutput(hidden=x, logits=F.linear(x, head))
+        # an untied head is called as a module, so a transformed one (kexue.quantize) runs its own kernel
+        logits = F.linear(x, self.token.weight) if self.lm_head is None else self.lm_head(x)
+        return TransformerOutput(hidden=x, logits=logits)
 
     hf_head = (HEAD, EMBEDDING)
 
