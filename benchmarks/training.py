@@ -2,7 +2,9 @@
 ``BertForMaskedLM`` vs bert4torch, one process, the same initial weights and the same batch.
 
 The batch is random token ids with 15 % of positions as targets (labels -100 elsewhere); the loss is
-cross-entropy over the targets. Prints tokens/s (batch tokens / step time), the ratio kexue / peer,
+cross-entropy over the targets. "kexue" is kexue's pretraining loss (``kexue.pretraining.mlm_loss``:
+vocabulary logits at the target positions only, as BERT's own pretraining code does); "kexue all
+positions" projects every position like HF does, so both effects are visible. Prints tokens/s (batch tokens / step time), the ratio kexue / peer,
 each peer's first-step loss difference from kexue's (same weights, so it must be ~0), and the peak
 tensor memory of one step: PyTorch's profiler records every CPU allocation and free
 (``profile_memory=True``); the running sum of their sizes over one step (per op, in start order: op
@@ -14,6 +16,7 @@ top of weights and optimizer state (activations kept for backward, gradients, te
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -28,6 +31,7 @@ from _timing import save_result, time_round_robin  # noqa: E402
 from kexue.checkpoints import save_pretrained  # noqa: E402
 from kexue.hardware import describe  # noqa: E402
 from kexue.models import build_model  # noqa: E402
+from kexue.pretraining import mlm_loss  # noqa: E402
 
 
 def peak_step_bytes(step, device: torch.device) -> int:
@@ -71,7 +75,7 @@ def main(argv=None) -> dict:
     ours = build_model(cfg, with_mlm=True)
     from transformers import BertForMaskedLM
 
-    models = {"kexue": ours}
+    models = {"kexue": ours, "kexue all positions": copy.deepcopy(ours)}
     with tempfile.TemporaryDirectory() as d:
         save_pretrained(ours, d)
         models["hf"] = BertForMaskedLM.from_pretrained(d, attn_implementation="sdpa")
@@ -99,7 +103,9 @@ def main(argv=None) -> dict:
     def loss_of(name, model):
         if name == "hf":
             return model(input_ids=ids, token_type_ids=segs, attention_mask=mask, labels=labels).loss
-        logits = model(ids, segs, mask).logits if name == "kexue" else model([ids, segs])[-1]
+        if name == "kexue":  # kexue's pretraining loss: vocabulary logits at the masked positions only
+            return mlm_loss(model, {"input_ids": ids, "segment_ids": segs, "attention_mask": mask, "labels": labels})
+        logits = model(ids, segs, mask).logits if name == "kexue all positions" else model([ids, segs])[-1]
         return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
 
     steps, losses = {}, {}
@@ -125,7 +131,7 @@ def main(argv=None) -> dict:
     rows = {}
     for name, s in secs.items():
         dl = f"loss diff vs kexue {abs(losses[name] - losses['kexue']):.1e}" if name != "kexue" else f"loss {losses[name]:.4f}"
-        print(f"  {name:<11} {tokens / s:>8.0f} tok/s {s:8.2f} s/step  peak step memory {memory[name] / 2**20:8.0f} MiB  {dl}")
+        print(f"  {name:<20} {tokens / s:>8.0f} tok/s {s:8.2f} s/step  peak step memory {memory[name] / 2**20:8.0f} MiB  {dl}")
         rows[name] = {"tokens_per_s": tokens / s, "s_per_step": s, "peak_step_mib": memory[name] / 2**20,
                       "first_loss": losses[name]}
     for peer in [k for k in secs if k != "kexue"]:

@@ -129,20 +129,25 @@ class UniLMPairs:
 
 
 def mlm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Mean cross-entropy over the masked tokens; 0 (not 0/0 = NaN) for a batch without any."""
-    logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
-    labels = batch["labels"].flatten()
-    ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels, ignore_index=IGNORE, reduction="sum")
-    return ce / (labels != IGNORE).sum().clamp(min=1)
+    """Mean cross-entropy over the masked tokens; 0 (not 0/0 = NaN) for a batch without any.
+    Logits are computed at the masked positions only (``logits_mask``): the same loss as projecting every
+    position onto the vocabulary, for ~15 % of that product's cost."""
+    picked = batch["labels"] != IGNORE
+    logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], logits_mask=picked).logits
+    ce = nn.functional.cross_entropy(logits.float(), batch["labels"][picked], reduction="sum")
+    return ce / picked.sum().clamp(min=1)
 
 
 def unilm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Next-token cross-entropy on the target segment only (the model must use ``application="unilm"``)."""
+    """Next-token cross-entropy on the target segment only (the model must use ``application="unilm"``):
+    position t predicts token t + 1 wherever that token is a real target token, and only there are logits
+    computed."""
     ids, segs, mask = batch["input_ids"], batch["segment_ids"], batch["attention_mask"]
-    logits = model(ids, segs, mask).logits[:, :-1]
-    weight = (segs[:, 1:] * mask[:, 1:]).float()
-    ce = nn.functional.cross_entropy(logits.flatten(0, 1).float(), ids[:, 1:].flatten(), reduction="none")
-    return (ce * weight.flatten()).sum() / weight.sum().clamp(min=1)
+    picked = torch.zeros_like(ids, dtype=torch.bool)
+    picked[:, :-1] = (segs[:, 1:] == 1) & (mask[:, 1:] == 1)
+    logits = model(ids, segs, mask, logits_mask=picked).logits
+    ce = nn.functional.cross_entropy(logits.float(), ids[:, 1:][picked[:, :-1]], reduction="sum")
+    return ce / picked.sum().clamp(min=1)
 
 
 def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tuple[Tokenizer, dict]:

@@ -136,14 +136,25 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: Tensor, segment_ids: Tensor | None = None, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None, cond: Tensor | None = None, cache: KVCache | None = None,
-                output_hidden_states: bool = False, key_segment_ids: Tensor | None = None) -> TransformerOutput:
+                output_hidden_states: bool = False, key_segment_ids: Tensor | None = None,
+                logits_mask: Tensor | None = None) -> TransformerOutput:
         """``input_ids [B, L]``; ``segment_ids`` token types (source/target for UniLM);
         ``attention_mask [B, K]`` 1 for real tokens, K = cached + new; ``cond [B, cond_dim]`` for
         Conditional LayerNorm; ``cache`` for incremental decoding (new tokens only in input_ids);
         ``key_segment_ids [B, K]``: UniLM with a cache, the segment ids of every key (the decoding
-        state keeps this history; the cache holds keys and values only)."""
+        state keeps this history; the cache holds keys and values only).
+        ``logits_mask [B, L]`` (bool): compute the MLM / LM logits only where it is True; ``logits`` is then
+        ``[N, vocab]`` for the N selected positions in row-major order (``logits_full[logits_mask]``). A
+        masked-LM loss needs the ~15 % masked positions only: the vocabulary projection, the largest single
+        matrix product of a small model, shrinks by the same factor (BERT's own ``masked_lm_positions``)."""
         past = cache.length if cache is not None else 0
         self.check_inputs(input_ids, segment_ids, attention_mask, position_ids, cond, past)
+        if logits_mask is not None and not tracing():
+            if logits_mask.dtype != torch.bool or logits_mask.shape != input_ids.shape:
+                raise ValueError(f"logits_mask must be a bool tensor shaped like input_ids {list(input_ids.shape)}, "
+                                 f"got {logits_mask.dtype} {list(logits_mask.shape)}")
+            if cond is not None:
+                raise ValueError("logits_mask together with cond (Conditional LayerNorm) is not implemented")
         q_len = input_ids.shape[1]
         if not tracing():
             # the positions this call looks up: cached tokens count too, so decoding past the table is refused
@@ -164,7 +175,7 @@ class Transformer(nn.Module):
         x = self.apply_embeddings(input_ids, segment_ids, position_ids, cond)
         hidden = [x] if output_hidden_states else None
         x = self.apply_main_layers(x, mask, position_ids, cond, cache, hidden)
-        out = self.apply_final_layers(x, cond)
+        out = self.apply_final_layers(x, cond, logits_mask)
         out.all_hidden = hidden
         return out
 
@@ -186,5 +197,6 @@ class Transformer(nn.Module):
                 hidden.append(x)
         return x
 
-    def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
+    def apply_final_layers(self, x: Tensor, cond: Tensor | None = None,
+                           logits_mask: Tensor | None = None) -> TransformerOutput:
         raise NotImplementedError

@@ -151,12 +151,14 @@ class BERT(Transformer):
     def hf_extras(self) -> dict[str, Tensor]:
         return {}
 
-    def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
+    def apply_final_layers(self, x: Tensor, cond: Tensor | None = None,
+                           logits_mask: Tensor | None = None) -> TransformerOutput:
         pooled = None
         if self.pooler is not None:
             pooled = self.pooler(x[:, 0])
             pooled = pooled if self.options.pool_act == "linear" else activation(self.options.pool_act)(pooled)
-        logits = self.mlm(x, self.embeddings.token.weight, cond) if self.mlm is not None else None
+        h = x if logits_mask is None else x[logits_mask]  # [N, hidden]: only the positions a loss reads
+        logits = self.mlm(h, self.embeddings.token.weight, cond) if self.mlm is not None else None
         return TransformerOutput(hidden=x, pooled=pooled, logits=logits)
 
 

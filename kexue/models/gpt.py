@@ -125,11 +125,13 @@ class GPT(Transformer):
         cos, sin = self.rotary(position_ids)
         return {"rope": (self.rotary, cos, sin)}
 
-    def apply_final_layers(self, x: Tensor, cond: Tensor | None = None) -> TransformerOutput:
+    def apply_final_layers(self, x: Tensor, cond: Tensor | None = None,
+                           logits_mask: Tensor | None = None) -> TransformerOutput:
         if self.final_norm is not None:
             x = self.final_norm(x, cond)
+        h = x if logits_mask is None else x[logits_mask]  # [N, hidden]: only the positions a loss reads
         # an untied head is called as a module, so a transformed one (kexue.quantize) runs its own kernel
-        logits = F.linear(x, self.token.weight) if self.lm_head is None else self.lm_head(x)
+        logits = F.linear(h, self.token.weight) if self.lm_head is None else self.lm_head(h)
         return TransformerOutput(hidden=x, logits=logits)
 
     hf_head = (HEAD, EMBEDDING)

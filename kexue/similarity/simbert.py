@@ -76,11 +76,11 @@ class SimBERT:
         ``model`` defaults to ``self.model`` (pass its DDP wrapper when training on several processes)."""
         device = next(self.model.parameters()).device  # batches follow the model (CPU or GPU)
         ids, seg, mask = (batch[k].to(device) for k in ("input_ids", "segment_ids", "attention_mask"))
-        out = (model or self.model)(ids, seg, mask)
-        # Predict token t+1 at position t wherever t+1 is a real target token (segment 1).
-        target = (seg[:, 1:] == 1) & (mask[:, 1:] == 1)
-        logits = out.logits[:, :-1][target]
-        seq2seq = F.cross_entropy(logits.float(), ids[:, 1:][target])
+        # Predict token t+1 at position t wherever t+1 is a real target token (segment 1); logits only there.
+        target = torch.zeros_like(ids, dtype=torch.bool)
+        target[:, :-1] = (seg[:, 1:] == 1) & (mask[:, 1:] == 1)
+        out = (model or self.model)(ids, seg, mask, logits_mask=target)
+        seq2seq = F.cross_entropy(out.logits.float(), ids[:, 1:][target[:, :-1]])
         cls = out.pooled if out.pooled is not None else out.hidden[:, 0]
         return seq2seq, simbert_contrastive_loss(cls, scale)
 
