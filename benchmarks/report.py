@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 def load() -> dict:
     out = {}
     for name in ("encoder", "generation", "generation_compile", "training", "bert4keras",
-                 "encoder_cuda", "generation_cuda", "training_cuda"):
+                 "encoder_cuda", "generation_cuda", "training_cuda", "training_cuda_32x512"):
         p = HERE / "results" / f"{name}.json"
         if p.exists():
             out[name] = json.loads(p.read_text())
@@ -40,10 +40,11 @@ def ratio_panels(results: dict) -> list[tuple[str, dict[str, float]]]:
                 hf = row["tokens_per_s"]["hf"]
                 panels.append((f"{row['family']} b{row['batch']} {row['method']}{extra}{tag}",
                                {k: v / hf for k, v in row["tokens_per_s"].items()}))
-        engines = results.get("training" + device, {}).get("engines")
-        if engines:
-            hf = engines["hf"]["tokens_per_s"]
-            panels.append((f"MLM train step{tag}", {k: v["tokens_per_s"] / hf for k, v in engines.items()}))
+        for name in [n for n in results if n.startswith("training" + device) and (device or "cuda" not in n)]:
+            run = results[name]
+            hf = run["engines"]["hf"]["tokens_per_s"]
+            panels.append((f"MLM train step {run['batch']}x{run['length']}{tag}",
+                           {k: v["tokens_per_s"] / hf for k, v in run["engines"].items()}))
     b4k = results.get("bert4keras", {})
     runs = [(f"encoder {k}", v["s"]) for k, v in b4k.get("encoder", {}).items()]
     if "unilm_beam" in b4k:
