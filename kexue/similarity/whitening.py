@@ -15,8 +15,10 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
+
+from ..io import save_safetensors
 
 
 @dataclass
@@ -83,7 +85,7 @@ class Whitening:
         meta = {"kexue": "whitening",
                 "params": json.dumps({"beta": self.beta, "gamma": self.gamma, "k": self.k, "n": self.n})}
         tensors = {"mu": self.mu.contiguous(), "U": self.U.contiguous(), "eigenvalues": self.eigenvalues.contiguous()}
-        save_file(tensors, str(path), metadata=meta)
+        save_safetensors(tensors, path, metadata=meta)  # atomic: a crash never leaves half a file
 
     @classmethod
     def load(cls, path: str | Path) -> "Whitening":
