@@ -5,6 +5,9 @@ from scratch, from kexue-zh-mini and from all-MiniLM-L6-v2; dev Spearman (×100)
                                     [--device cuda] [--out DIR]
     python experiments/cosent_zh.py --merge DIR1 DIR2 ... --out DIR   # one table from runs done in parallel
 
+The committed results: one process per set on one GPU, then --merge:
+    python experiments/cosent_zh.py --sets ATEC --steps 800 --eval-every 100 --dev-limit 2000 --device cuda --out R/ATEC
+
 ATEC / BQ / LCQMC / PAWSX: a seeded 80/20 split of the one labelled file in shared/data/sim-zh (the official
 test splits are not available offline); STS-B: sts-b-zh train → valid. Published anchors (text2vec's README,
 a base-size MacBERT trained per set with CoSENT): ATEC 50.39, BQ 72.93, LCQMC 79.17, PAWSX 60.86, STS-B 79.30.
