@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from kexue.layers import KVCache
+from kexue.models import Transformer
 
 
 class DecodingState(Protocol):
@@ -140,11 +141,17 @@ class PrefixDecoding(_Banning):
         extra = {} if key_segments is None else {"key_segment_ids": key_segments}
         if self.cond is not None:  # only when given: a wrapper model may bind its own
             extra["cond"] = self.cond
+        # Only the last position's logits are read: over a prompt (or an uncached prefix) the head runs on
+        # that column alone, [B, V] instead of [B, L, V] (left padding keeps every row's last token there).
+        last_only = self.cond is None and ids.shape[1] > 1 and isinstance(self.model, Transformer)
+        if last_only:
+            extra["logits_mask"] = torch.zeros_like(ids, dtype=torch.bool)
+            extra["logits_mask"][:, -1] = True
         out = self.model(ids, segment_ids=segments, attention_mask=self.mask, position_ids=positions,
                          cache=self.cache, **extra)
         if out.logits is None:
             raise ValueError("decoding needs the model's LM head: build it with with_mlm=True")
-        return self._ban(out.logits[:, -1])
+        return self._ban(out.logits if last_only else out.logits[:, -1])
 
     def prefill(self) -> Tensor:
         self.cache = KVCache() if self.use_cache else None
