@@ -233,3 +233,20 @@ def test_zero_new_tokens_returns_empty_without_running_the_model(lm):
         assert len(generate(lm, IDS, max_new_tokens=2)[0]) == 2 and calls  # the hook does see a real run
     finally:
         hook.remove()
+
+
+def test_prefill_runs_the_head_on_the_last_column_only(unilm, rows):
+    """The vocabulary head sees one position per row over a prompt ([B, V] logits, not [B, L, V]), and the
+    first logits equal the last column of a full forward pass."""
+    ids, mask = left_pad(rows)
+    segs = torch.zeros_like(ids)
+    shapes = []
+    hook = unilm.register_forward_hook(lambda m, args, out: shapes.append(tuple(out.logits.shape)))
+    try:
+        first = decoding_state(unilm, ids, attention_mask=mask, segment_ids=segs).prefill()
+    finally:
+        hook.remove()
+    assert shapes == [(ids.shape[0], V)]
+    with torch.no_grad():
+        full = unilm(ids, segs, mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0)).logits[:, -1]
+    torch.testing.assert_close(first, full, rtol=0, atol=1e-5)
