@@ -25,6 +25,7 @@ from torch import nn
 
 from kexue import argtypes as at
 from kexue.io import write_text
+from kexue.losses.seq2seq import target_loss, target_positions
 from kexue.tokenizers import Tokenizer, build_vocab, jieba_words
 
 IGNORE = -100
@@ -143,11 +144,8 @@ def unilm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
     position t predicts token t + 1 wherever that token is a real target token, and only there are logits
     computed."""
     ids, segs, mask = batch["input_ids"], batch["segment_ids"], batch["attention_mask"]
-    picked = torch.zeros_like(ids, dtype=torch.bool)
-    picked[:, :-1] = (segs[:, 1:] == 1) & (mask[:, 1:] == 1)
-    logits = model(ids, segs, mask, logits_mask=picked).logits
-    ce = nn.functional.cross_entropy(logits.float(), ids[:, 1:][picked[:, :-1]], reduction="sum")
-    return ce / picked.sum().clamp(min=1)
+    picked = target_positions((segs == 1) & (mask == 1))
+    return target_loss(model(ids, segs, mask, logits_mask=picked).logits, ids, picked)
 
 
 def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tuple[Tokenizer, dict]:

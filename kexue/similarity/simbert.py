@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..losses import simbert_contrastive_loss
+from ..losses.seq2seq import target_loss, target_positions
 from ..models import Transformer, build_model
 from ..models.config import TransformerConfig
 from ..tokenizers import Tokenizer, build_vocab, pad_batch
@@ -77,10 +78,9 @@ class SimBERT:
         device = next(self.model.parameters()).device  # batches follow the model (CPU or GPU)
         ids, seg, mask = (batch[k].to(device) for k in ("input_ids", "segment_ids", "attention_mask"))
         # Predict token t+1 at position t wherever t+1 is a real target token (segment 1); logits only there.
-        target = torch.zeros_like(ids, dtype=torch.bool)
-        target[:, :-1] = (seg[:, 1:] == 1) & (mask[:, 1:] == 1)
+        target = target_positions((seg == 1) & (mask == 1))
         out = (model or self.model)(ids, seg, mask, logits_mask=target)
-        seq2seq = F.cross_entropy(out.logits.float(), ids[:, 1:][target[:, :-1]])
+        seq2seq = target_loss(out.logits, ids, target)
         cls = out.pooled if out.pooled is not None else out.hidden[:, 0]
         return seq2seq, simbert_contrastive_loss(cls, scale)
 
