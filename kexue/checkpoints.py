@@ -66,6 +66,21 @@ def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> 
     return load_state(model, read_state_dict(path), strict=strict, source=str(path))
 
 
+def load_checkpoint_except(model: nn.Module, path: str | Path, may_miss: str,
+                           fresh: str = "missing parts start from scratch") -> LoadReport:
+    """Load a pretrained checkpoint under a recipe's extra parts: only parameters whose name matches the regex
+    ``may_miss`` (a pooler, an MLM head, Conditional-LN projections) may be absent; they keep their fresh
+    initialisation and one printed line says so (``fresh``). Anything else missing, and any shape mismatch,
+    raises :class:`CheckpointError` naming it: a checkpoint never silently half-loads."""
+    report = load_checkpoint(model, path, strict=False)
+    fatal = report.mismatched + [m for m in report.missing if not re.search(may_miss, m)]
+    if fatal:
+        raise CheckpointError(f"checkpoint {path} does not fit {type(model).__name__}: {', '.join(fatal)}")
+    if not report.ok:
+        print(f"checkpoint {path}: {report} ({fresh})")
+    return report
+
+
 def parse_size(size: int | str) -> int:
     """``5_000_000``, ``"200KB"``, ``"5MB"``, ``"2GB"`` (decimal units, as transformers) -> bytes."""
     if isinstance(size, int) and not isinstance(size, bool):

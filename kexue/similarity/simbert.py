@@ -51,16 +51,10 @@ class SimBERT:
         """Start SimBERT from a pretrained encoder folder (e.g. kexue-zh-mini): its weights and vocabulary,
         application='unilm'. Only the pooler may be missing (MLM-only checkpoints have none); it then starts
         from scratch and the report says so. Anything else missing or mismatched is an error."""
-        from ..checkpoints import load_checkpoint
-        from ..models.weights import CheckpointError
+        from ..checkpoints import load_checkpoint_except
 
         model = build_model(path, application="unilm", with_pool=True, with_mlm=True)
-        report = load_checkpoint(model, path, strict=False)
-        fatal = report.mismatched + [m for m in report.missing if ".pooler." not in m]
-        if fatal:
-            raise CheckpointError(f"checkpoint {path} does not fit SimBERT: {', '.join(fatal)}")
-        if not report.ok:
-            print(f"checkpoint {path}: {report} (the pooler starts from scratch)")
+        load_checkpoint_except(model, path, r"\.pooler\.", "the pooler starts from scratch")
         return cls(model.float(), Tokenizer.from_pretrained(path), maxlen)
 
     # -- the objective -----------------------------------------------------------------------------
