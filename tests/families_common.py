@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -17,6 +18,15 @@ FAMILIES = tuple(REGISTRY)  # bert, roformer, roformer_v2, gpt, t5
 ENCODER_FAMILIES = ("bert", "roformer", "roformer_v2", "t5")  # t5: its encoder stack (T5.encode)
 # every (family, application) that decodes: GPT LM, the BERT family as UniLM, T5 seq2seq
 DECODERS = (("gpt", "lm"), ("bert", "unilm"), ("roformer", "unilm"), ("roformer_v2", "unilm"), ("t5", "seq2seq"))
+
+
+@pytest.fixture(autouse=True)
+def quiet_one_thread():
+    """Autouse in the quantize / compile test files that import it: one thread, no AVX2 int8 speed notice."""
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*int8pack_mm.*")  # the AVX2 speed notice
+        yield
 
 
 @functools.lru_cache(maxsize=None)

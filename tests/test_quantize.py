@@ -11,13 +11,12 @@ Stated tolerances (fp32 reference, same weights):
 """
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from families_common import needs_cxx
+from families_common import needs_cxx, quiet_one_thread  # noqa: F401  (autouse fixture)
 from kexue import hardware
 from kexue.generation import beam_search, decoding_state, greedy
 from kexue.models import build_model
@@ -27,13 +26,6 @@ from kexue.quantize import (InOutLinear, Int8WeightOnlyLinear, SmoothedLinear, c
 
 TOL = {"fp32-decode": None, "int8-weight-only": 0.02, "int8": 0.05}  # None: max |Δ| <= 1e-4
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*int8pack_mm.*")  # the AVX2 speed notice
-        yield
 
 
 def small(family: str):

@@ -21,7 +21,6 @@ Oracles (written out with plain torch ops here, not taken from kexue or torch.ao
 from __future__ import annotations
 
 import copy
-import warnings
 
 import pytest
 import torch
@@ -29,20 +28,13 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from torch import Tensor, nn
 
-from families_common import (DECODERS, ENCODER_FAMILIES, encoder_batch, encoder_hidden, padded_rows, prompts,
-                             sentences, tiny)
+from families_common import (DECODERS, ENCODER_FAMILIES, encoder_batch, encoder_hidden, padded_rows, prompts,  # noqa: F401
+                             quiet_one_thread, sentences, tiny)  # quiet_one_thread: autouse fixture
 from kexue.datasets import sts_zh
 from kexue.generation import decoding_state, generate
 from kexue.pretrained import mean_pool
 from kexue.quantize import Int8WeightOnlyLinear, quantize
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*int8pack_mm.*")  # the AVX2 speed notice
-        yield
 
 
 # --------------------------------------------------------------------------------------------------
