@@ -60,4 +60,4 @@ test: $(JAX_STAMP)
 
 # kexue-zh-mini from scratch (resumable: rerun to continue), written into kexue/weights/kexue-zh-mini
 zh-mini: $(STAMP)
-	$(PY) -m kexue.zh_mini --out kexue/weights/kexue-zh-mini --work runs/zh-mini --steps 1500
+	$(PY) -m kexue zh-mini --out kexue/weights/kexue-zh-mini --work runs/zh-mini --steps 1500

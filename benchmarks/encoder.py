@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import matmul_peak_gflops, save_result, time_round_robin  # noqa: E402
 
-from kexue.checkpoints import save_pretrained  # noqa: E402
+from kexue.models.checkpoints import save_pretrained  # noqa: E402
 from kexue.hardware import describe  # noqa: E402
 from kexue.models import build_model  # noqa: E402
-from kexue.quantize import compile_model, quantize  # noqa: E402
+from kexue.tools.quantize import compile_model, quantize  # noqa: E402
 
 
 def onnx_sessions(hf, workdir: Path, threads: int) -> dict:

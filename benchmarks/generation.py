@@ -6,7 +6,7 @@ a T5 v1.1 of the same size. 32-token prompts, 64 new tokens (no end token, so ev
 tokens of the whole batch, beams not counted), the ratio to HF, the share of HF's tokens each kexue
 variant reproduces (fp32 must be 100 %; int8 shows what quantization changes on random weights), and
 the batch-1 weight-streaming ceiling per precision. ``--compile`` adds kexue fp32 with
-``kexue.quantize.compile_model`` (dynamic shapes).
+``kexue.tools.quantize.compile_model`` (dynamic shapes).
 
     PYTHONPATH=. python benchmarks/generation.py [--threads 1] [--repeats 3] [--families gpt t5] [--compile]
 """
@@ -24,7 +24,7 @@ from _timing import save_result, time_round_robin  # noqa: E402
 
 from kexue.generation import beam_search, decoding_state, greedy, sample
 from kexue.hardware import describe
-from kexue.quantize import _dynamic_int8, compile_model, quantize
+from kexue.tools.quantize import _dynamic_int8, compile_model, quantize
 from kexue.models.gpt import GPT
 from kexue.models.t5 import T5, T5Config
 

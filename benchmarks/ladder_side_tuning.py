@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import time_round_robin  # noqa: E402
 
-from kexue.lst import LadderSideNetwork  # noqa: E402
+from kexue.heads.ladder_side_tuning import LadderSideNetwork  # noqa: E402
 from kexue.models import build_model  # noqa: E402
 
 CFG = dict(model_type="bert", vocab_size=8000, hidden_size=384, num_hidden_layers=6, num_attention_heads=6,

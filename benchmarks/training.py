@@ -28,10 +28,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import save_result, time_round_robin  # noqa: E402
 
-from kexue.checkpoints import save_pretrained  # noqa: E402
+from kexue.models.checkpoints import save_pretrained  # noqa: E402
 from kexue.hardware import describe  # noqa: E402
 from kexue.models import build_model  # noqa: E402
-from kexue.pretraining import mlm_loss  # noqa: E402
+from kexue.pretraining.objectives import mlm_loss  # noqa: E402
 
 
 def peak_step_bytes(step, device: torch.device) -> int:

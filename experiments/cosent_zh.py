@@ -23,11 +23,12 @@ import torch
 from _report import pyplot, save_figure
 from _similarity_setup import parse
 
-from kexue import datasets, pretrained
+from kexue.data import shipped as datasets
+from kexue.models import pretrained
 from kexue.io import atomic_write, write_json
 from kexue.similarity.pair_training import LOSSES, train_pair_encoder
-from kexue.similarity.pairs import sim_zh
-from kexue.tasks.common import model_and_tokenizer
+from kexue.data.pairs import sim_zh
+from kexue.recipes.common import model_and_tokenizer
 
 ANCHORS = {"ATEC": 50.39, "BQ": 72.93, "LCQMC": 79.17, "PAWSX": 60.86, "STS-B": 79.30}
 

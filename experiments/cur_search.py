@@ -20,8 +20,8 @@ import time
 import torch
 from _similarity_setup import parse
 
-from kexue import datasets
-from kexue.pretrained import embed, minilm
+from kexue.data import shipped as datasets
+from kexue.models.pretrained import embed, minilm
 from kexue.similarity.cur import CUR, cur_search, random_anchors, recall_at_k, rerank_search
 from kexue.similarity.evaluate import spearman
 from kexue.similarity.finetune import CrossEncoder, finetune_cross_encoder

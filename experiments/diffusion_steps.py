@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from kexue.diffusion import methods
-from kexue.diffusion.data import digits, save_grid
-from kexue.diffusion.metrics import sample_quality, train_classifier
+from kexue.data.images import digits, save_grid
+from kexue.tools.image_metrics import sample_quality, train_classifier
 
 NFES = (1, 2, 4, 10, 50, 250)
 OUT = Path(__file__).resolve().parent / "results"

@@ -5,7 +5,7 @@
 A character-level GPT with RoPE is trained at length 64 on the Chinese passages of fortunes-zh
 (`../shared/data/fortunes-zh`), once with each attention, on the same batches. Both are evaluated on
 held-out text at n = 64 … 1024 tokens: perplexity, next-character accuracy, and the entropy of the
-attention rows of the last 32 queries (each sees about n keys), read with ``kexue.capture``.
+attention rows of the last 32 queries (each sees about n keys), read with ``kexue.tools.capture``.
 The post trained a RoFormer MLM (accuracy, its table is printed beside ours); this is a causal LM, so
 the numbers are not comparable one to one, only the trend is. In a causal model query i sees
 n = i + 1 keys, so Attention-E scales each row by log_64(i + 1).
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 import kexue
-from kexue.capture import plot_attention
-from kexue.datasets import chinese_text
+from kexue.tools.capture import plot_attention
+from kexue.data.shipped import chinese_text
 from kexue.models import build_model
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -85,7 +85,7 @@ def evaluate(model, data: torch.Tensor, n: int, tokens: int) -> dict:
     nll, hits, count, entropy = 0.0, 0, 0, []
     for w in windows:
         x = w[None]
-        with kexue.capture(model, "layers.*.attn.probs") as got:
+        with kexue.tools.capture(model, "layers.*.attn.probs") as got:
             logits = model(x[:, :-1]).logits
         nll += F.cross_entropy(logits[0], x[0, 1:], reduction="sum").item()
         hits += (logits[0].argmax(-1) == x[0, 1:]).sum().item()

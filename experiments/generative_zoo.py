@@ -17,14 +17,14 @@ import torch
 from torch import nn
 
 from kexue.diffusion import methods
-from kexue.diffusion.data import digits, save_grid
+from kexue.data.images import digits, save_grid
 from kexue.diffusion.train import train
 from kexue.diffusion.udm import DownsampleNoise, MaskNoise, sample_udm, udm_loss
 from kexue.diffusion.unet import UNet
 from kexue.generative.eae import EAE
 from kexue.generative.gan_train import digit_scorer, train_gan
 from kexue.generative.iresnet import InvertibleResNet
-from kexue.train import fit
+from kexue.train.loop import fit
 
 OUT = Path(__file__).resolve().parent / "results"
 # name -> (family, NFE as sampled)

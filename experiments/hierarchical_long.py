@@ -32,9 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kexue.datasets import sts_en
+from kexue.data.shipped import sts_en
 from kexue.layers import LayerNorm, hierarchical_positions
-from kexue.pretrained import minilm
+from kexue.models.pretrained import minilm
 
 OUT = Path(__file__).resolve().parent / "results"
 LENGTHS = (512, 1024, 2048, 4096)

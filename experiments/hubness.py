@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from kexue.hubness import hubness, hubness_prior_latents, k_occurrence
+from kexue.similarity.hubness import hubness, hubness_prior_latents, k_occurrence
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"## S_N{args.k} of {args.n} i.i.d. N(0, I_d) vectors", "", "| d | " + " | ".join(map(str, gauss)) + " |",
               "|---|" + "---|" * len(gauss), "| S | " + " | ".join(f"{v:.2f}" for v in gauss.values()) + " |", ""]
 
-    from kexue.datasets import sts_en
-    from kexue.pretrained import embed, minilm
+    from kexue.data.shipped import sts_en
+    from kexue.models.pretrained import embed, minilm
     from kexue.similarity.whitening import Whitening
 
     sentences = list(dict.fromkeys(s for p in sts_en("train") for s in (p.a, p.b)))[:args.n]
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
 
     from kexue.generative.gan_train import digit_scorer, train_gan
-    from kexue.diffusion.data import digits, save_grid
+    from kexue.data.images import digits, save_grid
 
     x = digits()[0]
     t0 = time.perf_counter()

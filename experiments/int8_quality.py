@@ -1,4 +1,4 @@
-"""What int8 costs in quality: the accuracy measurements behind ``kexue.quantize``.
+"""What int8 costs in quality: the accuracy measurements behind ``kexue.tools.quantize``.
 
 1. Encoder: all-MiniLM-L6-v2 (real weights) on the English STS-B test set, Spearman ×100 of the
    cosine similarities, fp32 vs ``quantize(model, "int8")``, plain and smoothed (SmoothQuant, calibrated
@@ -32,12 +32,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _similarity_setup import parse  # noqa: E402
 
-from kexue import datasets  # noqa: E402
+from kexue.data import shipped as datasets  # noqa: E402
 from kexue.generation import decoding_state, greedy  # noqa: E402
 from kexue.io import atomic_write, write_json  # noqa: E402
 from kexue.models import build_model  # noqa: E402
-from kexue.quantize import quantize  # noqa: E402
-from kexue.tokenizers import Tokenizer, build_vocab  # noqa: E402
+from kexue.tools.quantize import quantize  # noqa: E402
+from kexue.text.tokenizer import Tokenizer, build_vocab  # noqa: E402
 
 MODES = ["int8", "int8-weight-only", "fp32-decode"]
 # weight-only is left out of STS: its AVX-512 kernel runs ~10x slower than fp32 on an AVX2 CPU
@@ -45,7 +45,7 @@ STS_MODES = ["fp32", "int8", "int8-smoothed"]
 
 
 def sts_quality(limit: int | None) -> dict:
-    from kexue.pretrained import embed, minilm
+    from kexue.models.pretrained import embed, minilm
     from kexue.similarity.evaluate import evaluate_pairs
 
     pairs = datasets.sts_en("test")[:limit] if limit else datasets.sts_en("test")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from kexue.datasets import data_root, fortunes, poems, sts_zh
+from kexue.data.shipped import data_root, fortunes, poems, sts_zh
 from kexue.similarity.jose import Corpus, nearest_words, train_jose
 
 OUT = Path(__file__).resolve().parent / "results"

@@ -19,12 +19,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from kexue.datasets import chinese_text  # noqa: E402
+from kexue.data.shipped import chinese_text  # noqa: E402
 from kexue.models import build_model  # noqa: E402
 from kexue.optim import Lion, WarmupLinear, lambda_lr  # noqa: E402
-from kexue.pretraining import WholeWordMLM, mlm_loss  # noqa: E402
-from kexue.tokenizers import Tokenizer, build_vocab  # noqa: E402
-from kexue.train import fit  # noqa: E402
+from kexue.pretraining.objectives import WholeWordMLM, mlm_loss  # noqa: E402
+from kexue.text.tokenizer import Tokenizer, build_vocab  # noqa: E402
+from kexue.train.loop import fit  # noqa: E402
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
         rows.append((name, lr, wd, sum(hist["loss"][-k:]) / k, held_loss, time.perf_counter() - t0))
         print(f"{name:<6} lr={lr:.2e} wd={wd:.2f}: train {rows[-1][3]:.3f}, held-out {held_loss:.3f} "
               f"({rows[-1][5]:.0f}s)", flush=True)
-    lines = [f"MLM on kexue.datasets.chinese_text ({len(train)} train / {len(held)} held-out passages), "
+    lines = [f"MLM on kexue.data.shipped.chinese_text ({len(train)} train / {len(held)} held-out passages), "
              f"BERT 2x128, char vocab {tok.vocab_size}, {args.steps} steps x batch {args.batch_size}, "
              "warmup+linear decay, clip 1.0", "",
              "| optimizer | lr | weight decay | train loss (last 10%) | held-out MLM loss | time |",

@@ -20,9 +20,10 @@ import torch
 from _report import write_report
 from _similarity_setup import parse
 
-from kexue import datasets, pretrained
+from kexue.data import shipped as datasets
+from kexue.models import pretrained
 from kexue.similarity.evaluate import evaluate_pairs
-from kexue.similarity.pairs import sim_zh
+from kexue.data.pairs import sim_zh
 from kexue.similarity.simbert import SimBERT, pair_auc
 
 SETS = ("ATEC", "BQ", "LCQMC", "PAWSX")

@@ -27,11 +27,12 @@ import torch.nn.functional as F
 from _report import pyplot, save_figure, write_report
 from _similarity_setup import parse
 
-from kexue import datasets, pretrained
-from kexue.demo import GRID
+from kexue.data import shipped as datasets
+from kexue.models import pretrained
+from kexue.recipes.demo import GRID
 from kexue.similarity.evaluate import spearman
 from kexue.similarity.pair_training import train_pair_encoder
-from kexue.similarity.pairs import sim_zh
+from kexue.data.pairs import sim_zh
 from kexue.similarity.whitening import Whitening
 
 DIMS = (256, 128, 64, 32)  # zh-mini's hidden size is 256: k = 256 keeps every dimension

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from kexue.datasets import sts_zh
-from kexue.tokenizers import Tokenizer, build_vocab
+from kexue.data.shipped import sts_zh
+from kexue.text.tokenizer import Tokenizer, build_vocab
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv-bert4keras" / "bin" / "python"

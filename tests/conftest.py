@@ -1,12 +1,16 @@
 """Tests read the real data and seeds from the shared folder: ``$KEXUE_SHARED`` if set, otherwise
-``<repo>/../shared`` (see :func:`kexue.datasets.shared_root`; ``$KEXUE_DATA`` overrides the data folder)."""
+``<repo>/../shared`` (see :func:`kexue.data.shipped.shared_root`; ``$KEXUE_DATA`` overrides the data folder)."""
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from kexue.datasets import shared_root
+from kexue.data.shipped import shared_root
+
+# the shared test helpers (families_common, generation_common, bert4keras_common) for tests in every subfolder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from kexue.datasets import sts_zh
+from kexue.data.shipped import sts_zh
 from kexue.models import REGISTRY, build_model
-from kexue.pretrained import zh_mini_path
-from kexue.tokenizers import Tokenizer
+from kexue.models.pretrained import zh_mini_path
+from kexue.text.tokenizer import Tokenizer
 
 FAMILIES = tuple(REGISTRY)  # bert, roformer, roformer_v2, gpt, t5
 ENCODER_FAMILIES = ("bert", "roformer", "roformer_v2", "t5")  # t5: its encoder stack (T5.encode)

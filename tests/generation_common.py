@@ -26,7 +26,7 @@ def train_unilm(pairs, hidden: int, steps: int, stop_loss: float = 0.0, cond_dim
     """A 2-layer UniLM BERT trained (target-only loss, Adam 1e-2) on (source, target) text pairs."""
     from kexue.losses.seq2seq import seq2seq_loss
     from kexue.models import build_model
-    from kexue.tokenizers import Tokenizer, build_vocab
+    from kexue.text.tokenizer import Tokenizer, build_vocab
 
     tok = Tokenizer(build_vocab(a + b for a, b in pairs))
     model = build_model(dict(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4,

@@ -9,7 +9,7 @@ has η = 1 ≈ DDPM and η = 0 a deterministic map (an ODE discretisation), whic
 from __future__ import annotations
 
 import torch
-from .ddpm import EpsModel, _abar_at, run_steps
+from kexue.diffusion.ddpm import EpsModel, _abar_at, run_steps
 
 
 def ddim_step(eps: torch.Tensor, t: int, prev_t: int, x: torch.Tensor, abar: torch.Tensor, eta: float = 0.0,

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .schedules import q_sample
+from kexue.diffusion.schedules import q_sample
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

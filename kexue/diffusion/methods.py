@@ -12,15 +12,15 @@ from functools import partial
 import torch
 from torch import nn
 
-from .ddim import sample_ddim
-from .ddpm import ddpm_loss, sample_ddpm
-from .flow import flow_loss, reflow_pairs, sample_euler, sample_heun
-from .pfgm import PoissonFieldNet, pfgm_loss, prior, sample_pfgm
-from .schedules import alphas_cumprod, make_betas, spaced_timesteps
-from .shortcut import sample_shortcut, shortcut_loss
-from .train import train
-from .udm import BlurNoise, sample_udm, udm_loss
-from .unet import UNet
+from kexue.diffusion.ddim import sample_ddim
+from kexue.diffusion.ddpm import ddpm_loss, sample_ddpm
+from kexue.diffusion.flow import flow_loss, reflow_pairs, sample_euler, sample_heun
+from kexue.diffusion.pfgm import PoissonFieldNet, pfgm_loss, prior, sample_pfgm
+from kexue.diffusion.schedules import alphas_cumprod, make_betas, spaced_timesteps
+from kexue.diffusion.shortcut import sample_shortcut, shortcut_loss
+from kexue.diffusion.train import train
+from kexue.diffusion.udm import BlurNoise, sample_udm, udm_loss
+from kexue.diffusion.unet import UNet
 
 T = 1000
 PFGM = dict(z_max=20.0, z_min=1e-3)

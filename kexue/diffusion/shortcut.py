@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from .flow import _bcast
+from kexue.diffusion.flow import _bcast
 
 ShortcutModel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -15,10 +15,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..io import save_safetensors, write_json
-from ..optim.ema import EMA
-from ..optim.schedules import PiecewiseLinear, lambda_lr
-from ..train import fit
+from kexue.io import save_safetensors, write_json
+from kexue.optim.ema import EMA
+from kexue.optim.schedules import PiecewiseLinear, lambda_lr
+from kexue.train.loop import fit
 
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 CONFIG_KEYS = {"kind", "channels", "width", "size", "method", "train_steps", "data"}
@@ -87,7 +87,7 @@ def save_model(model: nn.Module, directory: str | Path, **config) -> Path:
 
 def load_model(directory: str | Path) -> tuple[nn.Module, dict]:
     """The model :func:`save_model` wrote (eval mode) and its config; every weight must match."""
-    from .methods import build  # methods imports this module
+    from kexue.diffusion.methods import build  # methods imports this module
 
     directory = Path(directory)
     for name in (MODEL_FILE, CONFIG_FILE):

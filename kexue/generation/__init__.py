@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .search import beam_search, check_args, greedy, sample, stream, top_k_top_p_filter
-from .state import DecodingState, PrefixDecoding, Seq2SeqDecoding, T5Decoding, decoding_state
+from kexue.generation.search import beam_search, check_args, greedy, sample, stream, top_k_top_p_filter
+from kexue.generation.state import DecodingState, PrefixDecoding, Seq2SeqDecoding, T5Decoding, decoding_state
 
 
 def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .state import DecodingState
+from kexue.generation.state import DecodingState
 
 _EPS = 1e-12  # bert4keras: np.log(probas + 1e-12)
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .state import DecodingState
+from kexue.generation.state import DecodingState
 
 _NEG = -1.0e9  # HF's "impossible" score offset; kept identical so beam ties break the same way
 RULES = ("hf", "bert4keras")
@@ -217,7 +217,7 @@ def beam_search(state: DecodingState, max_new_tokens: int, eos_id: int | None = 
                 raise ValueError(f"{name}={value!r}: rule='bert4keras' has no such option")
         if max_new_tokens == 0:
             return _empty(state, 1)
-        from .bert4keras_rule import beam_search as b4k_beam_search
+        from kexue.generation.bert4keras_rule import beam_search as b4k_beam_search
 
         return b4k_beam_search(state, max_new_tokens, eos_id, num_beams, min_new_tokens, temperature, min_ends)
     for name, value in (("temperature", temperature), ("min_ends", min_ends)):

@@ -3,7 +3,7 @@
 One Adam optimizer with two parameter groups (generator, discriminator) takes simultaneous steps on
 :class:`~kexue.generative.gan_losses.GANObjective`; :class:`~kexue.generative.gan.GeneratorEMA` keeps
 the generator's weight average, which is what gets sampled. Quality: the digit-feature Fréchet
-distance of :mod:`kexue.diffusion.metrics`.
+distance of :mod:`kexue.tools.image_metrics`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from kexue.generative.gan import GAN, GeneratorEMA, build_gan
 from kexue.generative.gan_losses import GANObjective
-from kexue.train import fit
+from kexue.train.loop import fit
 
 
 def image_batches(images: torch.Tensor, batch_size: int):
@@ -57,8 +57,8 @@ def train_gan(images: torch.Tensor, *, loss: str = "hinge", selfmod: bool = Fals
 def digit_scorer(seed: int = 0):
     """A function ``score(samples) -> {'fd', 'h_cond', 'h_marg'}`` against all real 8×8 digits
     (classifier trained once on them)."""
-    from kexue.diffusion.data import digits
-    from kexue.diffusion.metrics import sample_quality, train_classifier
+    from kexue.data.images import digits
+    from kexue.tools.image_metrics import sample_quality, train_classifier
 
     x, y = digits()
     clf = train_classifier(x, y, seed=seed)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..layers.positions import RotaryEmbedding
+from kexue.layers.positions import RotaryEmbedding
 
 NEG_INF = -1e12  # bert4keras's K.infinity(): finite so that exp() is 0 and gradients stay finite
 

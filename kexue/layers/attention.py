@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .positions import RotaryEmbedding, entropy_invariant_scale
+from kexue.layers.positions import RotaryEmbedding, entropy_invariant_scale
 
 
 class KVCache:
@@ -62,7 +62,7 @@ class KVCache:
 
 class ScaledDotProduct(nn.Module):
     """softmax(scale · q kᵀ + mask) v through SDPA. A module of its own so that forward hooks
-    (:func:`kexue.capture`) see the q, k, v and mask a layer really used, RoPE and cache included."""
+    (:func:`kexue.tools.capture`) see the q, k, v and mask a layer really used, RoPE and cache included."""
 
     def forward(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float,
                 scale: float) -> Tensor:

@@ -9,8 +9,8 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from .attention import KVCache, MultiHeadAttention
-from .ffn import FeedForward
+from kexue.layers.attention import KVCache, MultiHeadAttention
+from kexue.layers.ffn import FeedForward
 
 
 class TransformerBlock(nn.Module):

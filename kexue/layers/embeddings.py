@@ -9,7 +9,7 @@ from typing import Callable
 
 from torch import Tensor, nn
 
-from .positions import hierarchical_lookup
+from kexue.layers.positions import hierarchical_lookup
 
 
 class Embeddings(nn.Module):

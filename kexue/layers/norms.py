@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ffn import activation
+from kexue.layers.ffn import activation
 
 
 class LayerNorm(nn.Module):

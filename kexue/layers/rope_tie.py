@@ -28,7 +28,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from .positions import RotaryEmbedding
+from kexue.layers.positions import RotaryEmbedding
 
 
 def rope_tie_positions(parts: Sequence[int | tuple[int, int]], start: int = 0) -> Tensor:

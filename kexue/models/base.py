@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..layers import KVCache, build_mask
-from .config import Options, TransformerConfig
+from kexue.layers import KVCache, build_mask
+from kexue.models.config import Options, TransformerConfig
 
 
 @dataclass

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import FeedForward, LayerNorm, MultiHeadAttention, RMSNorm, TransformerBlock
-from ..layers.embeddings import Embeddings
-from ..layers.ffn import activation
-from ..layers.positions import sinusoidal
-from ..layers.rope_tie import rotary_for
-from .base import Transformer, TransformerOutput
-from .weights import Rule, WeightMap
+from kexue.layers import FeedForward, LayerNorm, MultiHeadAttention, RMSNorm, TransformerBlock
+from kexue.layers.embeddings import Embeddings
+from kexue.layers.ffn import activation
+from kexue.layers.positions import sinusoidal
+from kexue.layers.rope_tie import rotary_for
+from kexue.models.base import Transformer, TransformerOutput
+from kexue.models.weights import Rule, WeightMap
 
 _NORM = r"(weight|bias|cond_\w+\.weight)"  # a norm's own tensors, conditional-LN ones included
 _BERT_RULES = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..layers.ffn import ACTIVATIONS
+from kexue.layers.ffn import ACTIVATIONS
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
 

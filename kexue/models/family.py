@@ -14,13 +14,12 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
-from .base import Transformer
-from .bert import BERT, RoFormer, RoFormerV2
-from .config import (ACTIVATION_NAMES, APPLICATIONS, MODEL_TYPES, ConfigError, Options, TransformerConfig,
-                     check_refused, check_type, family_of, gpt2_to_ours, ours_to_gpt2, read_config, refuse)
-from .gpt import GPT
-from .t5 import T5, T5Config
-from .weights import LoadReport, load_state
+from kexue.models.base import Transformer
+from kexue.models.bert import BERT, RoFormer, RoFormerV2
+from kexue.models.config import ACTIVATION_NAMES, APPLICATIONS, MODEL_TYPES, ConfigError, Options, TransformerConfig, check_refused, check_type, family_of, gpt2_to_ours, ours_to_gpt2, read_config, refuse
+from kexue.models.gpt import GPT
+from kexue.models.t5 import T5, T5Config
+from kexue.models.weights import LoadReport, load_state
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,7 @@ def build_model(
     merged.setdefault("application", fam.model.default_application if fam.name != "t5" else "seq2seq")
     model = fam.build(cfg, Options.from_dict(merged, path))
     if checkpoint is not None:
-        from ..checkpoints import load_checkpoint
+        from kexue.models.checkpoints import load_checkpoint
 
         load_checkpoint(model, checkpoint, strict=strict)
     return model

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import FeedForward, LayerNorm, MultiHeadAttention, TransformerBlock
-from ..layers.positions import hierarchical_lookup
-from ..layers.rope_tie import rotary_for
-from .base import Transformer, TransformerOutput
-from .config import TransformerConfig, gpt2_to_ours
-from .weights import Rule, WeightMap
+from kexue.layers import FeedForward, LayerNorm, MultiHeadAttention, TransformerBlock
+from kexue.layers.positions import hierarchical_lookup
+from kexue.layers.rope_tie import rotary_for
+from kexue.models.base import Transformer, TransformerOutput
+from kexue.models.config import TransformerConfig, gpt2_to_ours
+from kexue.models.weights import Rule, WeightMap
 
 _NORM = r"(weight|bias|cond_\w+\.weight)"
 GPT2_RULES = [
@@ -130,7 +130,7 @@ class GPT(Transformer):
         if self.final_norm is not None:
             x = self.final_norm(x, cond)
         h = x if logits_mask is None else x[logits_mask]  # [N, hidden]: only the positions a loss reads
-        # an untied head is called as a module, so a transformed one (kexue.quantize) runs its own kernel
+        # an untied head is called as a module, so a transformed one (kexue.tools.quantize) runs its own kernel
         logits = F.linear(h, self.token.weight) if self.lm_head is None else self.lm_head(h)
         return TransformerOutput(hidden=x, logits=logits)
 
@@ -153,7 +153,7 @@ class GPT(Transformer):
     @classmethod
     def from_hf_gpt2(cls, state_or_path: dict[str, Tensor] | str | Path, config: dict | None = None) -> "GPT":
         """Build from an HF GPT-2 state dict (with ``config`` as HF ``GPT2Config`` dict) or directory."""
-        from .family import build_model, from_state
+        from kexue.models.family import build_model, from_state
 
         if not isinstance(state_or_path, dict):
             return build_model(checkpoint=state_or_path, family="gpt")
@@ -162,7 +162,7 @@ class GPT(Transformer):
 
 def gpt2_config(hf: dict) -> TransformerConfig:
     """HF ``GPT2Config`` fields (n_embd, n_layer, n_head, n_inner, n_positions, ...) -> ours."""
-    from .family import REGISTRY
+    from kexue.models.family import REGISTRY
 
     return REGISTRY["gpt"].parse_config(dict(hf, model_type="gpt2"))
 

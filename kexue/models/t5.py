@@ -25,10 +25,10 @@ from torch import Tensor, nn
 
 from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
 
-from ..layers import FeedForward
-from .base import check_ids
-from .config import ACTIVATION_NAMES, Options, check_refused, check_type, refuse
-from .weights import Rule, WeightMap
+from kexue.layers import FeedForward
+from kexue.models.base import check_ids
+from kexue.models.config import ACTIVATION_NAMES, Options, check_refused, check_type, refuse
+from kexue.models.weights import Rule, WeightMap
 
 
 @dataclass
@@ -330,12 +330,12 @@ class T5(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "T5":
         """Load an HF T5 / mT5 / T5 PEGASUS directory (``config.json`` + weights, sharded or not)."""
-        from .family import build_model
+        from kexue.models.family import build_model
 
         return build_model(checkpoint=path, family="t5")
 
     def load_hf_state_dict(self, state: dict[str, Tensor]) -> None:
         """Load HF-named tensors (strict), untying the head as transformers 5 does."""
-        from .family import load_state
+        from kexue.models.family import load_state
 
         load_state(self, state)

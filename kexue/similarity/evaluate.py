@@ -6,16 +6,14 @@ it only asks the model to *order* pairs like the human scores do, which is all r
 """
 from __future__ import annotations
 
-import argparse
-import time
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import datasets
-from .inputs import check_pairs
+from kexue.data import shipped as datasets
+from kexue.data.inputs import check_pairs
 
 STS_SETS: tuple[tuple[str, str], ...] = (
     ("zh", "train"), ("zh", "valid"), ("zh", "test"), ("en", "train"), ("en", "dev"), ("en", "test"),
@@ -89,59 +87,3 @@ def format_table(rows: dict[str, dict[str, float]], digits: int = 4) -> str:
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{r[c]:.{digits}f}" if c in r else "" for c in cols) + " |")
     return "\n".join(lines)
-
-
-def _encoder_for(model_spec: str, progress: bool = False) -> Encoder:
-    from ..pretrained import SHIPPED, embed, shipped
-
-    if model_spec in SHIPPED:
-        model, tok = shipped(model_spec)
-    else:  # a model folder: its encoder predictor, so the vectors are those `kexue embed` gives
-        from ..predict import load
-
-        predictor = load(model_spec)
-        if not hasattr(predictor, "embed"):
-            raise ValueError(f"{model_spec} holds a {predictor.task} model, not a sentence encoder")
-        predictor.progress = progress
-        return predictor.embed
-    return lambda texts: embed(model, tok, texts, progress=progress)
-
-
-def _sets(text: str) -> list[tuple[str, str]]:
-    if text == "all":
-        return list(STS_SETS)
-    sets = [tuple(s.strip().split("/")) for s in text.split(",")]
-    bad = [("/".join(s)) for s in sets if s not in STS_SETS]
-    if bad:
-        raise argparse.ArgumentTypeError(f"unknown STS set(s) {', '.join(bad)}; "
-                                         f"known: {', '.join('/'.join(s) for s in STS_SETS)}")
-    return sets
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .. import argtypes as at
-
-    ap = at.ArgumentParser(prog="kexue evaluate", description="Spearman on the STS sets (sts-b-zh, sts-b-en)")
-    ap.add_argument("--model", type=at.model_or_shipped, default="minilm",
-                    help="'minilm' (embedded all-MiniLM-L6-v2), 'zh-mini' (kexue-zh-mini) or a model folder")
-    ap.add_argument("--sets", type=_sets, default="all", help="comma list like en/test,zh/valid, or 'all'")
-    ap.add_argument("--pairs", type=at.input_file, metavar="FILE", action="append",
-                    help="score these pairs instead of the STS sets: sentence1<TAB>sentence2<TAB>label (0/1 or 0-5) "
-                         "or JSON lines with sentence1/sentence2/label; repeatable")
-    ap.add_argument("--limit", type=at.positive_int, default=None, help="first N pairs of each set (quick runs)")
-    ap.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads")
-    ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    encode = _encoder_for(args.model, progress=not args.no_progress)
-    t0 = time.perf_counter()
-    if args.pairs:
-        from .pairs import read_pairs
-
-        scores = {f: evaluate_pairs(encode, read_pairs(f)[: args.limit]) for f in args.pairs}
-    else:
-        scores = evaluate_sts(encode, args.sets, args.limit, progress=not args.no_progress)
-    print(format_table({args.model: scores}))
-    print(f"({time.perf_counter() - t0:.1f}s)")
-    return 0

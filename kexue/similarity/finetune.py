@@ -15,15 +15,15 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..datasets import Pair
-from ..losses import cosent_cross_encoder_loss, cosent_loss
-from ..pretrained import mean_pool
-from ..tokenizers import Tokenizer, pad_batch
-from .inputs import check_pairs
+from kexue.data.shipped import Pair
+from kexue.losses import cosent_cross_encoder_loss, cosent_loss
+from kexue.models.pretrained import mean_pool
+from kexue.text.tokenizer import Tokenizer, pad_batch
+from kexue.data.inputs import check_pairs
 
 
 def _pairs_fingerprint(pairs: Sequence[Pair]) -> str:
-    from ..io import fingerprint
+    from kexue.io import fingerprint
 
     return fingerprint([(p.a, p.b, float(p.score)) for p in pairs])
 
@@ -49,8 +49,8 @@ def budgeted_fit(model: nn.Module, loss: Callable[[nn.Module, list[int]], Tensor
                  seed: int = 0, **fit_options) -> list[float]:
     """AdamW with linear warm-up ``lr·min(1, (i+1)/warmup)`` over ``batches`` (cycled) for ``max_steps``
     (default ``epochs`` passes) or until ``seconds``, through :func:`kexue.train.fit`; returns the losses."""
-    from ..optim.schedules import PiecewiseLinear, lambda_lr
-    from ..train import fit
+    from kexue.optim.schedules import PiecewiseLinear, lambda_lr
+    from kexue.train.loop import fit
 
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)  # groups may carry their own lr (a fresh head)
     sched = lambda_lr(opt, PiecewiseLinear({0: 1.0 / warmup, warmup - 1: 1.0}))  # warm-up scales each group

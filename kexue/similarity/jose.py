@@ -129,7 +129,7 @@ class Corpus:
 def train_jose(corpus: Corpus, dim: int = 100, epochs: int = 5, window: int = 5, batch_size: int = 512,
                lr: float = 0.04, margin: float = 0.15, seed: int = 0, progress: bool = False) -> tuple[JoSE, dict]:
     """Train through :func:`kexue.train.fit` with :class:`RiemannianSGD` and a linearly decaying lr."""
-    from kexue.train import fit
+    from kexue.train.loop import fit
 
     model = JoSE(len(corpus.words), len(corpus.docs), dim, margin, seed)
     g = torch.Generator().manual_seed(seed)

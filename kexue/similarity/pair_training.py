@@ -23,11 +23,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..datasets import Pair
-from ..losses import SBERTClassifier, cosent_loss, cosine_mse_loss, sbert_softmax_loss
-from ..pretrained import embed, mean_pool
-from ..tokenizers import Tokenizer, pad_batch
-from .evaluate import evaluate_pairs
+from kexue.data.shipped import Pair
+from kexue.losses import SBERTClassifier, cosent_loss, cosine_mse_loss, sbert_softmax_loss
+from kexue.models.pretrained import embed, mean_pool
+from kexue.text.tokenizer import Tokenizer, pad_batch
+from kexue.similarity.evaluate import evaluate_pairs
 
 LOSSES = ("cosent", "sbert", "cosine")
 
@@ -68,8 +68,8 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     """Fine-tune ``encoder`` through :func:`kexue.train.fit` (AdamW, 10 % warm-up, linear decay,
     clip 1). With ``dev``, the Spearman of cosine on it is recorded every ``eval_every`` updates and
     at the end (``history["eval"]``: ``{"step", "spearman"}``)."""
-    from ..optim import WarmupLinear, lambda_lr
-    from ..train import fit
+    from kexue.optim import WarmupLinear, lambda_lr
+    from kexue.train.loop import fit
 
     if not pairs:
         raise ValueError("no training pairs")
@@ -101,62 +101,3 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
                   desc=f"{loss} pairs")
     encoder.eval()
     return history
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .. import argtypes as at
-    from ..tasks.common import Timer, command, model_and_tokenizer, setup, write_metrics
-    from ..tasks.export import save_task_model
-    from .pairs import read_pairs
-
-    p = at.ArgumentParser(prog="kexue similarity", description="Train a sentence encoder on labelled pairs with "
-                          "CoSENT, SBERT's softmax classifier or cosine regression (the CoSENT post's comparison)")
-    p.add_argument("--train", type=at.input_file, metavar="FILE", required=True,
-                   help="pairs: sentence1<TAB>sentence2<TAB>label lines, or JSON lines with sentence1/sentence2/label")
-    p.add_argument("--dev", type=at.input_file, metavar="FILE", help="pairs to score by Spearman (same formats)")
-    p.add_argument("--loss", choices=LOSSES, default="cosent", help="training objective")
-    p.add_argument("--checkpoint", type=at.model_or_shipped, metavar="DIR",
-                   help="starting point: an HF-layout folder, 'minilm' or 'zh-mini' (default: a small model from scratch)")
-    p.add_argument("--family", default="roformer", choices=["bert", "roformer", "roformer_v2"],
-                   help="family of the from-scratch model (without --checkpoint)")
-    p.add_argument("--out", default="runs/similarity", metavar="DIR", help="output folder: the trained encoder")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already saved in --out")
-    p.add_argument("--epochs", type=at.positive_int, default=1, help="passes over the training pairs")
-    p.add_argument("--steps", type=at.positive_int, default=None, help="optimizer updates (overrides --epochs)")
-    p.add_argument("--lr", type=at.positive_float, default=None,
-                   help="peak learning rate (default: 2e-5 from a checkpoint, 1e-3 from scratch)")
-    p.add_argument("--batch-size", type=at.positive_int, default=32, help="pairs per step")
-    p.add_argument("--maxlen", type=at.positive_int, default=64, help="longest sentence in tokens")
-    p.add_argument("--eval-every", type=at.positive_int, default=None, help="score --dev every N updates too")
-    p.add_argument("--limit", type=at.positive_int, default=None, help="use only the first N train/dev pairs")
-    p.add_argument("--seed", type=at.nonnegative_int, default=0, help="seed of initialisation and shuffling")
-    p.add_argument("--threads", type=at.positive_int, default=1, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = p.parse_args(argv)
-    out = setup(args)
-    timer = Timer()
-    train = read_pairs(args.train)[: args.limit]
-    dev = read_pairs(args.dev)[: args.limit] if args.dev else None
-    from ..pretrained import SHIPPED, shipped
-
-    start = shipped(args.checkpoint) if args.checkpoint in SHIPPED else None
-    if start is None:
-        ns = type("A", (), {"checkpoint": args.checkpoint, "family": args.family})
-        start = model_and_tokenizer(ns, [s for q in train for s in (q.a, q.b)])
-    encoder, tokenizer = start
-    lr = args.lr or (2e-5 if args.checkpoint else 1e-3)
-    history = train_pair_encoder(encoder, tokenizer, train, args.loss, args.steps, args.epochs, args.batch_size, lr,
-                                 args.maxlen, args.seed, dev, args.eval_every, not args.no_progress)
-    data = {"train": args.train, "dev": args.dev or "none"}
-    metrics = {"task": "encoder", "loss_function": args.loss, **data, "n_train": len(train),
-               "n_dev": len(dev) if dev else 0, "checkpoint": args.checkpoint, "steps": len(history["loss"]),
-               "dev_spearman_curve": history["eval"], "seconds": timer.seconds()}
-    if dev:
-        metrics["dev_spearman"] = history["eval"][-1]["spearman"]
-    save_task_model(out, "encoder", encoder, tokenizer, {}, None, {"maxlen": args.maxlen}, metrics,
-                    [float(x) for x in history["loss"]],
-                    {"command": command(argv, "similarity"), "data": data,
-                     "settings": {"loss": args.loss, "lr": lr, "batch_size": args.batch_size,
-                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_metrics(out, metrics)
-    return 0

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import simbert_contrastive_loss
-from ..losses.seq2seq import target_loss, target_positions
-from ..models import Transformer, build_model
-from ..models.config import TransformerConfig
-from ..tokenizers import Tokenizer, build_vocab, pad_batch
-from .inputs import check_texts, split_pairs
+from kexue.losses import simbert_contrastive_loss
+from kexue.losses.seq2seq import target_loss, target_positions
+from kexue.models import Transformer, build_model
+from kexue.models.config import TransformerConfig
+from kexue.text.tokenizer import Tokenizer, build_vocab, pad_batch
+from kexue.data.inputs import check_texts, split_pairs
 
 
 class SimBERT:
@@ -51,7 +51,7 @@ class SimBERT:
         """Start SimBERT from a pretrained encoder folder (e.g. kexue-zh-mini): its weights and vocabulary,
         application='unilm'. Only the pooler may be missing (MLM-only checkpoints have none); it then starts
         from scratch and the report says so. Anything else missing or mismatched is an error."""
-        from ..checkpoints import load_checkpoint_except
+        from kexue.models.checkpoints import load_checkpoint_except
 
         model = build_model(path, application="unilm", with_pool=True, with_mlm=True)
         load_checkpoint_except(model, path, r"\.pooler\.", "the pooler starts from scratch")
@@ -86,9 +86,9 @@ class SimBERT:
         records. ``fit_options`` go to ``fit`` (``checkpoint_dir``, ``resume``, ``grad_accum``, ``ema`` ...).
         A batch is not split across torchrun processes (``shard_batches=False``): the contrastive loss needs
         the whole batch's negatives, so every rank computes the same batch and the result equals one process."""
-        from ..io import fingerprint
-        from ..optim.schedules import PiecewiseLinear, lambda_lr
-        from ..train import fit
+        from kexue.io import fingerprint
+        from kexue.optim.schedules import PiecewiseLinear, lambda_lr
+        from kexue.train.loop import fit
 
         split_pairs(pairs)
         if len(pairs) < 2:
@@ -139,7 +139,7 @@ class SimBERT:
                max_new: int | None = None, temperature: float = 1.0, seed: int | None = None) -> list[str]:
         """n sampled targets for the source "[CLS] text [SEP]" (UniLM decoding with a KV cache,
         :func:`kexue.generation.sample`), each up to its [SEP]."""
-        from ..generation import decoding_state, sample
+        from kexue.generation import decoding_state, sample
 
         check_texts([text])
         device = next(self.model.parameters()).device

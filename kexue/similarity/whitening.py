@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from ..io import save_safetensors
+from kexue.io import save_safetensors
 
 
 @dataclass

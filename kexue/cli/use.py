@@ -1,0 +1,160 @@
+"""The use commands over a saved model folder: ``kexue predict`` (JSON lines out), ``kexue chat`` (a dialogue
+on stdin), ``kexue embed`` (sentence vectors) and ``kexue search`` (nearest sentences of a corpus). Each
+reads the folder through :func:`kexue.load`, so it runs the same code as the recipe's own evaluation."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Iterable
+
+from kexue.io import write_text
+from kexue.recipes import args as at
+from kexue.recipes.predictor import Predictor, load
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+def parse_input(line: str) -> Any:
+    """A JSON value if the line is one (object, list or quoted string), else the line as text."""
+    s = line.strip()
+    if s[:1] in "{[\"":
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            pass
+    return line.rstrip("\r\n")
+
+
+
+def read_inputs(texts: list[str], path: str | None) -> list[Any]:
+    items = [parse_input(t) for t in texts]
+    if path:
+        lines = Path(path).read_text(encoding="utf-8").splitlines() if path != "-" else sys.stdin.read().splitlines()
+        items += [parse_input(ln) for ln in lines if ln.strip()]
+    if not items:
+        raise at.UsageError("no inputs: give TEXT arguments or --input FILE (- for stdin)")
+    return items
+
+
+
+def write_lines(rows: Iterable[dict], path: str | None) -> None:
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if path:
+        write_text(path, text)
+    else:
+        sys.stdout.write(text)
+
+
+
+def _io_args(p: at.ArgumentParser, what: str = "inputs") -> None:
+    p.add_argument("model", type=at.model_dir, help="model folder written by a recipe (or any HF-layout encoder)")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help=f"{what}; a JSON object/list is read as such")
+    p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
+                   help=f"file with one of the {what} per line (- for stdin)")
+    p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize) for speed")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
+
+
+
+def _generation_args(p: at.ArgumentParser) -> None:
+    g = p.add_argument_group("generation (generative models only; unset = the model's own defaults)")
+    g.add_argument("--num-beams", type=at.positive_int, help="beam search with this many beams")
+    g.add_argument("--top-k", type=at.positive_int, help="sample from the k most likely tokens")
+    g.add_argument("--top-p", type=at.open_probability, help="nucleus sampling mass")
+    g.add_argument("--temperature", type=at.positive_float, help="sampling temperature")
+    g.add_argument("--max-new-tokens", type=at.positive_int, help="longest generation, in tokens")
+    g.add_argument("--num-samples", type=at.positive_int, help="generations per input")
+    g.add_argument("--seed", type=at.nonnegative_int, help="seed of the sampler (same seed, same output)")
+
+
+GENERATION_OPTIONS = ("num_beams", "top_k", "top_p", "temperature", "max_new_tokens", "num_samples", "seed")
+
+
+
+def _start(args) -> Predictor:
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if getattr(args, "output", None):
+        at.check_output_file(args.output)
+    predictor = load(args.model, quantize="int8" if args.int8 else None)
+    predictor.progress = True
+    return predictor
+
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue predict", description="Predict with a saved model; JSON lines out.")
+    _io_args(p)
+    _generation_args(p)
+    args = p.parse_intermixed_args(argv)
+    items = read_inputs(args.texts, args.input)
+    predictor = _start(args)
+    options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
+    write_lines(predictor.predict(items, **options), args.output)
+    return 0
+
+
+
+def embed_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue embed", description="Sentence vectors of an encoder; JSON lines out.")
+    _io_args(p, "texts")
+    args = p.parse_intermixed_args(argv)
+    items = read_inputs(args.texts, args.input)
+    predictor = _start(args)
+    if not hasattr(predictor, "embed"):
+        raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
+    vectors = predictor.embed([predictor.check_text(t) for t in items])
+    write_lines(({"text": t, "embedding": v} for t, v in zip(items, vectors.tolist())), args.output)
+    return 0
+
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue search", description="Nearest sentences of a corpus by cosine similarity.")
+    _io_args(p, "queries")
+    p.add_argument("--corpus", type=at.input_file, required=True, metavar="FILE", help="text file, one sentence per line")
+    p.add_argument("--top-k", type=at.positive_int, default=5, help="results per query")
+    args = p.parse_intermixed_args(argv)
+    queries = read_inputs(args.texts, args.input)
+    predictor = _start(args)
+    if not hasattr(predictor, "embed"):
+        raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
+    numbered = [(n, ln.strip()) for n, ln in enumerate(Path(args.corpus).read_text(encoding="utf-8").splitlines(), 1)
+                if ln.strip()]
+    if not numbered:
+        raise at.UsageError(f"--corpus {args.corpus} holds no sentences")
+    lines, corpus = [n for n, _ in numbered], [t for _, t in numbered]
+    write_lines(predictor.search([predictor.check_text(q) for q in queries], corpus, args.top_k, lines), args.output)
+    return 0
+
+
+
+def chat_main(argv: list[str] | None = None) -> int:
+    p = at.ArgumentParser(prog="kexue chat", description="Chat with a dialogue model: one turn per stdin line "
+                          "(an empty line starts a new dialogue); replies on stdout.")
+    p.add_argument("model", type=at.model_dir, help="folder written by `kexue dialogue`")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize)")
+    _generation_args(p)
+    args = p.parse_args(argv)
+    predictor = _start(args)
+    predictor.progress = False  # one reply per line: a progress bar would only clutter the chat
+    if predictor.task != "dialogue":
+        raise at.UsageError(f"{args.model} is a {predictor.task} model; `kexue chat` needs a dialogue model")
+    options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
+    history: list[str] = []
+    for line in sys.stdin:
+        turn = line.strip()
+        if not turn:
+            history = []
+            continue
+        history.append(turn)
+        reply = predictor.predict([history], **options)[0]["reply"]
+        history.append(reply)
+        print(reply, flush=True)
+    return 0

@@ -1,0 +1,4 @@
+"""Floor 1, data: readers of every file format kexue takes (:mod:`~kexue.data.files` for the user's
+files, :mod:`~kexue.data.pairs` for sentence pairs, :mod:`~kexue.data.images` for digits and image
+folders), the shipped data sets under ``../shared/data`` (:mod:`~kexue.data.shipped`) and input checks
+(:mod:`~kexue.data.inputs`). Imports nothing above :mod:`kexue.io`."""

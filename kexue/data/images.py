@@ -1,0 +1,60 @@
+"""Image data for the diffusion models: scikit-learn's 8×8 digits (offline), any image folder, PNG grids.
+
+Images are float tensors (N, C, H, W) in [-1, 1], the range every sampler here assumes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+
+
+def digits(size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1797 real 8×8 handwritten digits of ``sklearn.datasets.load_digits`` (shipped with sklearn).
+
+    Returns (images (N, 1, size, size) in [-1, 1], labels (N,)); size > 8 upsamples bilinearly.
+    """
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2 - 1  # pixel values are 0..16
+    if size != 8:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(-1, 1)
+    return x, torch.tensor(d.target, dtype=torch.long)
+
+
+def image_folder(path: str | Path, size: int = 32, channels: int = 3) -> torch.Tensor:
+    """Every image under ``path`` (recursively), resized to size×size, as (N, channels, size, size) in [-1, 1]."""
+    from PIL import Image
+
+    files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
+    mode = {1: "L", 3: "RGB"}[channels]
+    arrs = [np.asarray(Image.open(f).convert(mode).resize((size, size), Image.BICUBIC), dtype=np.float32)
+            for f in files]
+    x = torch.from_numpy(np.stack(arrs)).reshape(len(arrs), size, size, channels).permute(0, 3, 1, 2)
+    return x / 127.5 - 1
+
+
+def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 10, scale: int = 4) -> Path:
+    """Save a batch in [-1, 1] as one PNG grid (1-pixel gaps), each pixel magnified ``scale`` times."""
+    from PIL import Image
+
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    n, c, h, w = x.shape
+    rows = (n + nrow - 1) // nrow
+    grid = torch.full((c, rows * (h + 1) + 1, nrow * (w + 1) + 1), 255, dtype=torch.uint8)
+    for i in range(n):
+        r, k = divmod(i, nrow)
+        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + k * (w + 1): 1 + k * (w + 1) + w] = x[i]
+    arr = grid.permute(1, 2, 0).numpy()
+    img = Image.fromarray(arr[:, :, 0] if c == 1 else arr)
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    from kexue.io import atomic_write
+
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))

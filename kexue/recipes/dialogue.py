@@ -1,0 +1,178 @@
+"""Multi-turn dialogue with a causal LM (DialoGPT style, as in bert4keras's ``task_conversation``).
+
+A dialogue u_1, …, u_n becomes ``[CLS] u_1 [SEP] u_2 [SEP] … u_n [SEP]`` with segment ids alternating
+0/1 by speaker, and the LM learns p(u_k | u_<k) by next-token prediction on the responses (turns
+k ≥ 2). Replying = sampling a continuation of ``[CLS] context… [SEP]`` until ``[SEP]``.
+
+Data: ``--train FILE`` (plain text, one turn per line, a blank line between dialogues; ``--dev``
+the same), or by default what fortunes-zh
+offers — its 36 speaker-tagged exchanges (``甲：… / 乙：…``) plus the Tang/Song poems read line by
+line as 联句 (each line answering the previous one). Score: held-out response perplexity.
+The saved model replies through ``kexue chat DIR`` or ``kexue predict DIR '["turn 1", "turn 2"]'``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from kexue.recipes import args as at
+from kexue.data import shipped as datasets
+from kexue.recipes.predictor import Predictor
+from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from kexue.data.files import read_dialogues
+from kexue.recipes.folder import load_backbone, read_task, save_task_model
+from kexue.generation import PrefixDecoding
+from kexue.recipes.sampling import decode, special_ids
+
+_SPEAKER = re.compile(r"^[^：:]{1,6}[：:]\S")
+
+
+def fortunes_dialogues() -> list[list[str]]:
+    """Speaker-tagged exchanges of fortunes-zh ``chinese`` (every line but at most one is ``X：…``)."""
+    out = []
+    for rec in datasets.fortunes("chinese"):
+        lines = [ln.strip() for ln in rec.splitlines() if ln.strip()]
+        turns = [ln for ln in lines if _SPEAKER.match(ln)]
+        if len(turns) >= 2 and len(turns) >= len(lines) - 1:
+            out.append(turns)
+    return out
+
+
+def poem_dialogues() -> list[list[str]]:
+    """Poems as 联句: each line of a poem a turn."""
+    out = []
+    for p in datasets.poems("tang300") + datasets.poems("song100"):
+        lines = [ln for ln in p.text.splitlines() if ln.strip()]
+        if len(lines) >= 2:
+            out.append(lines)
+    return out
+
+
+def encode(tokenizer, turns: list[str], maxlen: int) -> tuple[list[int], list[int]]:
+    """[CLS] u1 [SEP] u2 [SEP] …, segments alternating by speaker; oldest turns dropped past maxlen."""
+    pieces = [tokenizer.encode(t)[0][1:] for t in turns]  # each: turn + [SEP]
+    while len(pieces) > 1 and 1 + sum(map(len, pieces)) > maxlen:
+        pieces = pieces[1:]
+    ids, segs = [tokenizer.cls_id], [0]
+    for k, piece in enumerate(pieces):
+        piece = piece[: maxlen - len(ids)]
+        ids += piece
+        segs += [k % 2] * len(piece)
+    return ids, segs
+
+
+def response_loss(model, tokenizer, encoded, reduction: str = "mean"):
+    """Next-token NLL on every turn after the first (the responses)."""
+    batch = pad(encoded, tokenizer.pad_id)
+    logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
+    first_sep = (batch["input_ids"] == tokenizer.sep_id).long().cumsum(1) >= 1  # past the first turn
+    keep = first_sep[:, :-1] & (batch["attention_mask"][:, 1:] == 1)
+    target = batch["input_ids"][:, 1:].masked_fill(~keep, -100)
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=-100, reduction="sum")
+    return (nll / keep.sum().clamp(min=1), int(keep.sum())) if reduction == "mean" else (nll, int(keep.sum()))
+
+
+GEN_OPTIONS = {"num_beams": at.positive_int, "top_k": at.positive_int, "top_p": at.open_probability,
+               "temperature": at.positive_float, "max_new_tokens": at.positive_int, "seed": at.nonnegative_int}
+
+
+@torch.no_grad()
+def reply(model, tokenizer, context: list[str], maxlen: int = 128, max_new_tokens: int = 32, **options) -> str:
+    """The next turn after ``context`` (spoken by speaker ``len(context) % 2``); ``options`` as in
+    :func:`kexue.recipes.sampling.decode` (sampling with a fresh generator seeded ``seed``)."""
+    ids, segs = encode(tokenizer, context, maxlen - max_new_tokens)
+    state = PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=special_ids(tokenizer),
+                           new_segment=len(context) % 2)  # the reply is spoken by the next speaker
+    return tokenizer.decode(decode(state, max_new_tokens, tokenizer.sep_id, min_new_tokens=2, **options)[0])
+
+
+class DialoguePredictor(Predictor):
+    """``predict([["turn 1", "turn 2", …], "a single turn"])`` -> ``[{"context", "reply"}]``; options
+    ``num_beams``, ``top_k``, ``top_p``, ``temperature``, ``max_new_tokens``, ``seed``."""
+
+    task, model_attr = "dialogue", "lm"
+    options = GEN_OPTIONS
+
+    def __init__(self, model, tokenizer, maxlen: int, defaults: dict):
+        self.lm, self.tokenizer, self.maxlen, self.defaults = model.eval(), tokenizer, maxlen, defaults
+
+    @classmethod
+    def from_folder(cls, directory) -> "DialoguePredictor":
+        s = read_task(directory)["settings"]
+        model, tokenizer = load_backbone(directory)
+        return cls(model, tokenizer, s["maxlen"], s["generation"])
+
+    def check(self, item):
+        if isinstance(item, str):
+            item = [item]
+        if not isinstance(item, list) or not item or not all(isinstance(t, str) and t.strip() for t in item):
+            raise ValueError("a dialogue input is a non-empty list of turns (strings), or one turn")
+        return item
+
+    def _predict(self, items: list[list[str]], **options) -> list[dict]:
+        options = {**self.defaults, **options}
+        if options["max_new_tokens"] >= self.maxlen - 2:
+            raise ValueError(f"max_new_tokens must stay below maxlen - 2 = {self.maxlen - 2}")
+        return [{"context": ctx, "reply": reply(self.lm, self.tokenizer, ctx, self.maxlen, **options)}
+                for ctx in tqdm(items, desc="replying", unit="input", disable=not self.progress)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = recipe_args("Multi-turn dialogue with a causal LM", out="runs/dialogue", epochs=10, lr=2e-3, batch_size=16,
+                    data="plain text, one turn per line, a blank line between dialogues")
+    p.add_argument("--data", choices=["dialogues", "poems", "both"], default="both",
+                   help="fortunes-zh stand-in corpus when no --train is given")
+    p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest dialogue in tokens (oldest turns dropped)")
+    p.add_argument("--top-k", type=at.positive_int, default=8, help="replies sample from the k most likely characters")
+    args = p.parse_args(argv)
+    if args.maxlen < 40:
+        p.error("--maxlen must be at least 40 (32 tokens are kept for the reply)")
+    out = setup(args)
+    timer = Timer()
+    if args.train:
+        dialogues = read_dialogues(args.train)
+    else:
+        dialogues = (fortunes_dialogues() if args.data != "poems" else []) + \
+            (poem_dialogues() if args.data != "dialogues" else [])
+    if args.dev:
+        train, test = dialogues, read_dialogues(args.dev)
+    else:
+        random.Random(args.seed).shuffle(dialogues)
+        n_test = max(2, len(dialogues) // 10)
+        test, train = dialogues[:n_test], dialogues[n_test:]
+    if args.limit:
+        train, test = train[: args.limit], test[: max(2, args.limit // 5)]
+    if not train:
+        raise ValueError("no training dialogues left after holding out the evaluation ones; give --dev or more data")
+    model, tokenizer = model_and_tokenizer(args, [t for d in train for t in d], application="lm", with_mlm=True)
+    enc = lambda ds: [encode(tokenizer, d, args.maxlen) for d in ds]  # noqa: E731
+    train_enc, test_enc = enc(train), enc(test)
+    progress = not args.no_progress
+    history, steps = fit(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0], args.epochs, args.lr,
+                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]))
+    nll = n = 0
+    with torch.no_grad():
+        for chunk in tqdm(list(batches(test_enc, 32)), desc="scoring", unit="batch", disable=not progress):
+            s, k = response_loss(model, tokenizer, chunk, reduction="sum")
+            nll, n = nll + float(s), n + k
+    generation = {"top_k": args.top_k, "max_new_tokens": 32, "seed": args.seed}
+    replies = [{"context": d[:-1], "reply": reply(model, tokenizer, d[:-1], args.maxlen, **generation)} for d in test[:5]]
+    examples = [{"context": d[:-1][-3:], "gold": d[-1], "reply": r["reply"]} for d, r in zip(test, replies)]
+    data = {"train": args.train or f"fortunes-zh ({args.data})", "eval": args.dev or "held-out 10 % of train"}
+    metrics = {"task": "dialogue", **data, "n_train": len(train),
+               "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
+               "eval_response_perplexity": math.exp(nll / max(1, n)), "examples": examples,
+               "decoder": f"kexue.generation top-{args.top_k} sampling", "seconds": timer.seconds()}
+    save_task_model(out, "dialogue", model, tokenizer, {}, None, {"maxlen": args.maxlen, "generation": generation},
+                    metrics, steps, {"command": command(argv, "dialogue"), "data": data, "out": str(out),
+                                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    write_predictions(out, replies)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
+    return 0

@@ -1,0 +1,79 @@
+"""Using a trained model: ``kexue.load(DIR)`` and the ``kexue predict / chat / embed / search`` commands.
+
+``load`` reads the folder a recipe wrote (``config.json`` with the ``"kexue"`` block naming the task) and
+returns the :class:`Predictor` of that task; ``predictor.predict(inputs) -> list[dict]`` runs the same
+code path as the recipe's own evaluation, so it reproduces the recipe's predictions exactly.
+A folder without a task is an encoder (``embed``/``search``/pair similarity) or, with application
+``lm``/``unilm``, a text generator.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from kexue.recipes import TASKS
+
+
+class Predictor:
+    """A trained model for one task. Subclasses set ``task``, ``options`` (name -> argparse-style type
+    function, for the keyword options ``predict`` accepts) and implement ``check`` and ``_predict``."""
+
+    task: str = ""
+    options: dict[str, Callable[[str], Any]] = {}
+    progress: bool = False
+    model_attr: str = ""  # the attribute holding the nn.Module
+
+    @property
+    def model(self):
+        """The ``nn.Module`` that ``quantize`` rewrites."""
+        return getattr(self, self.model_attr)
+
+    @model.setter
+    def model(self, module) -> None:
+        setattr(self, self.model_attr, module)
+
+    def check(self, item: Any) -> Any:
+        """Validate one input (``ValueError`` naming what is wrong); returns it normalised."""
+        raise NotImplementedError
+
+    def predict(self, inputs: list, **options) -> list[dict]:
+        """One output dict per input; ``options`` (e.g. ``top_k=8``) are checked like the CLI flags."""
+        if not isinstance(inputs, (list, tuple)):
+            raise ValueError(f"predict expects a list of inputs, got {type(inputs).__name__}")
+        for name, value in options.items():
+            if name not in self.options:
+                known = ", ".join(sorted(self.options)) or "none"
+                raise ValueError(f"option {name!r} does not apply to {self.task} models (options: {known})")
+            try:
+                if isinstance(value, (bool, dict, list)) or value is None:
+                    raise ValueError(f"expected a number, got {value!r}")
+                options[name] = self.options[name](str(value))
+            except Exception as e:
+                raise ValueError(f"option {name}: {e}") from None
+        items = [self.check(x) for x in inputs]
+        return self._predict(items, **options) if items else []
+
+    def _predict(self, items: list, **options) -> list[dict]:
+        raise NotImplementedError
+
+
+def load(directory: str | Path, quantize: str | None = None) -> Predictor:
+    """The predictor of the model folder ``directory`` (``quantize="int8"``: dynamic int8 Linear layers)."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise ValueError(f"{directory} is not a model folder (no config.json)")
+    from kexue.recipes.folder import kexue_block
+
+    block = kexue_block(directory)
+    task = block.get("task") or ("generate" if block.get("application") in ("lm", "unilm", "seq2seq") else "encoder")
+    if task not in TASKS:
+        raise ValueError(f"{directory}: unknown task {task!r} in config.json (known: {', '.join(sorted(TASKS))})")
+    predictor = TASKS[task].predictor_class().from_folder(directory)
+    if quantize:
+        from kexue.tools.quantize import quantize as quantize_model
+
+        predictor.model = quantize_model(predictor.model, quantize)
+    return predictor
+
+
+__all__ = ["Predictor", "load"]

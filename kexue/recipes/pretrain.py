@@ -1,0 +1,118 @@
+"""``kexue pretrain``: MLM (whole-word masking) or UniLM pretraining on a folder of text
+(:mod:`kexue.pretraining.objectives`, bert4keras ``pretraining/``), resumable through :func:`kexue.train.fit`;
+``torchrun --nproc_per_node N -m kexue pretrain ...`` for several processes."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from kexue.pretraining.objectives import UniLMPairs, WholeWordMLM, build_char_vocab, mlm_loss, read_corpus, unilm_loss
+from kexue.recipes import args as at
+from kexue.text.tokenizer import Tokenizer, build_vocab
+
+
+def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tuple[Tokenizer, dict]:
+    """The tokenizer of the run in ``out`` and its settings, checked against the run already there
+    (before anything is written): a vocabulary built from another corpus is never reused silently."""
+    from kexue.io import clean_stale_temp, fingerprint
+    from kexue.train.state import check_run, read_settings
+
+    run = out / "train"
+    settings = {"corpus": fingerprint(texts), "vocab": fingerprint(Path(args.vocab)) if args.vocab else "from corpus",
+                "objective": args.objective, "init": str(args.init) if args.init else None, "family": args.family,
+                "hidden": args.hidden, "layers": args.layers, "heads": args.heads, "maxlen": args.maxlen,
+                "batch_size": args.batch_size}
+    changed = check_run(run, settings, resume=args.resume, overwrite=args.overwrite, partial=True)
+    if args.vocab:
+        return Tokenizer(args.vocab), settings
+    vocab = out / "vocab.txt"
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes; the others read the
+        # vocabulary rank 0 keeps, or build the same one in memory that rank 0 writes
+        if vocab.exists() and not args.overwrite and (read_settings(run) is not None or args.resume):
+            return Tokenizer(vocab), settings
+        return Tokenizer(build_vocab(texts)), settings
+    clean_stale_temp(out)
+    if vocab.exists() and not args.overwrite:
+        if read_settings(run) is None and not args.resume:
+            raise ValueError(f"{vocab} exists but {out} holds no recorded run: pass --resume to train with that "
+                             "vocabulary, --overwrite to build one from this corpus, or --vocab FILE")
+        tok = Tokenizer(vocab)
+        if any(d.startswith("corpus:") for d in changed) or read_settings(run) is None:
+            unk = sum(tok.token_to_id(c) == tok.unk_id for t in texts for c in t if not c.isspace())
+            n = sum(not c.isspace() for t in texts for c in t)
+            print(f"pretrain: --resume keeps the vocabulary in {vocab}: {unk / max(1, n):.1%} of this corpus' "
+                  "characters are [UNK] in it", file=sys.stderr)
+        return tok, settings
+    return build_char_vocab(texts, vocab), settings
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    from kexue.models.checkpoints import save_pretrained
+    from kexue.models import build_model
+    from kexue.optim import Lion, WarmupLinear, lambda_lr
+    from kexue.train.loop import fit
+
+    ap = at.ArgumentParser(prog="kexue pretrain", description="MLM (whole-word masking) or UniLM "
+                                 "seq2seq pretraining on a folder of *.txt files (one passage per line)")
+    ap.add_argument("--data", required=True, help="folder of *.txt files")
+    ap.add_argument("--objective", choices=("mlm", "unilm"), default="mlm")
+    ap.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, vocab.txt, train/")
+    ap.add_argument("--vocab", help="vocab.txt (default: a character vocab built from the corpus into OUT)")
+    ap.add_argument("--init", help="start from this kexue/HF checkpoint folder instead of random weights")
+    ap.add_argument("--family", default="bert", choices=("bert", "roformer"))
+    ap.add_argument("--hidden", type=at.positive_int, default=128)
+    ap.add_argument("--layers", type=at.positive_int, default=2)
+    ap.add_argument("--heads", type=at.positive_int, default=2)
+    ap.add_argument("--maxlen", type=at.positive_int, default=64)
+    ap.add_argument("--batch-size", type=at.positive_int, default=16)
+    ap.add_argument("--grad-accum", type=at.positive_int, default=1)
+    ap.add_argument("--steps", type=at.positive_int, default=200)
+    ap.add_argument("--optimizer", choices=("adamw", "lion"), default="adamw")
+    ap.add_argument("--lr", type=at.positive_float, default=5e-4)
+    ap.add_argument("--weight-decay", type=at.nonnegative_float, default=0.01)
+    ap.add_argument("--warmup", type=at.nonnegative_int, default=20)
+    ap.add_argument("--checkpoint-every", type=at.positive_int, default=50)
+    ap.add_argument("--seed", type=at.nonnegative_int, default=0)
+    ap.add_argument("--bf16", choices=("off", "auto", "on"), default="off",
+                    help="bfloat16 autocast: auto = only where the hardware has it natively")
+    ap.add_argument("--skip-nonfinite", action="store_true",
+                    help="skip (and count) steps with a non-finite loss or gradient instead of stopping")
+    at.run_folder_args(ap)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out)
+    texts = read_corpus(args.data)
+    tok, settings = _vocab_for_run(args, texts, out)
+    application = "unilm" if args.objective == "unilm" else "encoder"
+    torch.manual_seed(args.seed)
+    if args.init:
+        model = build_model(checkpoint=args.init, application=application, with_mlm=True)
+    else:
+        cfg = dict(model_type=args.family, vocab_size=tok.vocab_size, hidden_size=args.hidden,
+                   num_hidden_layers=args.layers, num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
+                   max_position_embeddings=max(512, args.maxlen), type_vocab_size=2)
+        model = build_model(cfg, application=application, with_mlm=True)
+    collate = WholeWordMLM(tok, args.maxlen) if args.objective == "mlm" else UniLMPairs(tok, args.maxlen)
+    data = torch.utils.data.DataLoader(texts, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
+                                       drop_last=len(texts) >= args.batch_size)
+    opt_cls = Lion if args.optimizer == "lion" else torch.optim.AdamW
+    opt = opt_cls(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    history = fit(model, mlm_loss if args.objective == "mlm" else unilm_loss, data, optimizer=opt, steps=args.steps,
+                  scheduler=lambda_lr(opt, WarmupLinear(args.warmup, args.steps)), grad_accum=args.grad_accum,
+                  clip_norm=1.0, checkpoint_dir=out / "train", checkpoint_every=args.checkpoint_every,
+                  progress=not args.no_progress, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+                  settings=settings, on_nonfinite="skip" if args.skip_nonfinite else "stop",
+                  bf16={"off": False, "auto": "auto", "on": True}[args.bf16], desc=f"pretrain {args.objective}")
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        save_pretrained(model, out, tok)
+        losses = history["loss"]
+        k = max(1, len(losses) // 10)
+        print(f"{args.objective}: {len(losses)} steps, loss {sum(losses[:k]) / k:.3f} (first {k}) -> "
+              f"{sum(losses[-k:]) / k:.3f} (last {k}); saved to {out}")
+    return 0
