@@ -34,7 +34,7 @@ def minilm(**build_kwargs) -> tuple[Transformer, Tokenizer]:
 
 def zh_mini_path() -> Path:
     """Folder of kexue-zh-mini, the small Chinese RoFormer kexue pretrained itself (:mod:`kexue.pretraining.zh_mini`)."""
-    return Path(__file__).resolve().parent / "weights" / "kexue-zh-mini"
+    return Path(__file__).resolve().parents[1] / "weights" / "kexue-zh-mini"
 
 
 def zh_mini(**build_kwargs) -> tuple[Transformer, Tokenizer]:
