@@ -1,5 +1,8 @@
 """Position encodings: learned, sinusoidal, rotary (RoPE 1-D / 2-D) and hierarchical decomposition.
 
+Posts: 《Transformer升级之路：2、博采众长的旋转式位置编码》, 《Transformer升级之路：4、二维位置的旋转式位置编码》,
+《层次分解位置编码，让BERT可以处理超长文本》.
+
 RoPE (《Transformer升级之路：2、博采众长的旋转式位置编码》): for a pair of channels (x_{2i}, x_{2i+1})
 at position m, rotate by the angle m·θ_i with θ_i = base^{-2i/d}:
 

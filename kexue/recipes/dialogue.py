@@ -1,4 +1,5 @@
-"""Multi-turn dialogue with a causal LM (DialoGPT style, as in bert4keras's ``task_conversation``).
+"""Multi-turn dialogue with a causal LM (DialoGPT style, as in bert4keras's ``task_conversation``):
+《动手做个DialoGPT：基于LM的生成式多轮对话模型》.
 
 A dialogue u_1, …, u_n becomes ``[CLS] u_1 [SEP] u_2 [SEP] … u_n [SEP]`` with segment ids alternating
 0/1 by speaker, and the LM learns p(u_k | u_<k) by next-token prediction on the responses (turns

@@ -75,7 +75,7 @@ character vocabulary of {m['vocab_size']}) pretrained by kexue with whole-word-m
   weight decay {s['weight_decay']}, clip 1.0, seed {s['seed']}, {m['steps']} updates.
 - Final training loss (mean of the last 50 updates): {m['final_train_loss']}.
 - **Held-out MLM loss: {m['heldout_mlm_loss']}** (token cross-entropy on masked tokens, masking seed 1234;
-  `kexue.pretraining.zh_mini.heldout_loss`). Re-checked by `tests/test_zh_mini.py`.
+  `kexue.pretraining.zh_mini.heldout_loss`). Re-checked by `tests/models/test_zh_mini.py`.
 - Weights stored in fp16 (`model.safetensors`); load with `kexue.models.pretrained.zh_mini()` or
   `build_model(checkpoint=...)`; `transformers`' `RoFormerForMaskedLM` loads the folder too.
 - Reproduce from scratch: `make zh-mini` (2 CPU cores; resumable).

@@ -1,5 +1,5 @@
 """``kexue convert bert4keras`` input checking (no TensorFlow needed): every refusal names its cause
-and nothing is written. Numerical parity with bert4keras itself: tests/test_bert4keras_models.py."""
+and nothing is written. Numerical parity with bert4keras itself: tests/models/test_bert4keras_models.py."""
 from __future__ import annotations
 
 import json
