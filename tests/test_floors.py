@@ -3,7 +3,7 @@ imports included), no two modules import each other in a circle, and programs ar
 
 Floors, bottom up (an area imports only areas listed before it on a lower rank)::
 
-    1 foundations   io, hardware  <  data, text
+    1 foundations   io, hardware, hub  <  data, text
     2 tensors       layers  <  heads, losses, optim
     3 models        models
     4 engines       train, generation  <  tools
@@ -22,7 +22,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "kexue"
 
 RANK: dict[str, float] = {
-    "io": 1.0, "hardware": 1.0, "data": 1.1, "text": 1.1,
+    "io": 1.0, "hardware": 1.0, "hub": 1.0, "data": 1.1, "text": 1.1,
     "layers": 2.0, "heads": 2.1, "losses": 2.1, "optim": 2.1,
     "models": 3.0,
     "train": 4.0, "generation": 4.0, "tools": 4.1,
