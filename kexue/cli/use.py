@@ -115,12 +115,36 @@ def embed_main(argv: list[str] | None = None) -> int:
 
 
 def search_main(argv: list[str] | None = None) -> int:
-    p = at.ArgumentParser(prog="kexue search", description="Nearest sentences of a corpus by cosine similarity.")
-    _io_args(p, "queries")
-    p.add_argument("--corpus", type=at.input_file, required=True, metavar="FILE", help="text file, one sentence per line")
+    p = at.ArgumentParser(prog="kexue search", description="Nearest sentences by cosine similarity: over a saved "
+                          "index (`kexue search INDEX query ...`, nothing re-embedded but the queries) or over a "
+                          "corpus file embedded on the fly (`kexue search ENCODER --corpus FILE query ...`).")
+    p.add_argument("model", type=at.model_or_index, help="an index folder (`kexue index build`) or an encoder folder")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="queries")
+    p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
+                   help="file with one query per line (- for stdin)")
+    p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize) for speed")
+    p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
+    p.add_argument("--corpus", type=at.input_file, metavar="FILE",
+                   help="with an encoder folder: text file, one sentence per line, embedded on every call")
     p.add_argument("--top-k", type=at.positive_int, default=5, help="results per query")
     args = p.parse_intermixed_args(argv)
     queries = read_inputs(args.texts, args.input)
+    if (Path(args.model) / "index.json").is_file():
+        from kexue.similarity.index import SearchIndex
+
+        if args.corpus:
+            raise at.UsageError(f"{args.model} is an index: it already holds its corpus (--corpus is for encoders; "
+                                "`kexue index add` adds texts to an index)")
+        index = SearchIndex.open(args.model)
+        args.model = str(index.check_encoder())
+        predictor = _start(args)
+        results = index.search(predictor.embed([predictor.check_text(q) for q in queries]), args.top_k)
+        write_lines(({"query": q, "results": r} for q, r in zip(queries, results)), args.output)
+        return 0
+    if not args.corpus:
+        raise at.UsageError(f"{args.model} is an encoder folder: give --corpus FILE, or search an index built "
+                            "with `kexue index build`")
     predictor = _start(args)
     if not hasattr(predictor, "embed"):
         raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
@@ -131,7 +155,6 @@ def search_main(argv: list[str] | None = None) -> int:
     lines, corpus = [n for n, _ in numbered], [t for _, t in numbered]
     write_lines(predictor.search([predictor.check_text(q) for q in queries], corpus, args.top_k, lines), args.output)
     return 0
-
 
 
 def chat_main(argv: list[str] | None = None) -> int:

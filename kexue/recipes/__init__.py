@@ -82,7 +82,9 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("predict", "predict with a saved model folder: JSON lines out", "kexue.cli.use", "predict_main"),
     _R("chat", "chat with a saved dialogue model (stdin lines)", "kexue.cli.use", "chat_main"),
     _R("embed", "sentence vectors of a saved encoder: JSON lines out", "kexue.cli.use", "embed_main"),
-    _R("search", "nearest sentences of a corpus with a saved encoder", "kexue.cli.use", "search_main"),
+    _R("search", "nearest sentences: over a saved index, or a corpus file with an encoder", "kexue.cli.use",
+       "search_main"),
+    _R("index", "build / extend a persistent search index (the corpus embedded once)", "kexue.cli.index"),
     _R("serve", "serve a saved model over HTTP (FastAPI): /predict, /health", "kexue.cli.serve"),
 )
 del _R

@@ -130,6 +130,13 @@ def model_dir(text: str) -> str:
     return text
 
 
+def model_or_index(text: str) -> str:
+    """An existing model folder (``config.json``) or search-index folder (``index.json``)."""
+    if (Path(text) / "index.json").is_file():
+        return text
+    return model_dir(text)
+
+
 def model_or_shipped(text: str) -> str:
     """A model folder, or the name of a model that ships with kexue (``minilm``, ``zh-mini``)."""
     from kexue.models.pretrained import SHIPPED

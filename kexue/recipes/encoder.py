@@ -27,6 +27,8 @@ class EncoderPredictor(Predictor):
     task, model_attr = "encoder", "encoder"
 
     def __init__(self, model, tokenizer, maxlen: int = 256):
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        maxlen = min(maxlen, positions) if isinstance(positions, int) else maxlen  # never past the model's positions
         self.encoder, self.tokenizer, self.maxlen = model.eval(), tokenizer, maxlen
 
     @classmethod
