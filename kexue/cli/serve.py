@@ -8,7 +8,9 @@ bert4keras's ``WebServing``.
 Request batching: requests that arrive within ``--max-wait-ms`` of each other (and have the same
 options) are gathered into one ``predict`` call of up to ``--max-batch`` inputs, run in one worker
 thread, so concurrent clients share model batches instead of queueing one forward pass each.
-Bad requests (malformed JSON, a wrong input, an unknown option) get a 400/422 with the reason.
+Request options are checked by the predictor (``Predictor.check_options``: the fields of
+:class:`kexue.generation.GenerationOptions` that apply to its task). Bad requests (malformed JSON, a wrong
+input, an unknown option or a bad option value) get a 400/422 with the reason.
 """
 
 import asyncio
@@ -87,7 +89,8 @@ def create_app(predictor, model_name: str = "", max_batch: int = 64, max_wait_ms
 
     class PredictRequest(BaseModel):
         inputs: list[Any] = Field(..., min_length=1, max_length=10_000, description="inputs of the model's task")
-        options: dict[str, Any] = Field(default_factory=dict, description="e.g. generation options")
+        options: dict[str, Any] = Field(default_factory=dict, description="generation options of the model's task "
+                                        "(GenerationOptions fields, e.g. top_k)")
 
     batcher = Batcher(predictor, max_batch, max_wait_ms / 1000)
 
@@ -110,13 +113,9 @@ def create_app(predictor, model_name: str = "", max_batch: int = 64, max_wait_ms
 
     @app.post("/predict")
     async def predict(req: PredictRequest):
-        for name in req.options:
-            if name not in predictor.options:
-                known = ", ".join(sorted(predictor.options)) or "none"
-                return JSONResponse(status_code=400, content={
-                    "error": f"option {name!r} does not apply to {predictor.task} models (options: {known})"})
         try:
-            outputs = await batcher.submit(req.inputs, dict(req.options))
+            options = predictor.check_options(req.options)  # the GenerationOptions fields of this task
+            outputs = await batcher.submit(req.inputs, options)
         except ValueError as e:
             return JSONResponse(status_code=400, content={"error": str(e)})
         return {"outputs": outputs}

@@ -3,11 +3,13 @@ on stdin), ``kexue embed`` (sentence vectors) and ``kexue search`` (nearest sent
 reads the folder through :func:`kexue.load`, so it runs the same code as the recipe's own evaluation."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+from kexue.generation import GenerationOptions
 from kexue.io import write_text
 from kexue.recipes import args as at
 from kexue.recipes.predictor import Predictor, load
@@ -59,18 +61,28 @@ def _io_args(p: at.ArgumentParser, what: str = "inputs") -> None:
 
 
 
+def _option_type(name: str):
+    """argparse ``type=`` of a generation option: its :class:`GenerationOptions` field reads and checks it."""
+    def parse(text: str):
+        try:
+            return GenerationOptions.parse(name, text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = name
+    return parse
+
+
 def _generation_args(p: at.ArgumentParser) -> None:
-    g = p.add_argument_group("generation (generative models only; unset = the model's own defaults)")
-    g.add_argument("--num-beams", type=at.positive_int, help="beam search with this many beams")
-    g.add_argument("--top-k", type=at.positive_int, help="sample from the k most likely tokens")
-    g.add_argument("--top-p", type=at.open_probability, help="nucleus sampling mass")
-    g.add_argument("--temperature", type=at.positive_float, help="sampling temperature")
-    g.add_argument("--max-new-tokens", type=at.positive_int, help="longest generation, in tokens")
-    g.add_argument("--num-samples", type=at.positive_int, help="generations per input")
-    g.add_argument("--seed", type=at.nonnegative_int, help="seed of the sampler (same seed, same output)")
+    """One flag per user option of :class:`GenerationOptions` (``num_beams`` -> ``--num-beams``)."""
+    g = p.add_argument_group("generation (generative models only; each takes the options of its task)")
+    for name in GenerationOptions.user_options():
+        g.add_argument(GenerationOptions.flag(name), type=_option_type(name),
+                       help=f"{GenerationOptions.help(name)} (default: the model's own setting)")
 
 
-GENERATION_OPTIONS = ("num_beams", "top_k", "top_p", "temperature", "max_new_tokens", "num_samples", "seed")
+def generation_options(args) -> dict:
+    """The generation flags given on the command line, by option name."""
+    return {k: getattr(args, k) for k in GenerationOptions.user_options() if getattr(args, k) is not None}
 
 
 
@@ -87,14 +99,18 @@ def _start(args) -> Predictor:
 
 
 
-def predict_main(argv: list[str] | None = None) -> int:
+def predict_parser() -> at.ArgumentParser:
     p = at.ArgumentParser(prog="kexue predict", description="Predict with a saved model; JSON lines out.")
     _io_args(p)
     _generation_args(p)
-    args = p.parse_intermixed_args(argv)
+    return p
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    args = predict_parser().parse_intermixed_args(argv)
     items = read_inputs(args.texts, args.input)
     predictor = _start(args)
-    options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
+    options = generation_options(args)
     write_lines(predictor.predict(items, **options), args.output)
     return 0
 
@@ -157,19 +173,23 @@ def search_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def chat_main(argv: list[str] | None = None) -> int:
+def chat_parser() -> at.ArgumentParser:
     p = at.ArgumentParser(prog="kexue chat", description="Chat with a dialogue model: one turn per stdin line "
                           "(an empty line starts a new dialogue); replies on stdout.")
     p.add_argument("model", type=at.model_dir, help="folder written by `kexue dialogue`")
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize)")
     _generation_args(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def chat_main(argv: list[str] | None = None) -> int:
+    args = chat_parser().parse_args(argv)
     predictor = _start(args)
     predictor.progress = False  # one reply per line: a progress bar would only clutter the chat
     if predictor.task != "dialogue":
         raise at.UsageError(f"{args.model} is a {predictor.task} model; `kexue chat` needs a dialogue model")
-    options = {k: getattr(args, k) for k in GENERATION_OPTIONS if getattr(args, k) is not None}
+    options = generation_options(args)
     history: list[str] = []
     for line in sys.stdin:
         turn = line.strip()

@@ -21,52 +21,34 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from kexue.generation.options import ALIASES, RULES, GenerationOptions, check_search, check_values  # noqa: F401
 from kexue.generation.state import DecodingState
 
 _NEG = -1.0e9  # HF's "impossible" score offset; kept identical so beam ties break the same way
-RULES = ("hf", "bert4keras")
 
 
 def check_args(vocab_size: int | None = None, **args) -> None:
-    """Refuse bad generation arguments with a ValueError naming the argument (only those given)."""
-    def bad(name, why):
-        raise ValueError(f"{name}={args[name]!r}: {why}")
+    """Refuse bad generation arguments with a ValueError naming the argument (only those given): each
+    option by its :class:`~kexue.generation.options.GenerationOptions` field's check (``n`` and
+    ``num_return`` are ``num_samples``), ``eos_id`` and ``num_beams`` against the vocabulary size."""
+    eos_id = args.pop("eos_id", None)
+    values, names = {}, {}
+    for name, value in args.items():
+        field = ALIASES.get(name, name)
+        values[field], names[field] = value, name
+    check_values(values, names)
+    if eos_id is not None and (not isinstance(eos_id, int) or isinstance(eos_id, bool) or eos_id < 0
+                               or (vocab_size is not None and eos_id >= vocab_size)):
+        raise ValueError(f"eos_id={eos_id!r}: must be a token id in [0, {vocab_size})")
+    if vocab_size is not None and values.get("num_beams", 1) > vocab_size:
+        raise ValueError(f"num_beams={values['num_beams']!r}: must not exceed the vocabulary size {vocab_size}")
 
-    def is_int(v):
-        return isinstance(v, int) and not isinstance(v, bool)
 
-    a = args
-    if "max_new_tokens" in a and (not is_int(a["max_new_tokens"]) or a["max_new_tokens"] < 0):
-        bad("max_new_tokens", "must be an int >= 0")
-    if "min_new_tokens" in a:
-        if not is_int(a["min_new_tokens"]) or a["min_new_tokens"] < 0:
-            bad("min_new_tokens", "must be an int >= 0")
-        if a["min_new_tokens"] > a.get("max_new_tokens", a["min_new_tokens"]):
-            bad("min_new_tokens", f"must not exceed max_new_tokens={a['max_new_tokens']}")
-    if "temperature" in a and not (isinstance(a["temperature"], (int, float)) and a["temperature"] > 0):
-        bad("temperature", "must be > 0")
-    if a.get("top_k") is not None and (not is_int(a["top_k"]) or a["top_k"] < 0):
-        bad("top_k", "must be an int >= 0 (0 or None: no top-k filter)")
-    if a.get("top_p") is not None and not (isinstance(a["top_p"], (int, float)) and 0 < a["top_p"] <= 1):
-        bad("top_p", "must be in (0, 1]")
-    if "num_beams" in a and (not is_int(a["num_beams"]) or a["num_beams"] < 1):
-        bad("num_beams", "must be an int >= 1")
-    if "num_return" in a:
-        if not is_int(a["num_return"]) or a["num_return"] < 1:
-            bad("num_return", "must be an int >= 1")
-        if a["num_return"] > a.get("num_beams", 1):
-            bad("num_return", f"must not exceed num_beams={a.get('num_beams', 1)}")
-    if "n" in a and (not is_int(a["n"]) or a["n"] < 1):
-        bad("n", "must be an int >= 1")
-    if "min_ends" in a and (not is_int(a["min_ends"]) or a["min_ends"] < 1):
-        bad("min_ends", "must be an int >= 1")
-    if "rule" in a and a["rule"] not in RULES:
-        bad("rule", f"must be one of {RULES}")
-    if a.get("eos_id") is not None:
-        if not is_int(a["eos_id"]) or a["eos_id"] < 0 or (vocab_size is not None and a["eos_id"] >= vocab_size):
-            bad("eos_id", f"must be a token id in [0, {vocab_size})")
-    if vocab_size is not None and a.get("num_beams", 1) > vocab_size:
-        bad("num_beams", f"must not exceed the vocabulary size {vocab_size}")
+def _check_search(search: str, names: dict[str, str] | None = None, **values) -> None:
+    """The options a search function was called with, checked as one :class:`GenerationOptions`
+    (the others at their defaults): an option its ``rule`` ignores is refused by name."""
+    full = {name: values.get(name, GenerationOptions.default(name)) for name in GenerationOptions.names()}
+    check_search(full, names, search)
 
 
 def _empty(state: DecodingState, per_row: int) -> list[list[int]]:
@@ -188,8 +170,8 @@ def sample(state: DecodingState, max_new_tokens: int, eos_id: int | None = None,
     check_args(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, n=n, temperature=temperature,
                top_k=top_k, top_p=top_p, eos_id=eos_id, rule=rule, min_ends=min_ends,
                vocab_size=getattr(state, "vocab_size", None))
-    if rule == "hf" and min_ends != 1:
-        raise ValueError(f"min_ends={min_ends}: only rule='bert4keras' counts end tokens")
+    _check_search("sampling", {"num_samples": "n"}, do_sample=True, num_samples=n, temperature=temperature,
+                  top_k=top_k, top_p=top_p, rule=rule, min_ends=min_ends)
     if max_new_tokens == 0:
         return _empty(state, n)
     return _collect(_steps(state, max_new_tokens, eos_id, min_new_tokens, 0, True, n, temperature, top_k, top_p,
@@ -209,20 +191,17 @@ def beam_search(state: DecodingState, max_new_tokens: int, eos_id: int | None = 
     (``temperature``, ``min_ends``; one hypothesis per input)."""
     check_args(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, num_beams=num_beams,
                num_return=num_return, eos_id=eos_id, rule=rule, temperature=temperature, min_ends=min_ends,
+               length_penalty=length_penalty, early_stopping=early_stopping,
                vocab_size=getattr(state, "vocab_size", None))
+    _check_search("beam search", {"num_samples": "num_return"}, num_beams=num_beams, length_penalty=length_penalty,
+                  early_stopping=early_stopping, num_samples=num_return, rule=rule, temperature=temperature,
+                  min_ends=min_ends)
     if rule == "bert4keras":
-        for name, value, default in (("length_penalty", length_penalty, 1.0), ("early_stopping", early_stopping, False),
-                                     ("num_return", num_return, 1)):
-            if value != default:
-                raise ValueError(f"{name}={value!r}: rule='bert4keras' has no such option")
         if max_new_tokens == 0:
             return _empty(state, 1)
         from kexue.generation.bert4keras_rule import beam_search as b4k_beam_search
 
         return b4k_beam_search(state, max_new_tokens, eos_id, num_beams, min_new_tokens, temperature, min_ends)
-    for name, value in (("temperature", temperature), ("min_ends", min_ends)):
-        if value != 1:
-            raise ValueError(f"{name}={value!r}: only rule='bert4keras' has this option in beam search")
     if max_new_tokens == 0:
         return _empty(state, num_return)
     K, T = num_beams, max_new_tokens
@@ -286,3 +265,28 @@ def beam_search(state: DecodingState, max_new_tokens: int, eos_id: int | None = 
         # A hypothesis ends at its end token or at the last step it was scored.
         rows = fin_seq[:, :num_return].reshape(B * num_return, T)[:, : t + 1].tolist()
         return [row[: row.index(eos_id)] if eos_id is not None and eos_id in row else row for row in rows]
+
+
+# --------------------------------------------------------------------------------------------------
+# The search the options choose
+# --------------------------------------------------------------------------------------------------
+def decode_state(state: DecodingState, options: GenerationOptions, eos_id: int | None = None,
+                 generator: torch.Generator | None = None, device: torch.device | str | None = None) -> list[list[int]]:
+    """Run over ``state`` the search ``options`` choose: :func:`beam_search` if ``num_beams > 1``
+    (``num_samples`` best hypotheses per input), :func:`sample` if ``do_sample`` (``num_samples`` per input;
+    ``generator``, or a fresh one on ``device`` seeded ``options.seed``, or torch's global one), else
+    :func:`greedy`."""
+    o = options
+    if generator is not None and not o.do_sample:
+        raise ValueError(f"generator: not an option of {o.search} (it draws samples: do_sample=True)")
+    if generator is not None and o.seed is not None:
+        raise ValueError(f"seed={o.seed!r} and generator: give one")
+    if o.num_beams > 1:
+        return beam_search(state, o.max_new_tokens, eos_id, o.num_beams, o.min_new_tokens, o.length_penalty,
+                           o.early_stopping, o.num_samples, o.rule, o.temperature, o.min_ends)
+    if o.do_sample:
+        if o.seed is not None:
+            generator = torch.Generator(device=device or "cpu").manual_seed(o.seed)
+        return sample(state, o.max_new_tokens, eos_id, o.min_new_tokens, o.num_samples, o.temperature, o.top_k,
+                      o.top_p, generator, o.rule, o.min_ends)
+    return greedy(state, o.max_new_tokens, eos_id, o.min_new_tokens)

@@ -28,8 +28,8 @@ from kexue.recipes.predictor import Predictor
 from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
 from kexue.data.files import read_dialogues
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
-from kexue.generation import PrefixDecoding
-from kexue.recipes.sampling import decode, special_ids
+from kexue.generation import GenerationOptions, PrefixDecoding, decode_state
+from kexue.recipes.sampling import special_ids, task_options
 
 _SPEAKER = re.compile(r"^[^：:]{1,6}[：:]\S")
 
@@ -79,26 +79,32 @@ def response_loss(model, tokenizer, encoded, reduction: str = "mean"):
     return (nll / keep.sum().clamp(min=1), int(keep.sum())) if reduction == "mean" else (nll, int(keep.sum()))
 
 
-GEN_OPTIONS = {"num_beams": at.positive_int, "top_k": at.positive_int, "top_p": at.open_probability,
-               "temperature": at.positive_float, "max_new_tokens": at.positive_int, "seed": at.nonnegative_int}
+MIN_REPLY = 2  # min_new_tokens of a reply
+
+
+def reply_options(given: dict, defaults: dict | None = None) -> GenerationOptions:
+    """A reply's :class:`GenerationOptions`: ``given`` over ``defaults`` (the folder's saved settings) over
+    32 new tokens at most, ``MIN_REPLY`` at least; sampled (seed 0 unless given) unless ``num_beams > 1``."""
+    return task_options(given, {"max_new_tokens": 32, **(defaults or {})}, min_new_tokens=MIN_REPLY)
 
 
 @torch.no_grad()
-def reply(model, tokenizer, context: list[str], maxlen: int = 128, max_new_tokens: int = 32, **options) -> str:
-    """The next turn after ``context`` (spoken by speaker ``len(context) % 2``); ``options`` as in
-    :func:`kexue.recipes.sampling.decode` (sampling with a fresh generator seeded ``seed``)."""
-    ids, segs = encode(tokenizer, context, maxlen - max_new_tokens)
+def reply(model, tokenizer, context: list[str], maxlen: int = 128, options: GenerationOptions | None = None) -> str:
+    """The next turn after ``context`` (spoken by speaker ``len(context) % 2``); ``options`` default to
+    :func:`reply_options` ``({})``."""
+    options = options or reply_options({})
+    ids, segs = encode(tokenizer, context, maxlen - options.max_new_tokens)
     state = PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=special_ids(tokenizer),
                            new_segment=len(context) % 2)  # the reply is spoken by the next speaker
-    return tokenizer.decode(decode(state, max_new_tokens, tokenizer.sep_id, min_new_tokens=2, **options)[0])
+    return tokenizer.decode(decode_state(state, options, tokenizer.sep_id)[0])
 
 
 class DialoguePredictor(Predictor):
-    """``predict([["turn 1", "turn 2", …], "a single turn"])`` -> ``[{"context", "reply"}]``; options
-    ``num_beams``, ``top_k``, ``top_p``, ``temperature``, ``max_new_tokens``, ``seed``."""
+    """``predict([["turn 1", "turn 2", …], "a single turn"])`` -> ``[{"context", "reply"}]``; options: the
+    generation options but ``num_samples`` (one reply per context)."""
 
     task, model_attr = "dialogue", "lm"
-    options = GEN_OPTIONS
+    options = tuple(n for n in GenerationOptions.user_options() if n != "num_samples")
 
     def __init__(self, model, tokenizer, maxlen: int, defaults: dict):
         self.lm, self.tokenizer, self.maxlen, self.defaults = model.eval(), tokenizer, maxlen, defaults
@@ -117,10 +123,10 @@ class DialoguePredictor(Predictor):
         return item
 
     def _predict(self, items: list[list[str]], **options) -> list[dict]:
-        options = {**self.defaults, **options}
-        if options["max_new_tokens"] >= self.maxlen - 2:
+        options = reply_options(options, self.defaults)
+        if options.max_new_tokens >= self.maxlen - 2:
             raise ValueError(f"max_new_tokens must stay below maxlen - 2 = {self.maxlen - 2}")
-        return [{"context": ctx, "reply": reply(self.lm, self.tokenizer, ctx, self.maxlen, **options)}
+        return [{"context": ctx, "reply": reply(self.lm, self.tokenizer, ctx, self.maxlen, options)}
                 for ctx in tqdm(items, desc="replying", unit="input", disable=not self.progress)]
 
 
@@ -163,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             s, k = response_loss(model, tokenizer, chunk, reduction="sum")
             nll, n = nll + float(s), n + k
     generation = {"top_k": args.top_k, "max_new_tokens": 32, "seed": args.seed}
-    replies = [{"context": d[:-1], "reply": reply(model, tokenizer, d[:-1], args.maxlen, **generation)} for d in test[:5]]
+    options = reply_options({}, generation)
+    replies = [{"context": d[:-1], "reply": reply(model, tokenizer, d[:-1], args.maxlen, options)} for d in test[:5]]
     examples = [{"context": d[:-1][-3:], "gold": d[-1], "reply": r["reply"]} for d, r in zip(test, replies)]
     data = {"train": args.train or f"fortunes-zh ({args.data})", "eval": args.dev or "held-out 10 % of train"}
     metrics = {"task": "dialogue", **data, "n_train": len(train),

@@ -12,13 +12,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kexue.recipes import args as at
-from kexue.generation import decoding_state
+from kexue.generation import GenerationOptions, decode_state, decoding_state
 from kexue.recipes.predictor import Predictor
 from kexue.models.pretrained import embed
 from kexue.similarity.search import build_index
 from kexue.recipes.folder import kexue_block, load_backbone, read_task
-from kexue.recipes.sampling import decode, special_ids
+from kexue.recipes.sampling import special_ids, task_options
 
 
 class EncoderPredictor(Predictor):
@@ -79,9 +78,8 @@ class GenerationPredictor(Predictor):
     ``predict(["text"])`` -> ``[{"text", "generations": [...]}]`` (greedy unless sampling/beam options)."""
 
     task, model_attr = "generate", "lm"
-    options = {"num_samples": at.positive_int, "num_beams": at.positive_int, "top_k": at.positive_int,
-               "top_p": at.open_probability, "temperature": at.positive_float, "max_new_tokens": at.positive_int,
-               "seed": at.nonnegative_int}
+    options = GenerationOptions.user_options()
+    defaults = {"max_new_tokens": 64}
 
     def __init__(self, model, tokenizer):
         self.lm, self.tokenizer = model.eval(), tokenizer
@@ -101,10 +99,9 @@ class GenerationPredictor(Predictor):
         return item
 
     @torch.no_grad()
-    def _predict(self, texts: list[str], max_new_tokens: int = 64, num_samples: int = 1, **options) -> list[dict]:
+    def _predict(self, texts: list[str], **options) -> list[dict]:
         tok = self.tokenizer
-        # greedy unless a sampling option is given (or beams)
-        options["do_sample"] = bool({"top_k", "top_p", "temperature", "seed"} & set(options))
+        options = task_options(options, self.defaults, sample=None)  # greedy unless a sampling option (or beams)
         seq2seq = hasattr(self.lm, "encode") and hasattr(self.lm, "decode")  # T5
         eos = self.lm.config.eos_token_id if seq2seq else tok.sep_id
         out = []
@@ -117,7 +114,7 @@ class GenerationPredictor(Predictor):
                     ids, segs = ids[:-1], segs[:-1]  # [CLS] text: the continuation follows
                 state = decoding_state(self.lm, torch.tensor([ids]), None, torch.tensor([segs]),
                                        banned_ids=special_ids(tok))
-            rows = decode(state, max_new_tokens, eos, num_samples=num_samples, **options)
+            rows = decode_state(state, options, eos)
             out.append({"text": text, "generations": [tok.decode(r) for r in rows]})
         return out
 

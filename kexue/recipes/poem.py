@@ -10,6 +10,7 @@ above chance only if the condition is actually used.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -19,13 +20,13 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from kexue.recipes import args as at
-from kexue.generation import decoding_state
+from kexue.generation import GenerationOptions, decode_state, decoding_state
 from kexue.recipes.predictor import Predictor
 from kexue.recipes.classify import poem_data, stratified_split
 from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
 from kexue.data.files import read_poems
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
-from kexue.recipes.sampling import decode, special_ids
+from kexue.recipes.sampling import special_ids, task_options
 
 
 class ConditionalLM(nn.Module):
@@ -48,32 +49,38 @@ def token_nll(model: ConditionalLM, batch: dict[str, Tensor], label: Tensor) -> 
     return nll.sum(1)
 
 
-GEN_OPTIONS = {"num_samples": at.positive_int, "num_beams": at.positive_int, "top_k": at.positive_int,
-               "top_p": at.open_probability, "temperature": at.positive_float, "max_new_tokens": at.positive_int,
-               "seed": at.nonnegative_int}
+MIN_POEM = 8  # min_new_tokens of a poem
+
+
+def poem_options(given: dict, defaults: dict | None = None) -> GenerationOptions:
+    """A poem's :class:`GenerationOptions`: ``given`` over ``defaults`` (the folder's saved settings) over
+    126 new tokens at most, ``MIN_POEM`` at least; sampled (seed 0 unless given) unless ``num_beams > 1``."""
+    return task_options(given, {"max_new_tokens": 126, **(defaults or {})}, min_new_tokens=MIN_POEM)
 
 
 @torch.no_grad()
 def write_poems(model: ConditionalLM, tokenizer, labels: list[str], label: str, prefix: str = "",
-                max_new_tokens: int = 126, **options) -> dict:
-    """``{"class", "poems": [...]}``: poems of class ``label``, continuing ``prefix`` (see :func:`decode`)."""
-    n = options.get("num_samples", 1)
+                options: GenerationOptions | None = None) -> dict:
+    """``{"class", "poems": [...]}``: ``num_samples`` poems of class ``label``, continuing ``prefix``;
+    ``options`` default to :func:`poem_options` ``({})``."""
+    options = options or poem_options({})
+    n = options.num_samples
     cond = model.classes(torch.full((1,), labels.index(label)))
     start = torch.tensor([tokenizer.encode(prefix)[0][:-1]])  # [CLS] prefix, no [SEP]: the poem goes on
-    if n > 1 and not options.get("num_beams"):
+    if n > 1 and options.num_beams == 1:
         cond, start = cond.expand(n, -1), start.expand(n, -1)  # n rows, one generator: rows differ
-        options = {**options, "num_samples": 1}
+        options = dataclasses.replace(options, num_samples=1)
     state = decoding_state(model.lm, start, cond=cond, banned_ids=special_ids(tokenizer))
-    rows = decode(state, max_new_tokens, tokenizer.sep_id, min_new_tokens=8, **options)
+    rows = decode_state(state, options, tokenizer.sep_id)
     return {"class": label, "poems": [prefix + tokenizer.decode(r) for r in rows]}
 
 
 class PoemPredictor(Predictor):
-    """``predict(["唐", {"class": "宋", "prefix": "明月"}])`` -> ``[{"class", "poems": [...]}]``; options
-    ``num_samples``, ``num_beams``, ``top_k``, ``top_p``, ``temperature``, ``max_new_tokens``, ``seed``."""
+    """``predict(["唐", {"class": "宋", "prefix": "明月"}])`` -> ``[{"class", "poems": [...]}]``; options: the
+    generation options."""
 
     task, model_attr = "poem", "lm"
-    options = GEN_OPTIONS
+    options = GenerationOptions.user_options()
 
     def __init__(self, model: ConditionalLM, tokenizer, labels: list[str], defaults: dict):
         self.lm, self.tokenizer, self.labels, self.defaults = model.eval(), tokenizer, labels, defaults
@@ -98,8 +105,8 @@ class PoemPredictor(Predictor):
         return item
 
     def _predict(self, items: list[dict], **options) -> list[dict]:
-        options = {**self.defaults, **options}
-        return [write_poems(self.lm, self.tokenizer, self.labels, x["class"], x.get("prefix", ""), **options)
+        options = poem_options(options, self.defaults)
+        return [write_poems(self.lm, self.tokenizer, self.labels, x["class"], x.get("prefix", ""), options)
                 for x in tqdm(items, desc="writing", unit="input", disable=not self.progress)]
 
 
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             for c, ok in zip(label.tolist(), (per_class.argmin(1) == label).tolist()):
                 hits[c], seen[c] = hits[c] + ok, seen[c] + 1
     generation = {"num_samples": args.samples, "top_k": args.top_k, "max_new_tokens": args.maxlen - 2, "seed": args.seed}
-    samples = [write_poems(model, tokenizer, labels, lab, **generation) for lab in labels[:8]]
+    samples = [write_poems(model, tokenizer, labels, lab, options=poem_options({}, generation)) for lab in labels[:8]]
     data = {"train": args.train or f"fortunes-zh tang300+song100 by {args.by}", "eval": args.dev or "stratified 10 % of train"}
     metrics = {"task": "poem", **data, "labels": labels,
                "n_train": len(train), "n_eval": len(test), "eval_classes_unseen_in_training": unseen,

@@ -9,17 +9,19 @@ A folder without a task is an encoder (``embed``/``search``/pair similarity) or,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Mapping
 
+from kexue.generation import GenerationOptions
 from kexue.recipes import TASKS
 
 
 class Predictor:
-    """A trained model for one task. Subclasses set ``task``, ``options`` (name -> argparse-style type
-    function, for the keyword options ``predict`` accepts) and implement ``check`` and ``_predict``."""
+    """A trained model for one task. Subclasses set ``task``, ``options`` (the keyword options ``predict``
+    accepts: names of :meth:`GenerationOptions.user_options`, those that apply to the task) and implement
+    ``check`` and ``_predict``."""
 
     task: str = ""
-    options: dict[str, Callable[[str], Any]] = {}
+    options: tuple[str, ...] = ()
     progress: bool = False
     model_attr: str = ""  # the attribute holding the nn.Module
 
@@ -36,20 +38,33 @@ class Predictor:
         """Validate one input (``ValueError`` naming what is wrong); returns it normalised."""
         raise NotImplementedError
 
-    def predict(self, inputs: list, **options) -> list[dict]:
-        """One output dict per input; ``options`` (e.g. ``top_k=8``) are checked like the CLI flags."""
-        if not isinstance(inputs, (list, tuple)):
-            raise ValueError(f"predict expects a list of inputs, got {type(inputs).__name__}")
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        unknown = [n for n in cls.options if n not in GenerationOptions.user_options()]
+        if unknown:
+            raise TypeError(f"{cls.__name__}.options: {unknown[0]!r} is not a user option of GenerationOptions "
+                            f"({', '.join(GenerationOptions.user_options())})")
+
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The caller's options, checked: a name this task does not take is refused by name, a value is
+        read (a number, or its text as on the command line) and checked by its :class:`GenerationOptions`
+        field (a ``ValueError`` naming the option)."""
+        out = {}
         for name, value in options.items():
             if name not in self.options:
                 known = ", ".join(sorted(self.options)) or "none"
                 raise ValueError(f"option {name!r} does not apply to {self.task} models (options: {known})")
-            try:
-                if isinstance(value, (bool, dict, list)) or value is None:
-                    raise ValueError(f"expected a number, got {value!r}")
-                options[name] = self.options[name](str(value))
-            except Exception as e:
-                raise ValueError(f"option {name}: {e}") from None
+            if isinstance(value, (bool, dict, list)) or value is None:
+                raise ValueError(f"option {name}: expected a number, got {value!r}")
+            out[name] = GenerationOptions.parse(name, str(value))
+        return out
+
+    def predict(self, inputs: list, **options) -> list[dict]:
+        """One output dict per input; ``options`` (e.g. ``top_k=8``) are checked like the CLI flags
+        (:meth:`check_options`)."""
+        if not isinstance(inputs, (list, tuple)):
+            raise ValueError(f"predict expects a list of inputs, got {type(inputs).__name__}")
+        options = self.check_options(options)
         items = [self.check(x) for x in inputs]
         return self._predict(items, **options) if items else []
 

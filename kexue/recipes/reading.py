@@ -97,7 +97,7 @@ class ReadingPredictor(Predictor):
     (empty answer: no passage holds one); option ``max_new_tokens`` (the longest answer)."""
 
     task, model_attr = "reading", "unilm"
-    options = {"max_new_tokens": at.positive_int}
+    options = ("max_new_tokens",)
 
     def __init__(self, model, tokenizer, maxlen: int, max_answer: int):
         self.unilm, self.tokenizer, self.maxlen, self.max_answer = model.eval(), tokenizer, maxlen, max_answer
@@ -123,7 +123,8 @@ class ReadingPredictor(Predictor):
         return {"question": item["question"], "passages": passages}
 
     def _predict(self, items: list[dict], max_new_tokens: int | None = None) -> list[dict]:
-        return [answer(self.unilm, self.tokenizer, x, self.maxlen, max_new_tokens or self.max_answer)
+        longest = self.max_answer if max_new_tokens is None else max_new_tokens
+        return [answer(self.unilm, self.tokenizer, x, self.maxlen, longest)
                 for x in tqdm(items, desc="answering", unit="question", disable=not self.progress)]
 
 

@@ -1,13 +1,21 @@
-"""The recipes' decoding options in one place (:func:`decode`) and the ids they never generate.
+"""The predictors' generation options (:func:`task_options`) and the ids they never generate.
 
+Every option is a field of :class:`kexue.generation.GenerationOptions`; a predictor takes those that apply
+to its task (``Predictor.options``) and builds one ``GenerationOptions`` per ``predict`` call here.
 Conditional-LayerNorm vectors, banned ids and the responding speaker's segment id are per-request
 state of :mod:`kexue.generation`'s decoding states (``cond=``, ``banned_ids=``, ``new_segment=``).
 """
 from __future__ import annotations
 
-import torch
+from typing import Any, Mapping
 
-from kexue.generation import beam_search, greedy, sample
+from kexue.generation import GenerationOptions
+from kexue.generation.options import check_values, search_of
+
+# The options only sampling takes: giving one asks a generator for samples (temperature, top_k, top_p, seed).
+SAMPLING_ONLY = tuple(n for n in GenerationOptions.names() if GenerationOptions.applies(n, "sampling")
+                      and not GenerationOptions.applies(n, "beam search")
+                      and not GenerationOptions.applies(n, "greedy decoding"))
 
 
 def special_ids(tokenizer) -> list[int]:
@@ -15,23 +23,26 @@ def special_ids(tokenizer) -> list[int]:
     return [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
 
 
-def decode(state, max_new_tokens: int, eos_id: int, min_new_tokens: int = 0, num_samples: int = 1,
-           num_beams: int | None = None, top_k: int | None = None, top_p: float | None = None,
-           temperature: float = 1.0, seed: int = 0, do_sample: bool = True) -> list[list[int]]:
-    """The recipes' decoding options in one place: beam search (``num_beams`` > 1, the ``num_samples``
-    best beams), greedy (``do_sample=False``) or sampling with a fresh generator seeded ``seed``
-    (same seed, same text)."""
-    if num_beams and num_beams > 1:
-        if num_samples > num_beams:
-            raise ValueError(f"num_samples={num_samples} exceeds num_beams={num_beams}")
-        return beam_search(state, max_new_tokens, eos_id, num_beams, min_new_tokens, num_return=num_samples)
-    if not do_sample:
-        if num_samples > 1:
-            raise ValueError("greedy decoding gives one text: use sampling or num_beams for num_samples > 1")
-        return greedy(state, max_new_tokens, eos_id, min_new_tokens)
-    gen = torch.Generator().manual_seed(seed)
-    return sample(state, max_new_tokens, eos_id, min_new_tokens, n=num_samples, top_k=top_k, top_p=top_p,
-                  temperature=temperature, generator=gen)
+def task_options(given: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, sample: bool | None = True,
+                 **fixed) -> GenerationOptions:
+    """The options of one ``predict`` call: the caller's ``given`` options over the task's ``defaults``
+    (its model folder's saved settings) over ``fixed`` (the task's own, e.g. ``min_new_tokens``).
+
+    Beam search if ``num_beams > 1`` (the defaults' sampling settings then drop out; a given one is
+    refused by name); else sampling if ``sample`` (``None``: if a sampling option is given), with a fresh
+    generator seeded ``seed``, 0 unless given (same input, same output); else greedy decoding."""
+    merged = {**fixed, **(defaults or {}), **given}
+    check_values(merged)
+    beams = merged.get("num_beams", 1) > 1
+    do_sample = not beams and (bool(set(SAMPLING_ONLY) & set(given)) if sample is None else bool(sample))
+    search = search_of(merged.get("num_beams", 1), do_sample)
+    if search == "greedy decoding" and given.get("num_samples", 1) > 1:
+        raise ValueError(f"num_samples={given['num_samples']!r}: greedy decoding gives one text; give num_beams > 1 "
+                         f"or a sampling option ({', '.join(SAMPLING_ONLY)})")
+    values = {k: v for k, v in merged.items() if k in given or GenerationOptions.applies(k, search)}
+    if do_sample:
+        values.setdefault("seed", 0)
+    return GenerationOptions(**{**values, "do_sample": do_sample})
 
 
-__all__ = ["decode", "sample", "special_ids"]
+__all__ = ["SAMPLING_ONLY", "special_ids", "task_options"]
