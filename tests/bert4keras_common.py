@@ -27,6 +27,7 @@ from kexue.text.tokenizer import Tokenizer, build_vocab
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv-bert4keras" / "bin" / "python"
 ORACLE = REPO / "tests" / "oracles" / "bert4keras_oracle.py"
+TF_ORACLE = REPO / "tests" / "oracles" / "tf_checkpoint_oracle.py"
 
 
 def _pad(rows: list[list[int]], length: int | None = None) -> np.ndarray:
@@ -64,13 +65,35 @@ def make_inputs(folder: Path) -> dict:
     return arrays
 
 
-def run_oracle(scratch: Path) -> Path:
-    """The folder of a complete oracle run (from the cache, or run now)."""
+def _venv_stamp() -> Path:
+    """The oracle virtualenv's install stamp; without the virtualenv the test skips (fails in CI)."""
     stamp = VENV_PYTHON.parent.parent / ".kexue-installed"
     if not VENV_PYTHON.exists() or not stamp.exists():
         if os.environ.get("CI") == "true":
             pytest.fail(f"{VENV_PYTHON} is missing: `make bert4keras-oracle` must run before the tests in CI")
         pytest.skip(f"bert4keras oracle not installed ({VENV_PYTHON}); run `make bert4keras-oracle`")
+    return stamp
+
+
+def _oracle_env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.update(TF_KERAS="1", TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    return env
+
+
+def _publish(work: Path, folder: Path) -> Path:
+    """Move a finished run into the cache in one step; a concurrent session may have won the race."""
+    try:
+        shutil.copytree(work, folder.with_name(folder.name + f".{os.getpid()}"))
+        os.replace(folder.with_name(folder.name + f".{os.getpid()}"), folder)
+    except OSError:
+        return work
+    return folder
+
+
+def run_oracle(scratch: Path) -> Path:
+    """The folder of a complete oracle run (from the cache, or run now)."""
+    stamp = _venv_stamp()
     arrays = make_inputs(scratch)
     digest = hashlib.sha256(ORACLE.read_bytes() + str(stamp.stat().st_mtime_ns).encode())
     for k in sorted(arrays):
@@ -83,18 +106,31 @@ def run_oracle(scratch: Path) -> Path:
     work.mkdir()
     shutil.copy(scratch / "inputs.npz", work / "inputs.npz")
     shutil.copy(scratch / "vocab.txt", work / "vocab.txt")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    env.update(TF_KERAS="1", TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([str(VENV_PYTHON), str(ORACLE), str(work / "inputs.npz"), str(work)],
-                          env=env, capture_output=True, text=True)
+                          env=_oracle_env(), capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"bert4keras oracle failed:\n{proc.stderr[-4000:]}")
-    try:  # publish the finished run in one step; a concurrent session may have won the race
-        shutil.copytree(work, folder.with_name(folder.name + f".{os.getpid()}"))
-        os.replace(folder.with_name(folder.name + f".{os.getpid()}"), folder)
-    except OSError:
-        return work
-    return folder
+    return _publish(work, folder)
+
+
+def run_tf_checkpoint_oracle(scratch: Path) -> tuple[Path, Path]:
+    """(TF oracle folder, bert4keras oracle folder): ``tests/oracles/tf_checkpoint_oracle.py`` run on
+    the bert4keras oracle's checkpoints (labels ``b4k_<variant>``) plus its own; cached like ``run_oracle``."""
+    b4k = run_oracle(scratch)
+    variants = sorted(json.loads((b4k / "manifest.json").read_text()))
+    digest = hashlib.sha256(TF_ORACLE.read_bytes() + str(_venv_stamp().stat().st_mtime_ns).encode()
+                            + b4k.name.encode() + json.dumps(variants).encode())
+    folder = Path(tempfile.gettempdir()) / f"kexue-tf-checkpoint-oracle-{digest.hexdigest()[:16]}"
+    if (folder / "manifest.json").exists():
+        return folder, b4k
+    work = scratch / "tf_checkpoint_oracle"
+    work.mkdir()
+    args = [f"b4k_{v}={b4k / v / 'model.ckpt'}" for v in variants]
+    proc = subprocess.run([str(VENV_PYTHON), str(TF_ORACLE), str(work), *args], env=_oracle_env(),
+                          capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"TF checkpoint oracle failed:\n{proc.stderr[-4000:]}")
+    return _publish(work, folder), b4k
 
 
 def convert_argv(folder: Path, name: str, entry: dict, out: Path) -> list[str]:
@@ -110,17 +146,15 @@ def convert_argv(folder: Path, name: str, entry: dict, out: Path) -> list[str]:
 
 def run_convert(folder: Path, manifest: dict, out: Path) -> None:
     """``kexue convert bert4keras`` on every variant, through the CLI entry point, in one kexue process
-    that sees TensorFlow from the oracle's virtualenv (appended to sys.path, so kexue's own packages
-    win), as a user's environment with ``kexue[tf]`` would."""
-    site = sorted((REPO / ".venv-bert4keras" / "lib").glob("python3*/site-packages"))[0]
+    where TensorFlow cannot be imported (``sys.modules["tensorflow"] = None``): kexue reads the TF
+    checkpoints itself (``kexue.models.tf_checkpoint``)."""
     jobs = out / "convert.json"
     jobs.write_text(json.dumps([convert_argv(folder, n, e, out) for n, e in manifest.items()]))
-    code = ("import json, sys; sys.path.append(sys.argv[1]); from kexue.cli import main; "
-            "sys.exit(max(main(a) for a in json.load(open(sys.argv[2]))))")
+    code = ("import json, sys; sys.modules['tensorflow'] = None; from kexue.cli import main; "
+            "sys.exit(max(main(a) for a in json.load(open(sys.argv[1]))))")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", code, str(site), str(jobs)], env=env, capture_output=True,
-                          text=True)
+    env.update(PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-c", code, str(jobs)], env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"kexue convert bert4keras failed:\n{proc.stderr[-4000:]}")
 
