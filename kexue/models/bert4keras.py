@@ -20,7 +20,7 @@ relative-position bias (``cross_position_bias``, bert4keras's default). Conditio
 weights, which bert4keras's own mapping does not save, are read as ``<norm>/hidden_dense/kernel``,
 ``<norm>/beta_dense/kernel`` and ``<norm>/gamma_dense/kernel``.
 
-Reading uses TensorFlow's own checkpoint reader (``pip install "kexue[tf]"``).
+Reading needs no TensorFlow: ``kexue.models.tf_checkpoint`` reads the tensor-bundle format itself.
 """
 from __future__ import annotations
 
@@ -110,17 +110,14 @@ def _t5_rules(norm: str) -> list[tuple[str, str]]:
 
 
 def read_tf_checkpoint(prefix: str | Path) -> dict[str, np.ndarray]:
-    """Every variable of a TF checkpoint (``prefix`` as given to ``Saver.save``), by name."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise ImportError('reading bert4keras (TensorFlow) checkpoints needs TensorFlow: pip install "kexue[tf]"') from None
-    prefix = str(prefix)
-    if not Path(prefix + ".index").exists():
-        raise ValueError(f"no TF checkpoint at {prefix} ({prefix}.index is missing): give the prefix, e.g. "
-                         "bert_model.ckpt")
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+    """Every variable of a TF checkpoint (``prefix`` as given to ``Saver.save``, or its folder), by name,
+    read without TensorFlow (``kexue.models.tf_checkpoint``, CRC-checked); bfloat16 ones widened to
+    float32 (exact), as torch takes no ml_dtypes arrays."""
+    from kexue.models.tf_checkpoint import read_tf_checkpoint as read
+
+    variables = read(prefix)
+    return {name: value.astype(np.float32) if value.dtype.name == "bfloat16" else value
+            for name, value in variables.items()}
 
 
 def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:

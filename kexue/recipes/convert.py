@@ -12,7 +12,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kexue convert bert4keras",
                                 description="bert4keras TF checkpoint -> HF-layout folder for kexue")
     p.add_argument("--config", required=True, help="bert4keras config.json")
-    p.add_argument("--checkpoint", required=True, help="checkpoint prefix, e.g. bert_model.ckpt")
+    p.add_argument("--checkpoint", required=True, help="TF checkpoint prefix (e.g. bert_model.ckpt) or its folder")
     p.add_argument("--model", required=True, choices=sorted(MODELS), help="bert4keras model name")
     p.add_argument("--application", default="encoder", choices=["encoder", "lm", "unilm"])
     p.add_argument("--with-pool", nargs="?", const="tanh", default=None, metavar="ACT",
