@@ -80,19 +80,13 @@ class Bert4kerasSide:
 
 
 def convert(workdir: Path) -> dict[str, Path]:
-    """``kexue convert bert4keras`` of bert4keras's checkpoint as an encoder and as UniLM (MLM head), in a
-    kexue process that reads the checkpoint with the bert4keras virtualenv's TensorFlow."""
-    site = sorted((B4K_VENV / "lib").glob("python3*/site-packages"))[0]
+    """``kexue convert bert4keras`` of bert4keras's checkpoint as an encoder and as UniLM (MLM head); kexue
+    reads the TF checkpoint itself (no TensorFlow in this process)."""
+    from kexue.models.bert4keras import convert as convert_bert4keras
+
     outs = {app: workdir / f"kexue_{app}" for app in ("encoder", "unilm")}
-    code = ("import sys; sys.path.append(sys.argv[1]); from kexue.models.bert4keras import convert\n"
-            "for app, out in zip(('encoder', 'unilm'), sys.argv[3:]):\n"
-            "    convert(sys.argv[2] + '/bert_config.json', sys.argv[2] + '/model.ckpt', 'bert', out, app)")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", code, str(site), str(workdir / "bert"), *map(str, outs.values())],
-                          env=env, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"kexue convert bert4keras failed:\n{proc.stderr[-4000:]}")
+    for app, out in outs.items():
+        convert_bert4keras(workdir / "bert" / "bert_config.json", workdir / "bert" / "model.ckpt", "bert", out, app)
     return outs
 
 
