@@ -184,6 +184,8 @@ def test_prefix_forms(tf_oracle, tmp_path):
     shutil.copy(one / "bert_model.ckpt.index", one / "other.index")
     with pytest.raises(TFCheckpointError, match=r"holds 2 checkpoints \(bert_model.ckpt.index, other.index\)"):
         read_tf_checkpoint(one)
+    (one / "checkpoint").write_text('model_checkpoint_path: "bert_model.ckpt"\n')
+    assert tfc.resolve_prefix(one) == str(one / "bert_model.ckpt")  # relative to the folder
     (one / "checkpoint").write_text('model_checkpoint_path: "/saved/elsewhere/bert_model.ckpt"\n'
                                     'all_model_checkpoint_paths: "/saved/elsewhere/bert_model.ckpt"\n')
     assert tfc.resolve_prefix(one) == str(one / "bert_model.ckpt")  # the folder moved since: by file name
