@@ -23,13 +23,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import save_result, time_round_robin  # noqa: E402
 
 from kexue.models.checkpoints import save_pretrained  # noqa: E402
 from kexue.hardware import describe  # noqa: E402
+from kexue.losses.language_model import masked_lm_loss  # noqa: E402
 from kexue.models import build_model  # noqa: E402
 from kexue.pretraining.objectives import mlm_loss  # noqa: E402
 
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
         if name == "kexue":  # kexue's pretraining loss: vocabulary logits at the masked positions only
             return mlm_loss(model, {"input_ids": ids, "segment_ids": segs, "attention_mask": mask, "labels": labels})
         logits = model(ids, segs, mask).logits if name == "kexue all positions" else model([ids, segs])[-1]
-        return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+        return masked_lm_loss(logits, labels)
 
     steps, losses = {}, {}
     for name, model in models.items():

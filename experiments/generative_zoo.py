@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from kexue.diffusion import methods
+from kexue.data.batching import index_batches
 from kexue.data.images import digits, save_grid
 from kexue.diffusion.train import train
 from kexue.diffusion.udm import DownsampleNoise, MaskNoise, sample_udm, udm_loss
@@ -42,8 +43,7 @@ OTHERS = ("udm-mask", "udm-down", "eae", "iresnet")
 
 def _batches(x: torch.Tensor, batch_size: int):
     def batches(epoch: int):
-        idx = torch.randperm(len(x))
-        return list(x[idx[: len(idx) // batch_size * batch_size]].split(batch_size))
+        return [x[idx] for idx in index_batches(len(x), batch_size, min_size=batch_size)]
     return batches
 
 

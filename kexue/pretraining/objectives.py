@@ -21,10 +21,8 @@ import torch
 from torch import nn
 
 from kexue.io import write_text
-from kexue.losses.seq2seq import target_loss, target_positions
+from kexue.losses.language_model import IGNORE, masked_lm_loss, next_token_loss, next_token_positions
 from kexue.text.tokenizer import Tokenizer, build_vocab, jieba_words
-
-IGNORE = -100
 
 
 def read_corpus(folder: str | Path) -> list[str]:
@@ -126,19 +124,18 @@ class UniLMPairs:
 
 
 def mlm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Mean cross-entropy over the masked tokens; 0 (not 0/0 = NaN) for a batch without any.
-    Logits are computed at the masked positions only (``logits_mask``): the same loss as projecting every
-    position onto the vocabulary, for ~15 % of that product's cost."""
+    """Mean cross-entropy over the masked tokens (:func:`kexue.losses.masked_lm_loss`); 0 (not 0/0 = NaN) for a
+    batch without any. Logits are computed at the masked positions only (``logits_mask``): the same loss as
+    projecting every position onto the vocabulary, for ~15 % of that product's cost."""
     picked = batch["labels"] != IGNORE
     logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], logits_mask=picked).logits
-    ce = nn.functional.cross_entropy(logits.float(), batch["labels"][picked], reduction="sum")
-    return ce / picked.sum().clamp(min=1)
+    return masked_lm_loss(logits, batch["labels"])
 
 
 def unilm_loss(model: nn.Module, batch: dict) -> torch.Tensor:
-    """Next-token cross-entropy on the target segment only (the model must use ``application="unilm"``):
-    position t predicts token t + 1 wherever that token is a real target token, and only there are logits
-    computed."""
+    """Next-token cross-entropy on the target segment only (:func:`kexue.losses.next_token_loss`; the model must
+    use ``application="unilm"``): position t predicts token t + 1 wherever that token is a real target token,
+    and only there are logits computed."""
     ids, segs, mask = batch["input_ids"], batch["segment_ids"], batch["attention_mask"]
-    picked = target_positions((segs == 1) & (mask == 1))
-    return target_loss(model(ids, segs, mask, logits_mask=picked).logits, ids, picked)
+    target = (segs == 1) & (mask == 1)
+    return next_token_loss(model(ids, segs, mask, logits_mask=next_token_positions(target)).logits, ids, target)

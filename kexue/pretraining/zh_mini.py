@@ -50,13 +50,15 @@ def split_corpus(texts: list[str], heldout: int = SETTINGS["heldout"], seed: int
 def heldout_loss(model, tokenizer, texts: list[str], maxlen: int = SETTINGS["maxlen"], seed: int = 1234,
                  batch_size: int = 32) -> float:
     """Token-level MLM cross-entropy over the masked tokens of ``texts`` with masking drawn from ``seed``."""
-    from kexue.pretraining.objectives import IGNORE, WholeWordMLM
+    from kexue.data.batching import index_batches
+    from kexue.losses.language_model import IGNORE, masked_lm_loss
+    from kexue.pretraining.objectives import WholeWordMLM
 
     state = random.getstate()
     random.seed(seed)
     try:
         collate = WholeWordMLM(tokenizer, maxlen)
-        batches = [collate(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)]
+        batches = [collate([texts[i] for i in b]) for b in index_batches(len(texts), batch_size, shuffle=False)]
     finally:
         random.setstate(state)
     was_training = model.training
@@ -64,10 +66,8 @@ def heldout_loss(model, tokenizer, texts: list[str], maxlen: int = SETTINGS["max
     total, count = 0.0, 0
     for b in batches:
         logits = model(b["input_ids"], b["segment_ids"], b["attention_mask"]).logits
-        labels = b["labels"].flatten()
-        total += float(torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), labels,
-                                                         ignore_index=IGNORE, reduction="sum"))
-        count += int((labels != IGNORE).sum())
+        total += float(masked_lm_loss(logits, b["labels"], reduction="sum"))
+        count += int((b["labels"] != IGNORE).sum())
     model.train(was_training)
     return total / max(count, 1)
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from kexue.heads.pooling import pool
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
@@ -34,7 +35,7 @@ class Classifier(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         h = self.encoder(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
-        return self.out(self.drop(h[:, 0]))
+        return self.out(self.drop(pool(h, batch["attention_mask"], "cls")))
 
 
 def poem_data(by: str, min_poems: int = 8) -> list[tuple[str, str]]:

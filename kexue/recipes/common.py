@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from kexue.data.batching import index_batches, length_batches
 from kexue.recipes import args as at
 from kexue.models.checkpoints import load_checkpoint_except
 from kexue.io import write_json, write_text
@@ -93,18 +94,14 @@ def char_ids(tokenizer: Tokenizer, chars: Sequence[str]) -> list[int]:
 
 def batches(items: Sequence, batch_size: int, shuffle: bool = False, seed: int = 0,
             length: Callable[[object], int] | None = None) -> Iterator[list]:
-    """Mini-batches; with ``length``, items of similar length share a batch (less padding): shuffle,
-    sort within pools of 50 batches, then shuffle the batches."""
-    order = list(range(len(items)))
-    rng = random.Random(seed)
-    if shuffle:
-        rng.shuffle(order)
+    """The items in mini-batches (:mod:`kexue.data.batching`): in order, or shuffled with ``seed``; with
+    ``length``, items of similar length share a batch (less padding): shuffled, sorted within windows of 50
+    batches, the batches shuffled; unshuffled, buckets of increasing length."""
+    rng = {"seed": seed} if shuffle else {}
     if length is not None:
-        pool = batch_size * 50
-        order = [j for i in range(0, len(order), pool) for j in sorted(order[i:i + pool], key=lambda j: length(items[j]))]
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    if shuffle and length is not None:
-        rng.shuffle(chunks)
+        chunks = length_batches([length(x) for x in items], batch_size, shuffle=shuffle, **rng)
+    else:
+        chunks = index_batches(len(items), batch_size, shuffle=shuffle, **rng)
     for chunk in chunks:
         yield [items[j] for j in chunk]
 

@@ -19,9 +19,9 @@ import random
 import re
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
+from kexue.losses.language_model import next_token_loss
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
@@ -69,14 +69,15 @@ def encode(tokenizer, turns: list[str], maxlen: int) -> tuple[list[int], list[in
 
 
 def response_loss(model, tokenizer, encoded, reduction: str = "mean"):
-    """Next-token NLL on every turn after the first (the responses)."""
+    """(next-token NLL on every turn after the first (the responses), ``reduction`` ``"mean"`` or ``"sum"``;
+    the number of response tokens)."""
     batch = pad(encoded, tokenizer.pad_id)
-    logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
-    first_sep = (batch["input_ids"] == tokenizer.sep_id).long().cumsum(1) >= 1  # past the first turn
-    keep = first_sep[:, :-1] & (batch["attention_mask"][:, 1:] == 1)
-    target = batch["input_ids"][:, 1:].masked_fill(~keep, -100)
-    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=-100, reduction="sum")
-    return (nll / keep.sum().clamp(min=1), int(keep.sum())) if reduction == "mean" else (nll, int(keep.sum()))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits = model(ids, batch["segment_ids"], mask).logits
+    # the tokens after the first turn's [SEP] (the responses), padding excluded
+    reply = torch.zeros_like(ids, dtype=torch.bool)
+    reply[:, 1:] = ((ids == tokenizer.sep_id).long().cumsum(1) >= 1)[:, :-1] & (mask[:, 1:] == 1)
+    return next_token_loss(logits, ids, reply, reduction), int(reply.sum())
 
 
 MIN_REPLY = 2  # min_new_tokens of a reply

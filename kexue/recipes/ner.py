@@ -16,13 +16,14 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from kexue.data.batching import length_batches, restore_order
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.heads import CRF, EfficientGlobalPointer, GlobalPointer, decode_spans
 from kexue.losses import globalpointer_crossentropy
 from kexue.losses import globalpointer_kl
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, batches, char_ids, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from kexue.recipes.common import Timer, char_ids, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
 from kexue.data.files import read_tagged
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.metrics import bio_to_spans, span_prf, spans_to_bio
@@ -106,11 +107,10 @@ def loss_fn(tagger: Tagger, batch: dict[str, Tensor], rdrop: float) -> Tensor:
 @torch.no_grad()
 def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64, progress: bool = False) -> list[set]:
     tagger.eval()
-    order = sorted(range(len(items)), key=lambda i: len(items[i]["ids"]))  # similar lengths, less padding
+    buckets = length_batches([len(it["ids"]) for it in items], batch_size, shuffle=False)  # less padding
     preds = []
-    chunks = list(batches([items[i] for i in order], batch_size))
-    for chunk in tqdm(chunks, desc="tagging", unit="batch", disable=not progress):
-        batch = collate(chunk, tagger, pad_id)
+    for idx in tqdm(buckets, desc="tagging", unit="batch", disable=not progress):
+        batch = collate([items[i] for i in idx], tagger, pad_id)
         out = tagger(batch)
         if tagger.head_name == "crf":
             for path in tagger.crf.decode(out, batch["attention_mask"]):
@@ -118,10 +118,7 @@ def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64
         else:
             for spans in decode_spans(out, threshold=0.0):
                 preds.append({(tagger.types[t], s - 1, e - 1) for t, s, e in spans})
-    restored = [set()] * len(items)
-    for i, p in zip(order, preds):
-        restored[i] = p
-    return restored
+    return restore_order(preds, buckets)
 
 
 def entities(text: str, spans: set, truncated: bool = False) -> dict:

@@ -15,10 +15,10 @@ import json
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from kexue.losses.language_model import next_token_loss
 from kexue.recipes import args as at
 from kexue.generation import GenerationOptions, decode_state, decoding_state
 from kexue.recipes.predictor import Predictor
@@ -44,9 +44,7 @@ class ConditionalLM(nn.Module):
 def token_nll(model: ConditionalLM, batch: dict[str, Tensor], label: Tensor) -> Tensor:
     """Summed next-token NLL per sequence ``[B]`` (padding excluded)."""
     logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], label=label).logits
-    target = batch["input_ids"][:, 1:].masked_fill(batch["attention_mask"][:, 1:] == 0, -100)
-    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=-100, reduction="none")
-    return nll.sum(1)
+    return next_token_loss(logits, batch["input_ids"], batch["attention_mask"], reduction="none").sum(1)
 
 
 MIN_POEM = 8  # min_new_tokens of a poem

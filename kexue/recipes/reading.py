@@ -18,10 +18,10 @@ import json
 from collections import Counter
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
+from kexue.losses.language_model import next_token_loss
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.generation import decoding_state
@@ -52,8 +52,7 @@ def seq2seq_loss(model, tokenizer, chunk) -> Tensor:
     """Cross-entropy on the target tokens only (segment 1), each predicted from the position before."""
     batch = pad([(s + t, [0] * len(s) + [1] * len(t)) for s, t in chunk], tokenizer.pad_id)
     logits = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).logits
-    target = batch["input_ids"][:, 1:].masked_fill(batch["segment_ids"][:, 1:] == 0, -100)
-    return F.cross_entropy(logits[:, :-1].transpose(1, 2), target, ignore_index=-100)
+    return next_token_loss(logits, batch["input_ids"], batch["segment_ids"] == 1)
 
 
 @torch.no_grad()

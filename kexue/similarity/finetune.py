@@ -9,15 +9,15 @@ so demos fit a CPU budget.
 """
 from __future__ import annotations
 
-import random
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from kexue.data.batching import length_batches  # noqa: F401  (also the old name here)
 from kexue.data.shipped import Pair
 from kexue.losses import cosent_cross_encoder_loss, cosent_loss
-from kexue.models.pretrained import mean_pool
+from kexue.heads.pooling import pool
 from kexue.text.tokenizer import Tokenizer, pad_batch
 from kexue.data.inputs import check_pairs
 
@@ -26,21 +26,6 @@ def _pairs_fingerprint(pairs: Sequence[Pair]) -> str:
     from kexue.io import fingerprint
 
     return fingerprint([(p.a, p.b, float(p.score)) for p in pairs])
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, seed: int = 0) -> list[list[int]]:
-    """Shuffled batches of similar length (less padding = faster CPU steps), in random order."""
-    rng = random.Random(seed)
-    idx = list(range(len(lengths)))
-    rng.shuffle(idx)
-    # Sort within windows of 50 batches: keeps randomness across windows, similar lengths within.
-    window = batch_size * 50
-    out = []
-    for s in range(0, len(idx), window):
-        chunk = sorted(idx[s:s + window], key=lambda i: lengths[i])
-        out += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
-    rng.shuffle(out)
-    return out
 
 
 def budgeted_fit(model: nn.Module, loss: Callable[[nn.Module, list[int]], Tensor], batches: list[list[int]],
@@ -75,7 +60,7 @@ def finetune_cosent(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair
     def step(m: nn.Module, idx: list[int]) -> Tensor:
         batch = pad_batch([enc[i][0] for i in idx] + [enc[i][1] for i in idx], tokenizer.pad_id)
         h = m(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
-        v = mean_pool(h, batch["attention_mask"])
+        v = pool(h, batch["attention_mask"], "mean")
         return cosent_loss(v[:len(idx)], v[len(idx):], labels[idx], scale)
 
     batches = length_batches([len(a[0]) + len(b[0]) for a, b in enc], batch_size, seed)
@@ -110,7 +95,7 @@ class CrossEncoder(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         h = self.encoder(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
-        return self.head(mean_pool(h, batch["attention_mask"])).squeeze(-1)
+        return self.head(pool(h, batch["attention_mask"], "mean")).squeeze(-1)
 
     @torch.inference_mode()
     def score(self, pairs: Sequence[tuple[str, str]], batch_size: int = 64) -> Tensor:

@@ -17,15 +17,16 @@ on equal terms by the Spearman correlation of cosine with the gold labels.
 from __future__ import annotations
 
 import math
-import random
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
+from kexue.data.batching import index_batches
 from kexue.data.shipped import Pair
 from kexue.losses import SBERTClassifier, cosent_loss, cosine_mse_loss, sbert_softmax_loss
-from kexue.models.pretrained import embed, mean_pool
+from kexue.heads.pooling import pool
+from kexue.models.pretrained import embed
 from kexue.text.tokenizer import Tokenizer, pad_batch
 from kexue.similarity.evaluate import evaluate_pairs
 
@@ -50,7 +51,7 @@ class PairEncoder(nn.Module):
 
     def vectors(self, batch: dict[str, Tensor]) -> Tensor:
         h = self.encoder(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
-        return mean_pool(h, batch["attention_mask"])
+        return pool(h, batch["attention_mask"], "mean")
 
     def forward(self, a: dict[str, Tensor], b: dict[str, Tensor], labels: Tensor) -> Tensor:
         u, v = self.vectors(a), self.vectors(b)
@@ -80,9 +81,7 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     total = steps or epochs * per_epoch
 
     def epoch_batches(epoch: int) -> list[list[int]]:
-        order = list(range(len(enc)))
-        random.Random(seed + epoch).shuffle(order)
-        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        return index_batches(len(enc), batch_size, seed + epoch)
 
     def step(_, idx: list[int]) -> Tensor:
         a = pad_batch([enc[i][0] for i in idx], tokenizer.pad_id)

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kexue.losses import simbert_contrastive_loss
-from kexue.losses.seq2seq import target_loss, target_positions
+from kexue.data.batching import index_batches
+from kexue.heads.pooling import pool
+from kexue.losses.language_model import next_token_loss, next_token_positions
 from kexue.models import Transformer, build_model
 from kexue.models.config import TransformerConfig
 from kexue.text.tokenizer import Tokenizer, build_vocab, pad_batch
@@ -32,6 +34,8 @@ class SimBERT:
         if model.application != "unilm" or not model.with_mlm:
             raise ValueError("SimBERT needs a model built with application='unilm' and with_mlm=True")
         self.model, self.tokenizer, self.maxlen = model, tokenizer, maxlen
+        # the sentence vector: the pooler's output on [CLS] when the model has one, else [CLS] itself
+        self.pooling = "pooler" if model.with_pool else "cls"
 
     @classmethod
     def small(cls, texts: Sequence[str], family: str = "roformer", hidden: int = 256, layers: int = 4,
@@ -72,11 +76,10 @@ class SimBERT:
         device = next(self.model.parameters()).device  # batches follow the model (CPU or GPU)
         ids, seg, mask = (batch[k].to(device) for k in ("input_ids", "segment_ids", "attention_mask"))
         # Predict token t+1 at position t wherever t+1 is a real target token (segment 1); logits only there.
-        target = target_positions((seg == 1) & (mask == 1))
-        out = (model or self.model)(ids, seg, mask, logits_mask=target)
-        seq2seq = target_loss(out.logits, ids, target)
-        cls = out.pooled if out.pooled is not None else out.hidden[:, 0]
-        return seq2seq, simbert_contrastive_loss(cls, scale)
+        target = (seg == 1) & (mask == 1)
+        out = (model or self.model)(ids, seg, mask, logits_mask=next_token_positions(target))
+        seq2seq = next_token_loss(out.logits, ids, target)
+        return seq2seq, simbert_contrastive_loss(pool(out, mask, self.pooling), scale)
 
     def fit(self, pairs: Sequence[tuple[str, str]], seconds: float | None = 180.0, batch_size: int = 32,
             lr: float = 1e-3, max_steps: int | None = None, seed: int = 0, progress: bool = True,
@@ -93,13 +96,12 @@ class SimBERT:
         split_pairs(pairs)
         if len(pairs) < 2:
             raise ValueError(f"SimBERT's in-batch contrastive loss needs at least 2 pairs, got {len(pairs)}")
+        if batch_size < 2:
+            raise ValueError(f"SimBERT's in-batch contrastive loss needs batch_size >= 2, got {batch_size}")
         per_epoch = len(pairs) // batch_size + (len(pairs) % batch_size >= 2)  # batches of >= 2 pairs
 
-        def batches(epoch: int) -> list[list[int]]:
-            order = list(range(len(pairs)))
-            random.Random(seed * 100_003 + epoch).shuffle(order)
-            out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-            return [b for b in out if len(b) >= 2]  # a lone pair has no in-batch negative
+        def batches(epoch: int) -> list[list[int]]:  # a lone pair has no in-batch negative: batches of >= 2
+            return index_batches(len(pairs), batch_size, seed * 100_003 + epoch, min_size=2)
 
         def loss_fn(m: nn.Module, idx: list[int]) -> dict:
             s2s, con = self.loss(self.batch([pairs[i] for i in idx]), model=m)
@@ -129,8 +131,8 @@ class SimBERT:
         for s in range(0, len(texts), batch_size):
             batch = pad_batch([self.tokenizer.encode(t, maxlen=self.maxlen) for t in texts[s:s + batch_size]],
                               self.tokenizer.pad_id)
-            o = self.model(*(batch[k].to(device) for k in ("input_ids", "segment_ids", "attention_mask")))
-            out.append(F.normalize((o.pooled if o.pooled is not None else o.hidden[:, 0]).float(), dim=-1).cpu())
+            ids, seg, mask = (batch[k].to(device) for k in ("input_ids", "segment_ids", "attention_mask"))
+            out.append(F.normalize(pool(self.model(ids, seg, mask), mask, self.pooling).float(), dim=-1).cpu())
         return torch.cat(out)
 
     # -- generation ------------------------------------------------------------------------------------

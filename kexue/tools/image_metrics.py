@@ -37,6 +37,7 @@ class DigitClassifier(nn.Module):
 def train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int = 30, seed: int = 0) -> DigitClassifier:
     """Fit the feature network on real images (with ±1-pixel shifts as augmentation) through
     :func:`kexue.train.fit` (Adam 1e-3, batches of 64); returns it in eval mode."""
+    from kexue.data.batching import index_batches
     from kexue.train.loop import fit
 
     g = torch.Generator().manual_seed(seed)
@@ -48,7 +49,7 @@ def train_classifier(x: torch.Tensor, y: torch.Tensor, epochs: int = 30, seed: i
     def epoch_batches(epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         while epoch not in drawn:
             out = []
-            for idx in torch.randperm(len(x), generator=g).split(64):
+            for idx in index_batches(len(x), 64, generator=g):
                 sh = torch.randint(-1, 2, (2,), generator=g).tolist()
                 out.append((torch.roll(x[idx], shifts=sh, dims=(-2, -1)), y[idx]))
             drawn[len(drawn)] = out
