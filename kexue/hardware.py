@@ -26,15 +26,26 @@ class CPUFeatures:
     avx512_vnni: bool  # int8 dot products (fbgemm int8 GEMM)
     avx512_bf16: bool
     amx: bool  # AMX tiles with bf16 (Sapphire Rapids and later)
+    avx_vnni: bool = False  # int8 dot products on 256-bit vectors (Alder Lake and later)
+    amx_int8: bool = False  # AMX tiles with int8
 
     @property
     def native_bf16(self) -> bool:
         return self.avx512_bf16 or self.amx
 
+    @property
+    def native_int8(self) -> bool:
+        """int8 dot products in one instruction (VNNI / AMX-int8): int8 GEMMs use full 8-bit activations
+        (without them fbgemm keeps activations to 7 bits to avoid int16 overflow, at a cost in accuracy)."""
+        return self.avx512_vnni or self.avx_vnni or self.amx_int8
+
     def summary(self) -> str:
-        flags = [n for n in ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx") if getattr(self, n)]
+        flags = [n for n in ("avx2", "avx512", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx", "amx_int8")
+                 if getattr(self, n)]
         bf16 = "native" if self.native_bf16 else "emulated (fp32 is used)"
-        return f"{self.name}; torch kernels {self.torch_capability}; flags {' '.join(flags) or 'none'}; bf16 {bf16}"
+        int8 = "VNNI" if self.native_int8 else "no VNNI (7-bit activations)"
+        return (f"{self.name}; torch kernels {self.torch_capability}; flags {' '.join(flags) or 'none'}; bf16 {bf16}; "
+                f"int8 {int8}")
 
 
 def _linux_flags() -> tuple[str, set[str]]:
@@ -67,6 +78,8 @@ def cpu_features() -> CPUFeatures:
         avx512_vnni="avx512_vnni" in flags,
         avx512_bf16="avx512_bf16" in flags,
         amx={"amx_tile", "amx_bf16"} <= flags,
+        avx_vnni="avx_vnni" in flags,
+        amx_int8={"amx_tile", "amx_int8"} <= flags,
     )
 
 
@@ -80,6 +93,25 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
     return False
 
 
+def native_int8(device: str | torch.device = "cpu") -> bool:
+    """True when the CPU has int8 dot-product instructions (VNNI / AMX-int8); the int8 paths of
+    :mod:`kexue.tools.quantize` and ONNX Runtime run on any x86 CPU, faster and closer to fp32 with them."""
+    return torch.device(device).type == "cpu" and cpu_features().native_int8
+
+
+def inference_backends() -> list[str]:
+    """The inference engines installed here: ``torch <version>`` and, if present, ``onnxruntime <version>``
+    (read from the package metadata; nothing is imported)."""
+    from importlib import metadata
+
+    out = [f"torch {torch.__version__}"]
+    try:
+        out.append(f"onnxruntime {metadata.version('onnxruntime')}")
+    except metadata.PackageNotFoundError:
+        pass
+    return out
+
+
 def inference_dtype(device: str | torch.device = "cpu") -> torch.dtype:
     """bf16 where the hardware has it, fp32 otherwise (never an emulated bf16)."""
     return torch.bfloat16 if native_bf16(device) else torch.float32
@@ -91,7 +123,9 @@ def describe(device: str | torch.device = "cpu") -> str:
     if device.type == "cuda":
         return (f"{torch.cuda.get_device_name(device)}; bf16 {'native' if native_bf16(device) else 'not native'}; "
                 f"inference dtype {inference_dtype(device)}")
-    return f"{cpu_features().summary()}; inference dtype {inference_dtype(device)}"
+    return (f"{cpu_features().summary()}; inference dtype {inference_dtype(device)}; "
+            f"backends {', '.join(inference_backends())}")
 
 
-__all__ = ["CPUFeatures", "cpu_features", "describe", "inference_dtype", "native_bf16"]
+__all__ = ["CPUFeatures", "cpu_features", "describe", "inference_backends", "inference_dtype", "native_bf16",
+           "native_int8"]

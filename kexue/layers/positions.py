@@ -59,7 +59,8 @@ class RotaryEmbedding(nn.Module):
         return self.cos_sin(angles, dtype)
 
     def rotate(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        """Apply R_m to ``x [B, H, L, D]`` given cos/sin ``[L, D]`` or ``[B, L, D]``."""
+        """Apply R_m to ``x [B, H, L, D]`` given cos/sin ``[L, D]`` or ``[B, L, D]``; the result keeps ``x``'s
+        dtype (a bf16 model's q, k, v stay bf16 while the angles are fp32)."""
         if cos.dim() == 3:
             cos, sin = cos[:, None], sin[:, None]
         if self.interleaved:
@@ -67,7 +68,7 @@ class RotaryEmbedding(nn.Module):
         else:
             half = x.shape[-1] // 2
             rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+        return (x * cos + rotated * sin).to(x.dtype)
 
 
 def rope_2d_positions(height: int, width: int) -> Tensor:

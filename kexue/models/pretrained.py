@@ -6,6 +6,7 @@ vectors over real (non-padding) tokens (:func:`kexue.heads.pooling.pool`), then 
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Sequence
 
@@ -66,7 +67,8 @@ def embed(model: Transformer, tokenizer: Tokenizer, texts: Sequence[str], batch_
     parts: dict[str, list[Tensor]] = {name: [] for name in poolings}
     from kexue.text.tokenizer import pad_batch
 
-    device = next(model.parameters()).device
+    # the batches follow the model (CPU or GPU); a runtime-backed encoder may hold buffers only
+    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
     with torch.inference_mode():
         for idx in tqdm(buckets, desc="embedding", unit="batch", disable=not progress):
             batch = pad_batch([encoded[i] for i in idx], tokenizer.pad_id)

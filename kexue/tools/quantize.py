@@ -30,6 +30,7 @@ A transformed model is for inference only (no gradients, not saved with ``save_p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from typing import Callable
 
@@ -261,6 +262,52 @@ def quantize(model: nn.Module, mode: str, inplace: bool = False,
     return model.requires_grad_(False)
 
 
+class BFloat16Model(nn.Module):
+    """A bf16 copy of a kexue model whose outputs come back in fp32: the matrix products run in bf16
+    (native on CPUs with ``avx512_bf16`` / AMX, see :mod:`kexue.hardware`), while pooling, heads on top
+    and decoding read fp32 tensors. Float inputs (a Conditional LayerNorm's ``cond``) are cast to bf16."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if model.training:
+            raise ValueError("BFloat16Model is for inference: call model.eval() first")
+        self.model = copy.deepcopy(model).to(torch.bfloat16).requires_grad_(False)
+        self.config = getattr(model, "config", None)
+
+    @staticmethod
+    def _down(x):
+        return x.to(torch.bfloat16) if isinstance(x, Tensor) and x.is_floating_point() else x
+
+    def forward(self, *args, **kwargs):
+        out = self.model(*[self._down(a) for a in args], **{k: self._down(v) for k, v in kwargs.items()})
+        return _to_float(out)
+
+
+def _to_float(out):
+    """Every floating tensor of a model output (a tensor, a list/tuple, a dataclass such as
+    ``TransformerOutput``) in fp32."""
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, (list, tuple)):
+        return type(out)(_to_float(o) for o in out)
+    if dataclasses.is_dataclass(out):
+        return dataclasses.replace(out, **{f.name: _to_float(getattr(out, f.name)) for f in dataclasses.fields(out)})
+    return out
+
+
+def to_bf16(model: nn.Module) -> BFloat16Model:
+    """``model`` with bf16 weights and fp32 outputs (:class:`BFloat16Model`); it refuses a CPU without
+    native bf16 (emulated bf16 is several times slower than fp32, :func:`kexue.hardware.native_bf16`)."""
+    from kexue.hardware import describe, native_bf16
+
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    if not native_bf16(device):
+        raise ValueError(f"bf16 is emulated on this {device.type} ({describe(device)}): slower than fp32; "
+                         "use precision fp32 or int8 here")
+    return BFloat16Model(model)
+
+
 def compile_model(model: nn.Module, dynamic: bool | None = None) -> nn.Module:
     """``torch.compile`` the layers of ``model`` in place and return it. A kexue ``Transformer``
     compiles its layer stack and heads (``apply_main_layers``, ``apply_final_layers``); its input
@@ -275,5 +322,5 @@ def compile_model(model: nn.Module, dynamic: bool | None = None) -> nn.Module:
     return model
 
 
-__all__ = ["MODES", "InOutLinear", "Int8WeightOnlyLinear", "SmoothedLinear", "compile_model", "quantize",
-           "quantize_per_channel", "smoothing_scales"]
+__all__ = ["MODES", "BFloat16Model", "InOutLinear", "Int8WeightOnlyLinear", "SmoothedLinear", "compile_model", "quantize",
+           "quantize_per_channel", "smoothing_scales", "to_bf16"]
