@@ -58,8 +58,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'kexue' has no attribute {name!r}")
 
 
-def load(directory: Any, quantize: str | None = None) -> "Predictor":
-    """The :class:`~kexue.recipes.predictor.Predictor` of a saved model folder (``predict(list) -> list[dict]``)."""
+def load(directory: Any, quantize: str | None = None, *, backend: str = "auto", precision: str = "fp32") -> "Predictor":
+    """The :class:`~kexue.recipes.predictor.Predictor` of a saved model folder (``predict(list) -> list[dict]``);
+    ``backend`` / ``precision`` pick the inference path (:mod:`kexue.recipes.fastpath`; fp32 unless asked)."""
     from kexue.recipes.predictor import load as _load
 
-    return _load(directory, quantize)
+    return _load(directory, quantize, backend=backend, precision=precision)

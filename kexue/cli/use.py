@@ -56,8 +56,27 @@ def _io_args(p: at.ArgumentParser, what: str = "inputs") -> None:
     p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
                    help=f"file with one of the {what} per line (- for stdin)")
     p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
-    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize) for speed")
+    _path_args(p)
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
+
+
+def _path_args(p: at.ArgumentParser) -> None:
+    """``--backend`` / ``--precision`` (kexue.load's, see kexue.recipes.fastpath) and ``--int8`` (= --precision int8)."""
+    from kexue.recipes.fastpath import BACKENDS, PRECISIONS
+
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="inference engine: auto = the fastest that equals the requested precision (ONNX Runtime "
+                        "when `kexue export onnx` wrote a graph and it is faster here)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="fp32 (default), bf16 (CPUs with native bf16), int8, or auto = the fastest within the "
+                        "quality budget")
+    p.add_argument("--int8", action="store_true", help="the same as --precision int8")
+
+
+def _precision(args) -> str:
+    if args.int8 and args.precision not in (None, "int8"):
+        raise at.UsageError(f"--int8 contradicts --precision {args.precision}")
+    return "int8" if args.int8 else args.precision or "fp32"
 
 
 
@@ -93,7 +112,10 @@ def _start(args) -> Predictor:
         torch.set_num_threads(args.threads)
     if getattr(args, "output", None):
         at.check_output_file(args.output)
-    predictor = load(args.model, quantize="int8" if args.int8 else None)
+    backend, precision = getattr(args, "backend", "auto"), _precision(args)
+    predictor = load(args.model, backend=backend, precision=precision)
+    if (backend, precision) != ("auto", "fp32") or predictor.path.backend != "torch":
+        print(f"kexue: inference path {predictor.path}", file=sys.stderr)
     predictor.progress = True
     return predictor
 
@@ -139,7 +161,7 @@ def search_main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
                    help="file with one query per line (- for stdin)")
     p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
-    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize) for speed")
+    _path_args(p)
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--corpus", type=at.input_file, metavar="FILE",
                    help="with an encoder folder: text file, one sentence per line, embedded on every call")
@@ -178,7 +200,7 @@ def chat_parser() -> at.ArgumentParser:
                           "(an empty line starts a new dialogue); replies on stdout.")
     p.add_argument("model", type=at.model_dir, help="folder written by `kexue dialogue`")
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
-    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize)")
+    _path_args(p)
     _generation_args(p)
     return p
 

@@ -78,6 +78,8 @@ REGISTRY: tuple[Recipe, ...] = (
     # --- checkpoints
     _R("convert", "bert4keras TF checkpoint -> HF-layout folder (kexue convert bert4keras ...)",
        "kexue.recipes.convert"),
+    _R("export", "export a saved model to ONNX, fp32 + int8 (kexue export onnx DIR), checked against PyTorch",
+       "kexue.recipes.export"),
     # --- using a saved folder (the command line's own programs, floor 7)
     _R("predict", "predict with a saved model folder: JSON lines out", "kexue.cli.use", "predict_main"),
     _R("chat", "chat with a saved dialogue model (stdin lines)", "kexue.cli.use", "chat_main"),

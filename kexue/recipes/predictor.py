@@ -24,6 +24,7 @@ class Predictor:
     options: tuple[str, ...] = ()
     progress: bool = False
     model_attr: str = ""  # the attribute holding the nn.Module
+    path = None  # the inference path kexue.load picked (kexue.recipes.fastpath.InferencePath)
 
     @property
     def model(self):
@@ -72,8 +73,12 @@ class Predictor:
         raise NotImplementedError
 
 
-def load(directory: str | Path, quantize: str | None = None) -> Predictor:
-    """The predictor of the model folder ``directory`` (``quantize="int8"``: dynamic int8 Linear layers)."""
+def load(directory: str | Path, quantize: str | None = None, *, backend: str = "auto",
+         precision: str = "fp32") -> Predictor:
+    """The predictor of the model folder ``directory``. ``backend`` (``auto | torch | onnxruntime``) and
+    ``precision`` (``fp32 | bf16 | int8 | auto``) pick the inference path (:mod:`kexue.recipes.fastpath`:
+    fp32 unless asked otherwise, the fastest path that equals it; ``predictor.path`` says which and why).
+    ``quantize`` (earlier option): a :func:`kexue.tools.quantize.quantize` mode applied to the torch model."""
     directory = Path(directory)
     if not (directory / "config.json").is_file():
         raise ValueError(f"{directory} is not a model folder (no config.json)")
@@ -84,11 +89,9 @@ def load(directory: str | Path, quantize: str | None = None) -> Predictor:
     if task not in TASKS:
         raise ValueError(f"{directory}: unknown task {task!r} in config.json (known: {', '.join(sorted(TASKS))})")
     predictor = TASKS[task].predictor_class().from_folder(directory)
-    if quantize:
-        from kexue.tools.quantize import quantize as quantize_model
+    from kexue.recipes.fastpath import configure
 
-        predictor.model = quantize_model(predictor.model, quantize)
-    return predictor
+    return configure(predictor, directory, backend, precision, quantize or None)
 
 
 __all__ = ["Predictor", "load"]
