@@ -1,4 +1,4 @@
-"""Encoder inference speed: kexue fp32 / int8 / [in, out] / compiled vs HF ``BertModel`` (sdpa), bert4torch
+"""Encoder inference speed: kexue fp32 / int8 / [in, out] / bf16 (native-bf16 CPUs) / compiled vs HF ``BertModel`` (sdpa), bert4torch
 and ONNX Runtime fp32 / int8, one process, the same weights.
 
 BERT-base-sized random weights (12 layers, hidden 768, 12 heads, FFN 3072), no grad. Shapes: batch
@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import matmul_peak_gflops, save_result, time_round_robin  # noqa: E402
 
 from kexue.models.checkpoints import save_pretrained  # noqa: E402
-from kexue.hardware import describe  # noqa: E402
+from kexue.hardware import describe, native_bf16  # noqa: E402
 from kexue.models import build_model  # noqa: E402
-from kexue.tools.quantize import compile_model, quantize  # noqa: E402
+from kexue.tools.quantize import compile_model, quantize, to_bf16  # noqa: E402
 
 
 def onnx_sessions(hf, workdir: Path, threads: int) -> dict:
@@ -105,6 +105,8 @@ def main(argv=None) -> dict:
     if dev.type == "cpu":
         variants["kexue int8"] = quantize(ours, "int8")
         variants["kexue fp32 [in,out]"] = quantize(ours, "fp32-decode")
+        if native_bf16():  # AVX512_BF16 / AMX: the path kexue.load(precision="bf16" or "auto") runs
+            variants["kexue bf16"] = to_bf16(ours)
     ours.to(dev)
     hf.to(dev)
     for m in engines.values():

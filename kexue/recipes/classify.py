@@ -17,12 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from kexue.data.batching import length_batches, restore_order
 from kexue.heads.pooling import pool
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
+from kexue.recipes.common import Timer, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
 from kexue.data.files import read_labelled
+from kexue.text.tokenizer import pad_batch
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 
 
@@ -65,16 +67,20 @@ def stratified_split(rows: list[tuple[str, str]], frac: float, seed: int):
 
 @torch.no_grad()
 def classify(model: Classifier, tokenizer, texts: list, labels: list[str], maxlen: int, progress: bool = False) -> list[dict]:
-    """``{"text", "label", "probabilities": {label: p}}`` per text (or ``(a, b)`` pair), in batches of 64 in order."""
+    """``{"text", "label", "probabilities": {label: p}}`` per text (or ``(a, b)`` pair), in the input order;
+    computed in batches of up to 64 inputs of similar length (less padding)."""
     model.eval()
+    encoded = [tokenizer.encode(t, maxlen=maxlen) if isinstance(t, str) else tokenizer.encode(t[0], t[1], maxlen=maxlen)
+               for t in texts]
+    buckets = length_batches([len(ids) for ids, _ in encoded], 64, shuffle=False)
+    rows = []
+    for idx in tqdm(buckets, desc="classifying", unit="batch", disable=not progress):
+        rows += model(pad_batch([encoded[i] for i in idx], tokenizer.pad_id)).float().softmax(-1).tolist()
     out = []
-    chunks = list(batches(texts, 64))
-    for chunk in tqdm(chunks, desc="classifying", unit="batch", disable=not progress):
-        probs = model(tokenizer.encode_batch(chunk, maxlen=maxlen)).float().softmax(-1)
-        for text, row in zip(chunk, probs.tolist()):
-            best = max(range(len(labels)), key=row.__getitem__)
-            out.append({"text": text if isinstance(text, str) else list(text), "label": labels[best],
-                        "probabilities": dict(zip(labels, row))})
+    for text, row in zip(texts, restore_order(rows, buckets)):
+        best = max(range(len(labels)), key=row.__getitem__)
+        out.append({"text": text if isinstance(text, str) else list(text), "label": labels[best],
+                    "probabilities": dict(zip(labels, row))})
     return out
 
 

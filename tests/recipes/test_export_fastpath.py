@@ -129,6 +129,22 @@ def test_classify_export_predicts_the_same_probabilities(tmp_path_factory):
     assert (fp.cache_dir() / "onnx").is_dir()
 
 
+def test_classify_batches_by_length_and_answers_in_input_order(tmp_path_factory):
+    d = train(tmp_path_factory, "classify", "--limit", "16", "--maxlen", "64")
+    p = kexue.load(d, backend="torch")
+    texts = [p.a for p in datasets.sts_zh("valid")[:20]] + list(ex.SAMPLE_TEXTS)
+    calls = []
+    handle = p.classifier.register_forward_pre_hook(lambda m, args: calls.append(args[0]["attention_mask"].sum(1)))
+    together = p.predict(texts)
+    handle.remove()
+    assert len(calls) == 1 and calls[0].tolist() == sorted(calls[0].tolist())  # one bucket, sorted by length
+    one_by_one = [p.predict([t])[0] for t in texts]
+    assert [r["text"] for r in together] == texts
+    assert [r["label"] for r in together] == [r["label"] for r in one_by_one]
+    assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for a, b in zip(together, one_by_one)
+               for k in a["probabilities"]) <= 1e-5
+
+
 def test_refused_tasks_are_refused_by_name(tmp_path, capsys):
     assert set(TASKS) == set(ex.GRAPHS) | set(ex.REFUSED)
     cfg = dict(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
