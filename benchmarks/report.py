@@ -1,6 +1,6 @@
 """Merge the speed benchmarks' saved numbers into ``benchmarks/results.json`` and draw ``results.png``.
 
-Reads ``benchmarks/results/{encoder,generation,training,bert4keras}.json`` and the GPU runs
+Reads ``benchmarks/results/{encoder,generation,training,bert4keras,embed_users,ner_users}.json`` and the GPU runs
 ``{encoder,generation,training}_cuda.json`` (written by the benchmarks;
 ``generation_compile.json`` is a ``generation.py --compile`` run saved under that name) and plots,
 per benchmark, each engine's speed relative to the HF peer (1.0 = HF; the bert4keras panels: relative
@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 
 def load() -> dict:
     out = {}
-    for name in ("encoder", "generation", "generation_compile", "training", "bert4keras",
+    for name in ("encoder", "generation", "generation_compile", "training", "bert4keras", "embed_users", "ner_users",
                  "encoder_cuda", "generation_cuda", "training_cuda", "training_cuda_32x512"):
         p = HERE / "results" / f"{name}.json"
         if p.exists():
@@ -51,6 +51,11 @@ def ratio_panels(results: dict) -> list[tuple[str, dict[str, float]]]:
         runs.append((f"UniLM beam {b4k['unilm_beam']['beams']}", b4k["unilm_beam"]["s"]))
     for title, secs in runs:  # seconds per call: speed relative to bert4keras is its time / ours
         panels.append((f"{title} (1.0 = bert4keras)", {k: secs["bert4keras"] / v for k, v in secs.items()}))
+    for name, peer, title in (("embed_users", "sentence-transformers fp32", "kexue embed"),
+                              ("ner_users", "bert4torch fp32", "NER predictions")):
+        rows = {k: v for k, v in results.get(name, {}).get("rows", {}).items() if "seconds" in v}
+        if peer in rows:  # the user-level benchmarks: speed relative to the peer users would otherwise run
+            panels.append((f"{title} (1.0 = {peer})", {k: rows[peer]["seconds"] / v["seconds"] for k, v in rows.items()}))
     return panels
 
 

@@ -1,8 +1,12 @@
 """What int8 costs in quality: the accuracy measurements behind ``kexue.tools.quantize``.
 
-1. Encoder: all-MiniLM-L6-v2 (real weights) on the English STS-B test set, Spearman ×100 of the
-   cosine similarities, fp32 vs ``quantize(model, "int8")``, plain and smoothed (SmoothQuant, calibrated
-   on 256 STS-B train sentences).
+1. Encoder: all-MiniLM-L6-v2 (real weights) on the English STS-B test set, and kexue-zh-mini on the
+   Chinese one, Spearman ×100 of the cosine similarities, fp32 vs every lower-precision path kexue has:
+   bf16 (``to_bf16``, where the CPU has it natively), ``quantize(model, "int8")`` plain and smoothed
+   (SmoothQuant, calibrated on 256 STS-B train sentences), and ONNX Runtime fp32 / int8 (per tensor and per
+   output column) of the graph ``kexue export onnx`` writes. Each path's vectors are also compared with
+   fp32's, on the test sentences and on the calibration sentences ``kexue.load(precision="auto")`` measures,
+   which is where the budget of :mod:`kexue.recipes.graphs` comes from.
    Goal: int8 within 0.5 points of fp32.
 2. Decoding: a small GPT trained here on real Chinese text (fortunes-zh quotes and Tang/Song poems,
    character vocabulary, a few hundred AdamW steps), then on held-out texts:
@@ -11,7 +15,7 @@
      token is the same (free-running, so one early divergence counts against all later tokens);
      goal: at least 90 %.
 
-    PYTHONPATH=. python experiments/int8_quality.py [--steps 300] [--threads 1]
+    PYTHONPATH=. python experiments/int8_quality.py [--parts sts sts-zh lm] [--steps 300] [--threads 1]
 
 Writes ``experiments/results/int8_quality.json`` and ``.md``.
 """
@@ -40,31 +44,112 @@ from kexue.tools.quantize import quantize  # noqa: E402
 from kexue.text.tokenizer import Tokenizer, build_vocab  # noqa: E402
 
 MODES = ["int8", "int8-weight-only", "fp32-decode"]
-# weight-only is left out of STS: its AVX-512 kernel runs ~10x slower than fp32 on an AVX2 CPU
-STS_MODES = ["fp32", "int8", "int8-smoothed"]
+# weight-only is left out of STS: its AVX-512 kernel runs ~10x slower than fp32 on an AVX2 CPU.
+# bf16 runs only where the CPU has it natively; the onnxruntime modes run the graph `kexue export onnx` writes.
+STS_MODES = ["fp32", "bf16", "int8", "int8-smoothed", "onnxruntime", "onnxruntime-int8", "onnxruntime-int8-per-channel"]
 
 
-def sts_quality(limit: int | None) -> dict:
-    from kexue.models.pretrained import embed, minilm
-    from kexue.similarity.evaluate import evaluate_pairs
+def sts_encoders(model, tok, calib: list[str], workdir: Path) -> dict:
+    """The encoder of every STS mode that runs on this machine, each a model ``embed`` takes."""
+    from kexue.hardware import native_bf16
+    from kexue.models.pretrained import embed
+    from kexue.tools.onnx_export import EncoderGraph, OnnxEncoder, OnnxGraph, available, export_graph, quantize_graph
+    from kexue.tools.quantize import to_bf16
+
+    out = {"fp32": model}
+    if native_bf16():
+        out["bf16"] = to_bf16(model)
+    out["int8"] = quantize(model, "int8")
+    out["int8-smoothed"] = quantize(model, "int8", calibration=lambda f: embed(f, tok, calib))
+    if available() is None:
+        example = tok.encode_batch(calib[:2], maxlen=32)
+        fp32 = export_graph(EncoderGraph(model), example, workdir / "model.onnx", ["hidden"],
+                            model.config.max_position_embeddings)
+        out["onnxruntime"] = OnnxEncoder(OnnxGraph(fp32), model.config)
+        for name, pc in [("onnxruntime-int8", False), ("onnxruntime-int8-per-channel", True)]:
+            out[name] = OnnxEncoder(OnnxGraph(quantize_graph(fp32, workdir / f"{name}.onnx", per_channel=pc)),
+                                    model.config)
+    return out
+
+
+def sts_quality(model, tok, pairs, calib: list[str], label: str) -> dict:
+    """Spearman ×100 of every mode on ``pairs`` and how close its sentence vectors stay to fp32's
+    (cosine of each sentence's two vectors: mean and minimum over the sentences)."""
+    import tempfile
+
+    from kexue.models.pretrained import embed
+    from kexue.similarity.evaluate import spearman
+
+    from kexue.recipes.export import SAMPLE_TEXTS
+    from kexue.recipes.fastpath import agreement
+
+    texts = list(dict.fromkeys([p.a for p in pairs] + [p.b for p in pairs]))
+    where = {t: i for i, t in enumerate(texts)}
+    gold = torch.tensor([p.score for p in pairs])
+    out: dict = {"pairs": len(pairs), "sentences": len(texts)}
+    ref = ref_cos = ref_sample = None
+    with tempfile.TemporaryDirectory() as d:
+        for mode, m in sts_encoders(model, tok, calib, Path(d)).items():
+            t0 = time.perf_counter()
+            v = embed(m, tok, texts, batch_size=64)
+            seconds = time.perf_counter() - t0
+            cos = (v[[where[p.a] for p in pairs]] * v[[where[p.b] for p in pairs]]).sum(-1)
+            rho = spearman(cos, gold)
+            ref = v if ref is None else ref
+            ref_cos = cos if ref_cos is None else ref_cos
+            agree = (v * ref).sum(-1)  # both L2-normalised: the cosine of each sentence's vectors
+            # what kexue.load(precision="auto") measures: the calibration sentences' agreement with fp32
+            sample = [{"embedding": e} for e in embed(m, tok, list(SAMPLE_TEXTS)).tolist()]
+            ref_sample = sample if ref_sample is None else ref_sample
+            calib_agree = agreement("encoder", ref_sample, sample)
+            out[mode] = {"spearman_x100": round(100 * rho, 3), "seconds": round(seconds, 1),
+                         "cosine_to_fp32_mean": round(float(agree.mean()), 6),
+                         "cosine_to_fp32_min": round(float(agree.min()), 6),
+                         "max_abs_diff_vectors": float((v - ref).abs().max()),
+                         "pair_cosine_max_abs_diff": float((cos - ref_cos).abs().max()),
+                         "pair_cosine_spearman_to_fp32": round(spearman(cos, ref_cos), 6),
+                         "calibration_sentences": calib_agree}
+            print(f"{label} {mode:<29} Spearman {100 * rho:.2f}  cos to fp32 mean {float(agree.mean()):.5f} "
+                  f"min {float(agree.min()):.5f}; pair cos |Δ| max {float((cos - ref_cos).abs().max()):.4f}, "
+                  f"Spearman to fp32 {spearman(cos, ref_cos):.5f}; calibration sentences {calib_agree}", flush=True)
+    for mode in out:
+        if isinstance(out[mode], dict) and mode != "fp32":
+            out[mode]["delta_points"] = round(out[mode]["spearman_x100"] - out["fp32"]["spearman_x100"], 3)
+    return out
+
+
+def sts_table(s: dict, title: str) -> list[str]:
+    lines = [f"{title} ({s['pairs']} pairs), Spearman x100; cosine of each sentence's vector to its fp32 vector; "
+             "on the 16 calibration sentences kexue.load(precision='auto') measures (kexue.recipes.graphs.SAMPLE_TEXTS):"
+             " the minimum cosine and the Spearman of their pairwise similarities against fp32's:", "",
+             "| mode | Spearman | vs fp32 | cosine mean | cosine min | calibration: cosine min | calibration: similarity "
+             "Spearman |", "|---|---|---|---|---|---|---|",
+             f"| fp32 | {s['fp32']['spearman_x100']:.2f} | | | | | |"]
+    for m in [m for m in s if m in STS_MODES[1:]]:
+        c = s[m].get("calibration_sentences", {})
+        lines.append(f"| {m} | {s[m]['spearman_x100']:.2f} | {s[m]['delta_points']:+.2f} | "
+                     f"{s[m].get('cosine_to_fp32_mean', float('nan')):.5f} | {s[m].get('cosine_to_fp32_min', float('nan')):.5f} | "
+                     f"{c.get('cosine_min', float('nan')):.4f} | {c.get('similarity_spearman', float('nan')):.4f} |")
+    return lines + [""]
+
+
+def sts_minilm(limit: int | None) -> dict:
+    from kexue.models.pretrained import minilm
 
     pairs = datasets.sts_en("test")[:limit] if limit else datasets.sts_en("test")
     model, tok = minilm()
-    out = {"pairs": len(pairs)}
     # SmoothQuant calibration on STS-B *train* sentences (the test set is never seen before scoring)
     calib = [p.a for p in datasets.sts_en("train")[:256]]
-    for mode in STS_MODES:
-        if mode == "int8-smoothed":
-            m = quantize(model, "int8", calibration=lambda f: embed(f, tok, calib))
-        else:
-            m = model if mode == "fp32" else quantize(model, mode)
-        t0 = time.perf_counter()
-        rho = evaluate_pairs(lambda texts: embed(m, tok, texts, batch_size=64), pairs)
-        out[mode] = {"spearman_x100": round(100 * rho, 3), "seconds": round(time.perf_counter() - t0, 1)}
-        print(f"STS-B en test ({len(pairs)} pairs) {mode:<17} Spearman {100 * rho:.2f}", flush=True)
-    for mode in STS_MODES[1:]:
-        out[mode]["delta_points"] = round(out[mode]["spearman_x100"] - out["fp32"]["spearman_x100"], 3)
-    return out
+    return sts_quality(model, tok, pairs, calib, "STS-B en test, MiniLM")
+
+
+def sts_zh_mini(limit: int | None) -> dict:
+    from kexue.models.pretrained import zh_mini
+
+    pairs = datasets.sts_zh("test")[:limit] if limit else datasets.sts_zh("test")
+    model, tok = zh_mini(with_mlm=False)
+    calib = [p.a for p in datasets.sts_zh("train")[:256]]
+    return sts_quality(model, tok, pairs, calib, "STS-B zh test, kexue-zh-mini")
 
 
 def lm_batches(ids: list[list[int]], length: int, batch: int, steps: int, seed: int = 0):
@@ -153,14 +238,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--heldout", type=int, default=100)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--parts", nargs="*", default=["sts", "lm"], help="sts (MiniLM), lm (GPT); others kept from the file")
+    ap.add_argument("--parts", nargs="*", default=["sts", "sts-zh", "lm"],
+                    help="sts (MiniLM), sts-zh (kexue-zh-mini), lm (GPT); others kept from the file")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--sts-limit", type=int, default=None, help="first N test pairs (default: all)")
     args, out = parse(ap, "experiments/results")
     path = out / "int8_quality.json"
     new = {"threads": torch.get_num_threads(), "torch": torch.__version__}
     if "sts" in args.parts:
-        new["sts_b_en_minilm"] = sts_quality(args.sts_limit)
+        new["sts_b_en_minilm"] = sts_minilm(args.sts_limit)
+    if "sts-zh" in args.parts:
+        new["sts_b_zh_zh_mini"] = sts_zh_mini(args.sts_limit)
     if "lm" in args.parts:
         new["gpt_fortunes_zh"] = lm_quality(args.steps, args.heldout, args.new_tokens, args.lr)
     results = json.loads(path.read_text()) if path.exists() else {}  # read now: parts may run separately
@@ -169,13 +257,13 @@ def main() -> None:
         write_json(path, results)
         return
     write_json(path, results)
-    s, g = results["sts_b_en_minilm"], results["gpt_fortunes_zh"]
-    lines = ["# int8 quality (experiments/int8_quality.py)", "",
-             f"all-MiniLM-L6-v2, STS-B en test ({s['pairs']} pairs), Spearman x100:", "",
-             "| mode | Spearman | vs fp32 |", "|---|---|---|",
-             f"| fp32 | {s['fp32']['spearman_x100']:.2f} | |"]
-    lines += [f"| {m} | {s[m]['spearman_x100']:.2f} | {s[m]['delta_points']:+.2f} |" for m in s if m in STS_MODES[1:]]
-    lines += ["", f"GPT {g['config']['num_hidden_layers']}x{g['config']['hidden_size']} trained {g['steps']} steps on "
+    g = results["gpt_fortunes_zh"]
+    lines = ["# int8 quality (experiments/int8_quality.py)", ""]
+    for key, title in [("sts_b_en_minilm", "all-MiniLM-L6-v2, STS-B en test"),
+                       ("sts_b_zh_zh_mini", "kexue-zh-mini, STS-B zh test")]:
+        if key in results:
+            lines += sts_table(results[key], title)
+    lines += [f"GPT {g['config']['num_hidden_layers']}x{g['config']['hidden_size']} trained {g['steps']} steps on "
               f"fortunes-zh; {g['heldout_texts']} held-out texts; greedy {g['greedy_new_tokens']} new tokens:", "",
               "| mode | perplexity | change | greedy tokens = fp32 |", "|---|---|---|---|",
               f"| fp32 | {g['fp32']['perplexity']:.3f} | | |"]

@@ -6,6 +6,11 @@ A CPU without bf16 instructions (AVX2, plain AVX-512) converts every bf16 elemen
 in software, so a "faster" dtype becomes several times slower. kexue therefore picks bf16 only when
 the instruction set has it (``avx512_bf16`` or ``amx_bf16`` in the CPU flags) or on a CUDA device
 that reports bf16 support; everywhere else it stays in fp32.
+
+int8 GEMMs (torch.ao's fbgemm, ONNX Runtime) run on any x86 CPU, but only with VNNI (``avx512_vnni``,
+``avx_vnni``) or AMX-int8 do they take full 8-bit activations in one instruction; without it fbgemm keeps
+activations to 7 bits, at a cost in accuracy. :func:`describe` says which, and which inference engines are
+installed; :mod:`kexue.recipes.fastpath` reads these rules when it picks a model's inference path.
 """
 from __future__ import annotations
 

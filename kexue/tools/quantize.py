@@ -26,6 +26,11 @@ Modes of :func:`quantize`:
   product reads the weight row-contiguously, which MKL runs about 2x faster than ``[out, in]`` here.
 
 A transformed model is for inference only (no gradients, not saved with ``save_pretrained``).
+
+:func:`to_bf16` is the other lower precision: a bf16 copy of the whole model (weights and activations;
+RoPE angles stay fp32) whose outputs come back in fp32, refused where bf16 would be emulated. On
+all-MiniLM-L6-v2 its sentence vectors keep a cosine >= 0.9998 to fp32 and STS-B moves by 0.01 point
+(experiments/int8_quality.py).
 """
 from __future__ import annotations
 
