@@ -146,6 +146,7 @@ def run(n: int = 1200, reps: int = 2, timing: bool = True, layers: int | None = 
         cos = torch.nn.functional.cosine_similarity(v, ref, dim=-1)
         rows[name] = {"max_abs_diff": float((v - ref).abs().max()), "cosine_min": float(cos.min())}
         if name in predictors:
+            rows[name]["why"] = str(predictors[name].path)
             rows[name]["path"] = str(predictors[name].path.name)
         if secs:
             rows[name].update(seconds=secs[name], sentences_per_s=len(texts) / secs[name])
@@ -166,6 +167,9 @@ def report(result: dict) -> None:
     for name, r in rows.items():
         speed = f"{r['sentences_per_s']:.0f} | {base / r['seconds']:.2f}x" if base else "- | -"
         print(f"| {name} | {r.get('path', '')} | {speed} | {r['max_abs_diff']:.1e} | {r['cosine_min']:.5f} |")
+    for name in ("kexue default (auto fp32)", "kexue precision=auto"):
+        if name in rows:
+            print(f"{name}: {rows[name]['why']}")
     if base:
         ours = {n: r for n, r in rows.items() if n.startswith("kexue")}
         for n, r in ours.items():

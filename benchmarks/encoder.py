@@ -1,5 +1,6 @@
-"""Encoder inference speed: kexue fp32 / int8 / [in, out] / bf16 (native-bf16 CPUs) / compiled vs HF ``BertModel`` (sdpa), bert4torch
-and ONNX Runtime fp32 / int8, one process, the same weights.
+"""Encoder inference speed: kexue fp32 / int8 / [in, out] / bf16 (native-bf16 CPUs) / compiled and kexue's own ONNX graph
+in ONNX Runtime (fp32 / int8, what ``kexue.load`` runs where faster) vs HF ``BertModel`` (sdpa), bert4torch and ONNX
+Runtime fp32 / int8 on HF's graph, one process, the same weights.
 
 BERT-base-sized random weights (12 layers, hidden 768, 12 heads, FFN 3072), no grad. Shapes: batch
 8 x 128 tokens and 1 x 512. Prints tokens/s, ratios against every peer, each peer's max |Δ hidden| from
@@ -61,6 +62,20 @@ def onnx_sessions(hf, workdir: Path, threads: int) -> dict:
             for name, p in [("onnxruntime", fp32), ("onnxruntime int8", int8)]}
 
 
+def kexue_onnx(model, workdir: Path) -> dict:
+    """kexue's own graph of the model (``kexue export onnx``'s EncoderGraph) in ONNX Runtime, fp32 and int8
+    (per output column, the export's default): the paths ``kexue.load`` runs when they are faster."""
+    from kexue.tools.onnx_export import EncoderGraph, OnnxEncoder, OnnxGraph, export_graph, quantize_graph
+
+    ids = torch.ones(2, 16, dtype=torch.long)
+    fp32 = export_graph(EncoderGraph(model), {"input_ids": ids, "segment_ids": torch.zeros_like(ids),
+                                              "attention_mask": torch.ones_like(ids)}, workdir / "kexue.onnx", ["hidden"],
+                        model.config.max_position_embeddings)
+    int8 = quantize_graph(fp32, workdir / "kexue_int8.onnx")
+    return {"kexue onnxruntime": OnnxEncoder(OnnxGraph(fp32), model.config),
+            "kexue onnxruntime int8": OnnxEncoder(OnnxGraph(int8), model.config)}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=12)
@@ -93,10 +108,11 @@ def main(argv=None) -> dict:
             engines["bert4torch"] = b4t
         except Exception as e:  # keep the benchmark useful if the peer is missing
             notes.append(f"bert4torch unavailable: {repr(e)[:300]}")
-        sessions = {}
+        sessions, kexue_ort = {}, {}
         if dev.type == "cpu":
             try:
                 sessions = onnx_sessions(hf, Path(d), torch.get_num_threads())
+                kexue_ort = kexue_onnx(ours, Path(d))
             except Exception as e:
                 notes.append(f"onnxruntime unavailable: {repr(e)[:300]}")
         else:
@@ -107,6 +123,7 @@ def main(argv=None) -> dict:
         variants["kexue fp32 [in,out]"] = quantize(ours, "fp32-decode")
         if native_bf16():  # AVX512_BF16 / AMX: the path kexue.load(precision="bf16" or "auto") runs
             variants["kexue bf16"] = to_bf16(ours)
+        variants.update(kexue_ort)
     ours.to(dev)
     hf.to(dev)
     for m in engines.values():

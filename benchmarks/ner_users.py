@@ -174,6 +174,7 @@ def run(n: int = 600, n_train: int = 200, reps: int = 2, timing: bool = True, fr
     for name, got in outputs.items():
         rows[name] = {"identical_entities": sum(a == b for a, b in zip(got, want)) / len(want)}
         if name in predictors:
+            rows[name]["why"] = str(predictors[name].path)
             rows[name]["path"] = predictors[name].path.name
         if secs:
             rows[name].update(seconds=secs[name], predictions_per_s=len(texts) / secs[name])
@@ -200,6 +201,9 @@ def report(result: dict) -> None:
     for name, r in rows.items():
         speed = f"{r['predictions_per_s']:.0f} | {base / r['seconds']:.2f}x" if base else "- | -"
         print(f"| {name} | {r.get('path', '')} | {speed} | {100 * r['identical_entities']:.1f} % |")
+    for name in ("kexue default (auto fp32)", "kexue precision=auto"):
+        if name in rows:
+            print(f"{name}: {rows[name]['why']}")
 
 
 def main(argv=None) -> dict:

@@ -50,7 +50,8 @@ class InferencePath:
     backend: str
     precision: str
     reason: str
-    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)  # seconds and agreement with fp32 of each
+    reference_seconds: float | None = None  # torch fp32 on the same calibration sentences
 
     @property
     def name(self) -> str:
@@ -58,10 +59,9 @@ class InferencePath:
 
     def __str__(self) -> str:
         timed = {k: v["seconds"] for k, v in self.candidates.items() if "seconds" in v}
-        if len(timed) < 2:
+        if len(timed) < 2 or not self.reference_seconds:
             return f"{self.name} ({self.reason})"
-        base = timed.get("torch fp32") or max(timed.values())
-        ratios = ", ".join(f"{k} {base / s:.2f}x" for k, s in sorted(timed.items(), key=lambda kv: kv[1]))
+        ratios = ", ".join(f"{k} {self.reference_seconds / s:.2f}x" for k, s in sorted(timed.items(), key=lambda kv: kv[1]))
         return f"{self.name} ({self.reason}; speed vs torch fp32: {ratios})"
 
 
@@ -198,11 +198,18 @@ def _files(directory: Path, export_dir: Path | None) -> dict[str, list[int]]:
 
 
 def timed(runs: dict[str, Callable[[], Any]], repeats: int = REPEATS) -> tuple[dict[str, Any], dict[str, float]]:
-    """First outputs and best seconds of each run: a warm-up call each, then ``repeats`` interleaved rounds."""
-    outputs = {name: run() for name, run in runs.items()}
-    best = {name: float("inf") for name in runs}
+    """First outputs and best seconds of each run: a warm-up call each, then ``repeats`` interleaved rounds.
+    A run that raises is left out of the timing; its output is the exception."""
+    outputs: dict[str, Any] = {}
+    for name, run in runs.items():
+        try:
+            outputs[name] = run()
+        except Exception as e:  # noqa: BLE001 - a path that fails here is reported, not chosen
+            outputs[name] = e
+    ok = {n: r for n, r in runs.items() if not isinstance(outputs[n], Exception)}
+    best = {name: float("inf") for name in ok}
     for _ in range(repeats):
-        for name, run in runs.items():
+        for name, run in ok.items():
             t0 = time.perf_counter()
             run()
             best[name] = min(best[name], time.perf_counter() - t0)
@@ -241,34 +248,49 @@ def choose(predictor, directory: str | Path, backend: str = "auto", precision: s
         saved = json.loads(record.read_text(encoding="utf-8"))
         chosen = build(predictor, saved["backend"], saved["precision"], export_dir)
         chosen.path = InferencePath(saved["backend"], saved["precision"], saved["reason"] + " (cached)",
-                                    saved["candidates"])
+                                    saved["candidates"], saved.get("reference_seconds"))
         return chosen
     spec = task_graph(task)
     items = spec.items(predictor, SAMPLE_TEXTS)
-    built = {name: build(predictor, b, q, export_dir) for name, (b, q) in zip(names, pairs)}
-    if "torch fp32" not in built:
-        built["torch fp32"] = predictor  # the reference every path is measured against
+    built, failed = {}, {}
+    for name, (b, q) in zip(names, pairs):
+        try:
+            built[name] = build(predictor, b, q, export_dir)
+        except Exception as e:  # noqa: BLE001 - e.g. an unreadable graph file: reported, not chosen
+            failed[name] = e
+    built.setdefault("torch fp32", predictor)  # the reference every path is measured against
+    progress = predictor.progress
     for p in built.values():
         p.progress = False
     outputs, seconds = timed({name: (lambda p=p: p.predict(items)) for name, p in built.items()})
+    outputs.update(failed)
     reference = outputs["torch fp32"]
+    if isinstance(reference, Exception):
+        raise reference
     measured: dict[str, dict[str, Any]] = {}
     for name in names:
+        if isinstance(outputs[name], Exception):
+            measured[name] = {"error": f"{type(outputs[name]).__name__}: {outputs[name]}"[:300], "admitted": False}
+            continue
         agreed = agreement(task, reference, outputs[name])
         q = name.split()[1]
         ok = exact(task, agreed) if q == "fp32" else (precision != "auto" or within_budget(task, agreed))
         measured[name] = {"seconds": seconds[name], **agreed, "admitted": ok}
-    admitted = [n for n in names if measured[n]["admitted"]] or ["torch fp32"]
-    best = min(admitted, key=lambda n: measured.get(n, {}).get("seconds", float("inf")))
+    admitted = [n for n in names if measured[n]["admitted"]]
+    if not admitted:  # only an explicit lower precision can get here: every engine of it failed
+        raise RuntimeError(f"no {precision} path runs this model: " +
+                           "; ".join(f"{n}: {m.get('error', 'outside the tolerance')}" for n, m in measured.items()))
+    best = min(admitted, key=lambda n: measured[n]["seconds"])
     b, q = best.split()
     reason = f"fastest of {len(names)} paths on {len(items)} calibration sentences, measured on this machine"
     refused = [n for n in names if not measured[n]["admitted"]]
     if refused:
-        reason += f"; not admitted (outside the {'fp32 tolerance' if precision == 'fp32' else 'budget'}): " + \
-            ", ".join(refused)
+        reason += f"; not admitted (outside the {'fp32 tolerance' if precision == 'fp32' else 'budget'}, or " \
+                  "failed): " + ", ".join(refused)
+    for p in built.values():
+        p.progress = progress
     chosen = built[best]
-    chosen.progress = predictor.progress
-    chosen.path = InferencePath(b, q, reason, measured)
+    chosen.path = InferencePath(b, q, reason, measured, seconds.get("torch fp32"))
     if cache:
         write_json(record, asdict(chosen.path))
     return chosen

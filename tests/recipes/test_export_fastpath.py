@@ -227,6 +227,19 @@ def test_auto_precision_admits_only_paths_within_the_budget(encoder_dir, monkeyp
     assert p.path.name == min(p.path.candidates, key=lambda n: p.path.candidates[n]["seconds"])
 
 
+def test_a_path_that_fails_is_reported_not_chosen(encoder_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "copy"
+    shutil.copytree(encoder_dir, d)
+    (d / "onnx" / ex.INT8_FILE).write_bytes(b"not a graph")
+    p = kexue.load(d, precision="int8")
+    assert p.path.name == "torch int8" and "failed" in p.path.reason
+    assert not p.path.candidates["onnxruntime int8"]["admitted"] and "error" in p.path.candidates["onnxruntime int8"]
+    with pytest.raises(Exception):
+        kexue.load(d, backend="onnxruntime", precision="int8")  # asked for by name: the error itself
+
+
 def test_a_stale_export_is_not_used(tmp_path, sentences):
     d = write_encoder(tmp_path / "model", sentences + list(ex.SAMPLE_TEXTS))
     ex.export_folder(kexue.load(d, backend="torch"), d, d / "onnx", int8=False)
