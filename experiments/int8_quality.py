@@ -80,8 +80,7 @@ def sts_quality(model, tok, pairs, calib: list[str], label: str) -> dict:
     from kexue.models.pretrained import embed
     from kexue.similarity.evaluate import spearman
 
-    from kexue.recipes.export import SAMPLE_TEXTS
-    from kexue.recipes.fastpath import agreement
+    from kexue.recipes.graphs import CALIBRATION_TEXTS, agreement
 
     texts = list(dict.fromkeys([p.a for p in pairs] + [p.b for p in pairs]))
     where = {t: i for i, t in enumerate(texts)}
@@ -99,7 +98,7 @@ def sts_quality(model, tok, pairs, calib: list[str], label: str) -> dict:
             ref_cos = cos if ref_cos is None else ref_cos
             agree = (v * ref).sum(-1)  # both L2-normalised: the cosine of each sentence's vectors
             # what kexue.load(precision="auto") measures: the calibration sentences' agreement with fp32
-            sample = [{"embedding": e} for e in embed(m, tok, list(SAMPLE_TEXTS)).tolist()]
+            sample = [{"embedding": e} for e in embed(m, tok, list(CALIBRATION_TEXTS)).tolist()]
             ref_sample = sample if ref_sample is None else ref_sample
             calib_agree = agreement("encoder", ref_sample, sample)
             out[mode] = {"spearman_x100": round(100 * rho, 3), "seconds": round(seconds, 1),
@@ -120,7 +119,7 @@ def sts_quality(model, tok, pairs, calib: list[str], label: str) -> dict:
 
 def sts_table(s: dict, title: str) -> list[str]:
     lines = [f"{title} ({s['pairs']} pairs), Spearman x100; cosine of each sentence's vector to its fp32 vector; "
-             "on the 16 calibration sentences kexue.load(precision='auto') measures (kexue.recipes.graphs.SAMPLE_TEXTS):"
+             "on the 48 calibration inputs kexue.load(precision='auto') measures (kexue.recipes.graphs.CALIBRATION_TEXTS):"
              " the minimum cosine and the Spearman of their pairwise similarities against fp32's:", "",
              "| mode | Spearman | vs fp32 | cosine mean | cosine min | calibration: cosine min | calibration: similarity "
              "Spearman |", "|---|---|---|---|---|---|---|",

@@ -38,11 +38,11 @@ from torch import Tensor, nn
 FP32_FILE, INT8_FILE, MANIFEST = "model.onnx", "model_int8.onnx", "export.json"
 FP32_TOLERANCE = 1e-5  # graphs: relative to max(1, max |output|); predictions: absolute (vectors, probabilities)
 # Lower precision is admitted by precision="auto" only within these bounds on its agreement with fp32 over the
-# calibration sentences (lower bounds, except max_abs_diff). The encoder's is set from experiments/int8_quality.py
+# calibration inputs (lower bounds, except max_abs_diff). The encoder's is set from experiments/int8_quality.py
 # (docs/speed.md): on all-MiniLM-L6-v2, bf16 (+0.01 STS-B points) and ONNX Runtime's per-channel int8 (-0.23) meet
 # it; per-tensor int8 (torch.ao -1.03, SmoothQuant -0.54, ONNX Runtime -0.32) does not. On kexue-zh-mini every
 # path meets it and moved STS-B by at most 0.06. Classify: the same labels, probabilities within 0.02; NER: the
-# same entities on every calibration sentence.
+# same entities on every calibration input.
 BUDGET = {"encoder": {"cosine_min": 0.97, "similarity_spearman": 0.99},
           "classify": {"label_agreement": 1.0, "max_abs_diff": 0.02},
           "ner": {"agreement": 1.0}}
@@ -77,6 +77,11 @@ SAMPLE_TEXTS = (
     "A woman slices an onion on a wooden cutting board.",
     "上海浦东发展银行",
 )
+# What kexue.load times and compares the candidate paths on: the sample sentences and each run of 2 and 3
+# consecutive ones (48 inputs, a few to ~150 tokens), so a calibration sees batched work of mixed lengths as a
+# corpus gives it, not a few short calls whose fixed costs would decide the ranking.
+CALIBRATION_TEXTS = SAMPLE_TEXTS + tuple(
+    " ".join(SAMPLE_TEXTS[(i + j) % len(SAMPLE_TEXTS)] for j in range(k)) for k in (2, 3) for i in range(len(SAMPLE_TEXTS)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -416,6 +421,7 @@ def export_folder(p, directory: str | Path, out: str | Path, int8: bool = True,
     return manifest
 
 
-__all__ = ["BUDGET", "FP32_FILE", "FP32_TOLERANCE", "GRAPHS", "INT8_FILE", "MANIFEST", "REFUSED", "SAMPLE_TEXTS",
+__all__ = ["BUDGET", "CALIBRATION_TEXTS", "FP32_FILE", "FP32_TOLERANCE", "GRAPHS", "INT8_FILE", "MANIFEST", "REFUSED",
+           "SAMPLE_TEXTS",
            "TaskGraph", "agreement", "check_batches", "exact", "export_folder", "fingerprint", "model_batches",
            "same_source", "source_files", "task_graph", "within_budget"]

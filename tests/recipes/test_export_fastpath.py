@@ -113,6 +113,9 @@ def test_ner_export_is_one_graph_and_predicts_the_same_entities(ner_dirs, head):
         {n: b[n] for n in spec.inputs(torch_p)} for b in ex.check_batches(spec, torch_p, texts)], spec.where)
     assert check["max_abs_diff"] <= 1e-5 * max(1.0, check["max_abs_reference"]), check
     assert ort_p.predict(texts) == torch_p.predict(texts)
+    # the default load times both fp32 engines; ONNX Runtime's is admitted on its span scores (1e-5 of their scale)
+    auto = kexue.load(d).path.candidates["onnxruntime fp32"]
+    assert auto["admitted"] and auto["graph_max_abs_diff"] <= auto["graph_tolerance"] <= 1e-5 * max(1.0, check["max_abs_reference"]) * 10
 
 
 def test_classify_export_predicts_the_same_probabilities(tmp_path_factory):
@@ -171,6 +174,8 @@ def test_default_is_fp32_and_the_fastest_exact_path(encoder_dir, sentences):
     assert p.path.precision == "fp32"
     assert set(p.path.candidates) == {"torch fp32", "onnxruntime fp32"}  # never a lower precision by default
     assert all(c["admitted"] and c["max_abs_diff"] <= 1e-5 for c in p.path.candidates.values())
+    graph = p.path.candidates["onnxruntime fp32"]
+    assert graph["graph_max_abs_diff"] <= graph["graph_tolerance"] <= 1e-5 * 10  # hidden states of magnitude < 10
     fastest = min(p.path.candidates, key=lambda n: p.path.candidates[n]["seconds"])
     assert p.path.name == fastest and "fastest of 2 paths" in p.path.reason
     assert (vectors(p, sentences) - vectors(kexue.load(encoder_dir, backend="torch"), sentences)).abs().max() <= 1e-5
