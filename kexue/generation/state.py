@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from kexue.layers import KVCache
-from kexue.models import Transformer
+from kexue.models import CAUSAL, ENCODER_DECODER, PREFIX, Transformer, decoding_kind
 
 
 class DecodingState(Protocol):
@@ -238,16 +238,19 @@ T5Decoding = Seq2SeqDecoding  # the name earlier releases exported
 def decoding_state(model, input_ids: Tensor, attention_mask: Tensor | None = None,
                    segment_ids: Tensor | None = None, use_cache: bool = True, cond: Tensor | None = None,
                    banned_ids: Sequence[int] | Sequence[Sequence[int]] | None = None) -> DecodingState:
-    """The decoding state for ``model``: T5 (encoder-decoder) or a Transformer with application lm/unilm.
+    """The decoding state for ``model``, chosen by how its family record says it decodes
+    (:func:`kexue.models.decoding_kind`): encoder-decoder (T5) or causal / prefix (a Transformer with
+    application lm / unilm).
 
     ``cond [B, cond_dim]``: Conditional-LayerNorm vectors, one per row; ``banned_ids``: token ids never
     produced (one list for every row, or one list per row)."""
-    if hasattr(model, "encode") and hasattr(model, "decode"):
+    kind = decoding_kind(model)
+    if kind == ENCODER_DECODER:
         if segment_ids is not None:
             raise ValueError("segment_ids: T5 decoding has no segment ids")
         if cond is not None:
             raise ValueError("cond: T5 has no Conditional LayerNorm")
         return Seq2SeqDecoding(model, input_ids, attention_mask, use_cache, banned_ids)
-    if getattr(model, "application", None) not in ("lm", "unilm"):
+    if kind not in (CAUSAL, PREFIX):
         raise ValueError("decoding needs a T5 model or a Transformer built with application='lm' or 'unilm'")
     return PrefixDecoding(model, input_ids, attention_mask, segment_ids, use_cache, cond, banned_ids)

@@ -18,7 +18,8 @@ Two bert4keras conventions are kept exactly: its T5 decoder multiplies the outpu
 the untied head (``scale_decoder_outputs``), and its cross-attention adds the decoder's
 relative-position bias (``cross_position_bias``, bert4keras's default). Conditional LayerNorm
 weights, which bert4keras's own mapping does not save, are read as ``<norm>/hidden_dense/kernel``,
-``<norm>/beta_dense/kernel`` and ``<norm>/gamma_dense/kernel``.
+``<norm>/beta_dense/kernel`` and ``<norm>/gamma_dense/kernel``. The TF name of every kexue tensor is the
+family record's (``Family.bert4keras``: rules kept in each model file).
 
 Reading needs no TensorFlow: ``kexue.models.tf_checkpoint`` reads the tensor-bundle format itself.
 """
@@ -31,8 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MODELS = {"bert": "bert", "roformer": "roformer", "roformer_v2": "roformer_v2", "gpt": "gpt",
-          "t5.1.1": "t5", "mt5.1.1": "t5"}
+from kexue.models.checkpoints import save_pretrained
+from kexue.models.family import REGISTRY, build_model
+from kexue.models.weights import CheckpointError, LoadReport, check_fit
+
+# bert4keras model= name -> kexue family, read off the family records (their ``bert4keras`` names)
+MODELS = {model: name for name, family in REGISTRY.items() for model in family.bert4keras.models}
 # bert4keras's LayerNormalization falls back to Keras's epsilon (1e-7) where a model passes none.
 KERAS_EPSILON = 1e-7
 # bert4keras activation names -> kexue / HF names ('gelu' is the erf form unless set_gelu('tanh')).
@@ -43,71 +48,6 @@ REFUSED = ("attention_head_size", "attention_key_size", "residual_attention_scor
            "keep_tokens", "compound_tokens", "custom_position_ids")
 # Variables a checkpoint may carry that no kexue model reads: optimizer slots and step counters.
 IGNORED = (r".*/adam_[mv]$", r".*/Adam(_1)?$", r"global_step", r"bad_steps", r"good_steps", r"loss_scale")
-
-_NORM = [("weight", "gamma"), ("bias", "beta"), ("cond_gamma.weight", "gamma_dense/kernel"),
-         ("cond_beta.weight", "beta_dense/kernel"), ("cond_proj.weight", "hidden_dense/kernel")]
-
-
-def _norm_rules(ours: str, theirs: str) -> list[tuple[str, str]]:
-    return [(rf"{ours}\.{re.escape(a)}", f"{theirs}/{b}") for a, b in _NORM]
-
-
-def _bert_rules(root: str, stack: str) -> list[tuple[str, str]]:
-    """kexue BERT-family names -> Google-BERT TF names (``root`` bert or gpt, ``stack`` encoder or transformer)."""
-    layer = f"{root}/{stack}/layer_{{0}}"
-    rules = [
-        (r"embeddings\.token\.weight|token\.weight", f"{root}/embeddings/word_embeddings"),
-        (r"embeddings\.segment\.weight|segment\.weight", f"{root}/embeddings/token_type_embeddings"),
-        (r"embeddings\.position\.weight|position\.weight", f"{root}/embeddings/position_embeddings"),
-        (r"embeddings\.project\.weight", f"{root}/{stack}/embedding_hidden_mapping_in/kernel"),
-        (r"embeddings\.project\.bias", f"{root}/{stack}/embedding_hidden_mapping_in/bias"),
-        (r"pooler\.weight", f"{root}/pooler/dense/kernel"),
-        (r"pooler\.bias", f"{root}/pooler/dense/bias"),
-        (r"mlm\.dense\.weight", "cls/predictions/transform/dense/kernel"),
-        (r"mlm\.dense\.bias", "cls/predictions/transform/dense/bias"),
-        (r"mlm\.bias", "cls/predictions/output_bias"),
-    ]
-    rules += _norm_rules(r"embeddings\.norm", f"{root}/embeddings/LayerNorm")
-    rules += _norm_rules(r"mlm\.norm", "cls/predictions/transform/LayerNorm")
-    for ours, theirs in (("attn.q", "attention/self/query"), ("attn.k", "attention/self/key"),
-                         ("attn.v", "attention/self/value"), ("attn.o", "attention/output/dense"),
-                         ("ffn.up", "intermediate/dense"), ("ffn.down", "output/dense")):
-        rules.append((rf"layers\.(\d+)\.{re.escape(ours)}\.weight", f"{layer}/{theirs}/kernel"))
-        rules.append((rf"layers\.(\d+)\.{re.escape(ours)}\.bias", f"{layer}/{theirs}/bias"))
-    rules += _norm_rules(r"layers\.(\d+)\.attn_norm", f"{layer}/attention/output/LayerNorm")
-    rules += _norm_rules(r"layers\.(\d+)\.ffn_norm", f"{layer}/output/LayerNorm")
-    return rules
-
-
-def _t5_rules(norm: str) -> list[tuple[str, str]]:
-    """kexue T5 names -> mesh-TF T5 names as bert4keras writes them (``norm``: layer_norm or rms_norm)."""
-    final = "final_layer_norm" if norm == "layer_norm" else "rms_norm"
-    rules = [
-        (r"shared\.weight", "shared/embedding"),
-        (r"encoder_bias\.embedding\.weight", "encoder/block_000/layer_000/SelfAttention/relative_attention_bias"),
-        (r"decoder_bias\.embedding\.weight", "decoder/block_000/layer_000/SelfAttention/relative_attention_bias"),
-        (r"encoder_norm\.weight", f"encoder/{final}/scale"),
-        (r"decoder_norm\.weight", f"decoder/{final}/scale"),
-        (r"lm_head\.weight", "decoder/logits/kernel"),
-    ]
-    blocks = {"encoder_layers": [("attn", "layer_000/SelfAttention"), ("attn_norm", f"layer_000/{norm}"),
-                                 ("ffn", "layer_001/DenseReluDense"), ("ffn_norm", f"layer_001/{norm}")],
-              "decoder_layers": [("self_attn", "layer_000/SelfAttention"), ("self_norm", f"layer_000/{norm}"),
-                                 ("cross_attn", "layer_001/EncDecAttention"), ("cross_norm", f"layer_001/{norm}"),
-                                 ("ffn", "layer_002/DenseReluDense"), ("ffn_norm", f"layer_002/{norm}")]}
-    for stack, parts in blocks.items():
-        block = f"{stack.split('_')[0]}/block_{{0:03d}}"
-        for ours, theirs in parts:
-            if ours.endswith("norm"):
-                rules.append((rf"{stack}\.(\d+)\.{ours}\.weight", f"{block}/{theirs}/scale"))
-            elif ours == "ffn":
-                for a, b in (("gate", "wi_0/kernel"), ("up", "wi_1/kernel"), ("down", "wo/kernel")):
-                    rules.append((rf"{stack}\.(\d+)\.ffn\.{a}\.weight", f"{block}/{theirs}/{b}"))
-            else:
-                for p in "qkvo":
-                    rules.append((rf"{stack}\.(\d+)\.{ours}\.{p}\.weight", f"{block}/{theirs}/{p}"))
-    return rules
-
 
 def read_tf_checkpoint(prefix: str | Path) -> dict[str, np.ndarray]:
     """Every variable of a TF checkpoint (``prefix`` as given to ``Saver.save``, or its folder), by name,
@@ -170,18 +110,12 @@ def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:
     return config, options
 
 
-def _rules(model: str) -> list[tuple[str, str]]:
-    family = MODELS[model]
-    if family == "t5":
-        return _t5_rules("rms_norm" if model == "mt5.1.1" else "layer_norm")
-    return _bert_rules("gpt", "transformer") if family == "gpt" else _bert_rules("bert", "encoder")
-
-
 def state_from_tf(model: torch.nn.Module, variables: dict[str, np.ndarray], bert4keras_model: str,
                   source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The kexue state dict of ``model`` read from bert4keras ``variables``; raises ValueError naming
-    every missing, unexpected or mis-shaped variable."""
-    rules = _rules(bert4keras_model)
+    """The kexue state dict of ``model`` read from bert4keras ``variables``; raises one
+    :class:`~kexue.models.weights.CheckpointError` naming every missing, unexpected or mis-shaped variable."""
+    names = REGISTRY[MODELS[bert4keras_model]].bert4keras
+    rules = names.rules(bert4keras_model)
     state, used, missing, mismatched = {}, set(), [], []
     for name, param in model.state_dict().items():
         for ours, theirs in rules:
@@ -190,7 +124,7 @@ def state_from_tf(model: torch.nn.Module, variables: dict[str, np.ndarray], bert
                 tf_name = theirs.format(*(int(g) for g in m.groups()))
                 break
         else:
-            raise ValueError(f"no bert4keras variable is known for kexue weight {name!r}")
+            raise CheckpointError(f"no bert4keras variable is known for kexue weight {name!r}")
         if tf_name not in variables:
             missing.append(tf_name)
             continue
@@ -203,14 +137,10 @@ def state_from_tf(model: torch.nn.Module, variables: dict[str, np.ndarray], bert
             mismatched.append(f"{tf_name} {list(value.shape)} vs {name} {list(param.shape)}")
             continue
         state[name] = value.contiguous()
-    optional = (r"cls/.*", r".*/pooler/.*") if MODELS[bert4keras_model] != "t5" else ()
     unexpected = [v for v in variables if v not in used
-                  and not any(re.fullmatch(p, v) for p in IGNORED + optional)]
-    problems = [f"{label} ({len(names)}): {', '.join(sorted(names))}"
-                for label, names in (("missing", missing), ("unexpected", unexpected),
-                                     ("shape mismatch", mismatched)) if names]
-    if problems:
-        raise ValueError(f"{source} does not fit bert4keras model {bert4keras_model!r}: " + "; ".join(problems))
+                  and not any(re.fullmatch(p, v) for p in IGNORED + names.optional)]
+    check_fit(LoadReport(sorted(missing), sorted(unexpected), sorted(mismatched)), source,
+              f"bert4keras model {bert4keras_model!r}")
     return state
 
 
@@ -232,9 +162,6 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     """Convert a bert4keras checkpoint into an HF-layout folder that ``build_model(checkpoint=out)`` loads.
     ``options`` are kexue block keys (with_pool, with_mlm, hierarchical_alpha, cond_hidden_act, ...);
     ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint)."""
-    from kexue.models.checkpoints import save_pretrained
-    from kexue.models import build_model
-
     with open(config_path, encoding="utf-8") as f:
         b4k = json.load(f)
     config, implied = convert_config(b4k, model)

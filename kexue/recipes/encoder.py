@@ -9,14 +9,17 @@ pair is the cosine of their vectors.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
 from kexue.generation import GenerationOptions, decode_state, decoding_state
+from kexue.models import ENCODER_DECODER, build_model, decoding_kind, family_of
 from kexue.recipes.predictor import Predictor
 from kexue.models.pretrained import embed
 from kexue.similarity.search import build_index
-from kexue.recipes.folder import kexue_block, load_backbone, read_task
+from kexue.recipes.folder import load_backbone, read_task
 from kexue.recipes.sampling import special_ids, task_options
 
 
@@ -86,12 +89,9 @@ class GenerationPredictor(Predictor):
 
     @classmethod
     def from_folder(cls, directory) -> "GenerationPredictor":
-        if kexue_block(directory).get("family") == "t5":
-            from kexue.models import build_model
-            from kexue.models.t5_pegasus import t5_pegasus_tokenizer
-
-            return cls(build_model(checkpoint=directory).eval(), t5_pegasus_tokenizer(f"{directory}/vocab.txt"))
-        return cls(*load_backbone(directory, application=kexue_block(directory)["application"]))
+        """The folder's model (its kexue block: family, application) and its family's tokenizer."""
+        model = build_model(checkpoint=Path(directory)).eval()
+        return cls(model, family_of(model).tokenizer(directory))
 
     def check(self, item):
         if not isinstance(item, str):
@@ -102,7 +102,7 @@ class GenerationPredictor(Predictor):
     def _predict(self, texts: list[str], **options) -> list[dict]:
         tok = self.tokenizer
         options = task_options(options, self.defaults, sample=None)  # greedy unless a sampling option (or beams)
-        seq2seq = hasattr(self.lm, "encode") and hasattr(self.lm, "decode")  # T5
+        seq2seq = decoding_kind(self.lm) == ENCODER_DECODER  # T5
         eos = self.lm.config.eos_token_id if seq2seq else tok.sep_id
         out = []
         for text in texts:

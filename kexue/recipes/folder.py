@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from kexue.models.checkpoints import CheckpointError, save_pretrained
+from kexue.models.weights import LoadReport, check_fit
 from kexue.io import atomic_write, save_safetensors, write_json, write_text
 from kexue.models import Transformer, build_model
 from kexue.text.tokenizer import Tokenizer
@@ -120,10 +121,7 @@ def load_head(directory: str | Path, module: nn.Module, backbone: str) -> nn.Mod
     if not path.exists():
         raise CheckpointError(f"{directory} has no {HEAD_FILE} (the task head)")
     state = load_file(str(path))
-    want = head_state(module, backbone)
-    bad = sorted(set(want) ^ set(state)) + [k for k in want if k in state and want[k].shape != state[k].shape]
-    if bad:
-        raise CheckpointError(f"{path} does not fit the task head: {', '.join(bad)}")
+    check_fit(LoadReport.compare(head_state(module, backbone), state), str(path), "the task head")
     module.load_state_dict(state, strict=False)
     return module
 

@@ -11,7 +11,7 @@ import torch
 
 from kexue.models.bert4keras import convert_config, read_tf_checkpoint, state_from_tf
 from kexue.cli import main
-from kexue.models import build_model
+from kexue.models import CheckpointError, build_model
 
 B4K = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
        "intermediate_size": 32, "hidden_act": "gelu", "max_position_embeddings": 20, "type_vocab_size": 2}
@@ -47,8 +47,10 @@ def test_checkpoint_mismatches_are_named_together():
                  "bert/encoder/layer_0/attention/self/quer/kernel": np.zeros((d, d), np.float32),  # typo
                  "global_step": np.zeros((), np.int64), "bert/encoder/layer_0/attention/self/query/adam_m":
                  np.zeros((d, d), np.float32)}  # optimizer state: ignored
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(CheckpointError) as err:  # one strict-load report, as for HF folders
         state_from_tf(model, variables, "bert", "ckpt")
+    assert isinstance(err.value, ValueError) and err.value.report.unexpected == [
+        "bert/encoder/layer_0/attention/self/quer/kernel"]
     msg = str(err.value)
     assert "bert/embeddings/position_embeddings" in msg and "missing" in msg
     assert "unexpected (1): bert/encoder/layer_0/attention/self/quer/kernel" in msg

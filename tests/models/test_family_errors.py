@@ -9,7 +9,7 @@ import transformers as tf
 
 from kexue.models.checkpoints import save_pretrained
 from kexue.models import CheckpointError, ConfigError, build_model
-from kexue.models.config import REFUSED
+from kexue.models.family import REFUSED
 
 torch.set_num_threads(1)
 BERT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
