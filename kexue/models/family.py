@@ -33,6 +33,7 @@ from kexue.models.t5 import T5, T5Config, folder_tokenizer
 from kexue.models.t5 import bert4keras_rules as t5_tf_rules
 from kexue.models.weights import Bert4kerasNames, LoadReport, WeightMap, load_state
 from kexue.text.tokenizer import Tokenizer
+from kexue.hub import resolve  # hub ids -> local folders (floor 1)
 
 # How generation decodes a model (kexue.generation.decoding_state): one token at a time under a causal
 # mask, after a bidirectional prefix (UniLM), or with a decoder reading an encoder's output.
@@ -172,7 +173,8 @@ def build_model(
     strict: bool = True,
     **options: Any,
 ) -> nn.Module:
-    """Build a model of any family and, given ``checkpoint`` (an HF-layout folder), load its weights.
+    """Build a model of any family and, given ``checkpoint`` (an HF-layout folder, or a hub id
+    ``org/name[@revision]`` fetched through :mod:`kexue.hub`), load its weights.
 
     ``config``: a ``config.json`` path / folder, a dict (HF fields, optionally a ``"kexue"`` block;
     option keys may also sit at the top level), a config object, or ``None`` to read the checkpoint's.
@@ -182,6 +184,9 @@ def build_model(
     file's (``None`` leaves the file's value).
     """
     path = None
+    # a hub id (org/name[@revision]) becomes its cached snapshot folder; local paths stay as they are
+    checkpoint = resolve(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    config = resolve(config) if isinstance(config, str) else config
     if config is None:
         if checkpoint is None:
             raise ValueError("build_model needs a config or a checkpoint folder holding config.json")

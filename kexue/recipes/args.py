@@ -121,7 +121,15 @@ def input_file(text: str) -> str:
 
 
 def model_dir(text: str) -> str:
-    """An existing folder holding a ``config.json`` (a saved model)."""
+    """An existing folder holding a ``config.json`` (a saved model), or a hub id ``org/name[@revision]``
+    (fetched into the hub cache; :mod:`kexue.hub`), returned as the local folder."""
+    from kexue.hub import HubError, is_hub_id, resolve
+
+    if is_hub_id(text):
+        try:
+            text = str(resolve(text))
+        except HubError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     path = Path(text)
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such model folder: {text}")

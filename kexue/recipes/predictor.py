@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kexue.generation import GenerationOptions
+from kexue.hub import resolve
 from kexue.recipes import TASKS
 
 
@@ -74,7 +75,7 @@ class Predictor:
 
 def load(directory: str | Path, quantize: str | None = None) -> Predictor:
     """The predictor of the model folder ``directory`` (``quantize="int8"``: dynamic int8 Linear layers)."""
-    directory = Path(directory)
+    directory = resolve(directory)  # a hub id (org/name[@revision]) -> its cached snapshot
     if not (directory / "config.json").is_file():
         raise ValueError(f"{directory} is not a model folder (no config.json)")
     from kexue.recipes.folder import kexue_block
