@@ -2,7 +2,7 @@
 slices included) and calling the loss with ``gather=True``, compute exactly the loss and the DDP-averaged
 gradients of one process holding the global batch — for CoSENT (vectors and cross-encoder), SimBERT's
 contrastive loss, SimCSE (both forms) and InfoNCE with hard negatives; and ``fit`` with sharded batches
-ends with the one-process weights."""
+ends with the one-process weights. Adversarial training runs under DDP with the ranks kept in step."""
 import os
 import socket
 import subprocess
@@ -85,6 +85,19 @@ WORKER = CASES + textwrap.dedent('''
                for _ in range(6)]
     fit(enc, lambda m, b: infonce_loss(m(b[0]), m(b[1]), gather=True), batches,
         optimizer=torch.optim.Adam(enc.parameters(), lr=1e-2), checkpoint_dir=f"{sys.argv[1]}/fit", progress=False)
+    # adversarial training under DDP: probe passes under no_sync, one synchronised backward per step
+    from kexue.train import FGM, PGD, VAT, GradientPenalty
+    tables = {}
+    for adv in (FGM(include_clean=True, embedding="0"), PGD(embedding="0"), VAT(lambda m, b: m(b[0]), embedding="0"),
+                GradientPenalty(embedding="0")):
+        torch.manual_seed(0)
+        clf = nn.Sequential(nn.Embedding(20, 6), nn.Flatten(), nn.Linear(30, 3)).double()
+        g = torch.Generator().manual_seed(2)
+        data = [(torch.randint(0, 20, (4, 5), generator=g), torch.randint(0, 3, (4,), generator=g)) for _ in range(3)]
+        fit(clf, lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), data, adversarial=adv,
+            optimizer=torch.optim.SGD(clf.parameters(), lr=0.1), grad_accum=1, progress=False)
+        tables[type(adv).__name__] = {k: v.detach() for k, v in clf.state_dict().items()}
+    save_state(tables, f"{sys.argv[1]}/adversarial{rank}.safetensors")
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -134,3 +147,9 @@ def test_two_processes_equal_one_for_every_in_batch_loss(tmp_path):
     loss_diff = max(abs(a - b) for a, b in zip(two["history"]["loss"], history["loss"]))
     print(f"fit, 2 processes vs 1: max |weight diff| {fit_diff:.1e}, max |loss diff| {loss_diff:.1e}")
     assert fit_diff <= 1e-6 and loss_diff <= 1e-6
+    # adversarial training ran under DDP and left the ranks' weights identical
+    adv = [load_state(tmp_path / f"adversarial{r}.safetensors") for r in range(2)]
+    assert sorted(adv[0]) == ["FGM", "GradientPenalty", "PGD", "VAT"]
+    for name, weights in adv[0].items():
+        for k, v in weights.items():
+            assert torch.equal(v, adv[1][name][k]), (name, k)
