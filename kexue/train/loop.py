@@ -63,6 +63,7 @@ from torch import nn
 
 from kexue.io import fingerprint, save_safetensors
 from kexue.optim.ema import EMA
+from kexue.train.adversarial import Adversarial
 from kexue.train.state import check_run, get_rng_state, jsonable, load_state, save_state, set_rng_state, start_run
 
 Batch = Any
@@ -224,7 +225,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         checkpoint_every: int | None = None, resume: bool = False, overwrite: bool = False,
         settings: dict | None = None, on_nonfinite: Literal["stop", "skip"] = "stop",
         max_seconds: float | None = None, progress: bool = True, desc: str = "fit", seed: int = 0,
-        shard_batches: bool = True, wrap_ddp: bool = True) -> dict[str, list]:
+        shard_batches: bool = True, wrap_ddp: bool = True,
+        adversarial: Adversarial | None = None) -> dict[str, list]:
     """Train; returns the history ``{"step", "loss", "lr", "eval", "skipped"}`` (+ the extra keys of a
     dict-returning ``loss_fn``); ``lr`` is the learning rate each step used, ``eval`` the callbacks'
     dicts with their step, ``skipped`` the steps dropped by ``on_nonfinite="skip"``.
@@ -234,7 +236,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     given. ``max_seconds`` stops early after that much wall-clock time (checkpointed; the progress bar
     still shows the planned total). ``settings``: extra JSON-able settings to record and compare in
     the run folder (e.g. a data fingerprint, model size). ``wrap_ddp=False`` leaves a multi-process
-    model as given (e.g. already FSDP-wrapped)."""
+    model as given (e.g. already FSDP-wrapped). ``adversarial``: an object of
+    :mod:`kexue.train.adversarial` (FGM, PGD, VAT, GradientPenalty) that runs each micro-batch's
+    passes on the perturbed token-embedding table and restores it exactly."""
     for name, value in (("grad_accum", grad_accum), ("epochs", epochs), ("steps", steps),
                         ("checkpoint_every", checkpoint_every), ("eval_every", eval_every)):
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
@@ -247,6 +251,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run or start it over, not both")
+    if adversarial is not None and not isinstance(adversarial, Adversarial):
+        raise ValueError(f"adversarial must be FGM, PGD, VAT or GradientPenalty (kexue.train.adversarial), "
+                         f"got {type(adversarial).__name__}")
     rank, world = init_distributed()
     raw = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if wrap_ddp and world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
@@ -276,6 +283,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     "scheduler": _describe_scheduler(scheduler), "ema_decay": ema.decay if ema is not None else None,
                     "model": {"class": type(raw).__name__, "parameters": sum(p.numel() for p in raw.parameters())},
                     "batches_per_epoch": per_epoch, "data": _data_fingerprint(batches)}
+        if adversarial is not None:
+            recorded["adversarial"] = adversarial.settings()
         recorded.update(settings or {})
         changed = check_run(run, recorded, resume=resume, overwrite=overwrite, state_file=STATE_FILE)
         if world > 1:
@@ -408,10 +417,14 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     seen_n = batch_size(b) or 0
                 sync = i == grad_accum - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
                 with (contextlib.nullcontext() if sync else model.no_sync()):
-                    with autocast:
-                        out = loss_fn(model, b)
+                    if adversarial is not None:  # its probe passes, then its backward (kexue.train.adversarial)
+                        out = adversarial.step(model, loss_fn, b, autocast=autocast, scale=1.0 / grad_accum)
+                    else:
+                        with autocast:
+                            out = loss_fn(model, b)
                     loss = out["loss"] if isinstance(out, dict) else out
-                    (loss / grad_accum).backward()  # even when non-finite: DDP ranks must all reduce
+                    if adversarial is None:
+                        (loss / grad_accum).backward()  # even when non-finite: DDP ranks must all reduce
                 value = loss.item()
                 if not math.isfinite(value) and bad is None:
                     bad = f"loss ({value})"
