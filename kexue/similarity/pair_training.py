@@ -17,7 +17,6 @@ batches of similar length, :func:`kexue.similarity.finetune.finetune_cosent` (th
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -114,18 +113,18 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     def spearman_on_dev(state) -> dict:
         return {"spearman": evaluate_pairs(lambda texts: embed(encoder, tokenizer, texts, maxlen=maxlen), dev)}
 
-    frozen = [p for n, p in encoder.named_parameters()
-              if freeze_token_embeddings and n.endswith("embeddings.token.weight") and p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    total = steps or epochs * math.ceil(len(enc) / batch_size)
-    preset = adamw_preset([p for p in module.parameters() if p.requires_grad], lr, total, warmup=warmup,
-                          weight_decay=0.01, schedule=schedule, clip_norm=clip_norm)
+    total = steps or epochs * len(epoch_batches(0))  # the batch maker checks batch_size
     settings = {"data": fingerprint([(p.a, p.b, float(p.score)) for p in pairs]), "loss": loss, "scale": scale,
                 "batch_size": batch_size, "maxlen": maxlen, "batching": batching,
                 "freeze_token_embeddings": freeze_token_embeddings, **fit_options.pop("settings", {})}
+    frozen = [p for n, p in encoder.named_parameters()
+              if freeze_token_embeddings and n.endswith("embeddings.token.weight") and p.requires_grad]
     module.train()
     try:
+        for p in frozen:
+            p.requires_grad_(False)
+        preset = adamw_preset([p for p in module.parameters() if p.requires_grad], lr, total, warmup=warmup,
+                              weight_decay=0.01, schedule=schedule, clip_norm=clip_norm)
         return fit(module, step, epoch_batches, steps=total, max_seconds=seconds,
                    callbacks=[spearman_on_dev] if dev else (), eval_every=eval_every, progress=progress, seed=seed,
                    desc=desc or f"{loss} pairs", **preset.fit_options(settings), **fit_options)

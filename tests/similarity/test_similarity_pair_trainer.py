@@ -68,6 +68,11 @@ def test_budget_stops_and_dev_scores_the_trained_encoder(data):
     assert history["eval"][-1]["spearman"] == pytest.approx(rho, abs=1e-9)
     with pytest.raises(ValueError, match="batching must be 'shuffle' or 'length'"):
         train_pair_encoder(model, tok, pairs, steps=1, batching="sorted", progress=False)
+    with pytest.raises(ValueError, match="batch_size must be"):
+        train_pair_encoder(model, tok, pairs, epochs=1, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="lr must be"):  # refused after freezing: the embeddings are given back
+        finetune_cosent(model, tok, pairs, lr=0.0, max_steps=1, progress=False)
+    assert model.embeddings.token.weight.requires_grad and not model.training
 
 
 def test_length_batches_are_reshuffled_every_epoch(data, monkeypatch):
