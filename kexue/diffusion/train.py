@@ -18,7 +18,7 @@ from torch import nn
 from kexue.data.batching import RandomBatches
 from kexue.io import save_safetensors, write_json
 from kexue.optim.ema import EMA
-from kexue.optim.schedules import PiecewiseLinear, lambda_lr
+from kexue.optim.preset import adamw_preset
 from kexue.train.loop import fit
 
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
@@ -47,10 +47,12 @@ def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.T
     if warmup < 1:
         raise ValueError(f"warmup must be >= 1, got {warmup}")
     ema = RampedEMA(model, ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = lambda_lr(opt, PiecewiseLinear({0: 1.0 / warmup, warmup - 1: 1.0}))  # (i + 1) / warmup, then 1
-    fit(model, loss_fn, RandomBatches(data, batch_size, steps), optimizer=opt, steps=steps, scheduler=sched,
-        ema=ema, clip_norm=1.0, progress=progress, desc="train", seed=seed, **fit_options)
+    # lr·min(1, (i + 1) / warmup), no weight decay, clipping at 1
+    preset = adamw_preset(model.parameters(), lr, steps, warmup=warmup, weight_decay=0.0, schedule="constant",
+                          clip_norm=1.0)
+    options = preset.fit_options(fit_options.pop("settings", None))
+    fit(model, loss_fn, RandomBatches(data, batch_size, steps), steps=steps, ema=ema, progress=progress, desc="train",
+        seed=seed, **options, **fit_options)
     averaged = copy.deepcopy(model).eval().requires_grad_(False)
     ema.copy_to(averaged)
     return averaged

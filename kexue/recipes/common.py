@@ -25,7 +25,7 @@ from kexue.recipes import args as at
 from kexue.models.checkpoints import load_checkpoint_except
 from kexue.io import write_json, write_text
 from kexue.models import Transformer, TransformerConfig, build_model
-from kexue.optim.schedules import WarmupLinear, lambda_lr
+from kexue.optim.preset import adamw_preset
 from kexue.text.tokenizer import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
 from kexue.train.loop import fit as train_fit
 
@@ -113,17 +113,18 @@ def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict
 def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epochs: int, lr: float,
         batch_size: int, seed: int = 0, progress: bool = True, skip_nonfinite: bool = False,
         weight_decay: float = 0.01, length: Callable[[object], int] | None = None) -> tuple[list[float], list[float]]:
-    """:func:`kexue.train.fit` with AdamW, 10 % linear warm-up then linear decay, clipping at 1;
+    """:func:`kexue.train.fit` with :func:`kexue.optim.adamw_preset`'s defaults: AdamW, 10 % linear warm-up then
+    linear decay, clipping at 1;
     ``step(batch)`` returns the loss; ``length(item)`` enables length-bucketed batches; a non-finite
     loss or gradient stops the run (``skip_nonfinite``: the step is skipped and counted).
     Returns the mean loss of each epoch and the loss of every step."""
-    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     per_epoch = (len(train) + batch_size - 1) // batch_size
     total = max(1, epochs * per_epoch)
-    sched = lambda_lr(opt, WarmupLinear(max(1, total // 10), total))
+    preset = adamw_preset([p for p in module.parameters() if p.requires_grad], lr, total, warmup=0.1,
+                          weight_decay=weight_decay, schedule="linear", clip_norm=1.0)
     history = train_fit(module, lambda _, b: step(b), lambda epoch: list(batches(train, batch_size, True, seed + epoch, length)),
-                        optimizer=opt, steps=total, scheduler=sched, clip_norm=1.0, progress=progress, seed=seed,
-                        on_nonfinite="skip" if skip_nonfinite else "stop")
+                        steps=total, progress=progress, seed=seed, on_nonfinite="skip" if skip_nonfinite else "stop",
+                        **preset.fit_options())
     losses = history["loss"]
     per_epoch_loss = [sum(losses[i:i + per_epoch]) / len(losses[i:i + per_epoch]) for i in range(0, len(losses), per_epoch)]
     for e, value in enumerate(per_epoch_loss):

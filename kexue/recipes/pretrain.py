@@ -54,7 +54,7 @@ def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tup
 def main(argv: list[str] | None = None) -> int:
     from kexue.models.checkpoints import save_pretrained
     from kexue.models import build_model
-    from kexue.optim import Lion, WarmupLinear, lambda_lr
+    from kexue.optim import Lion, adamw_preset
     from kexue.train.loop import fit
 
     ap = at.ArgumentParser(prog="kexue pretrain", description="MLM (whole-word masking) or UniLM "
@@ -101,14 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     collate = WholeWordMLM(tok, args.maxlen) if args.objective == "mlm" else UniLMPairs(tok, args.maxlen)
     data = torch.utils.data.DataLoader(texts, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
                                        drop_last=len(texts) >= args.batch_size)
-    opt_cls = Lion if args.optimizer == "lion" else torch.optim.AdamW
-    opt = opt_cls(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    history = fit(model, mlm_loss if args.objective == "mlm" else unilm_loss, data, optimizer=opt, steps=args.steps,
-                  scheduler=lambda_lr(opt, WarmupLinear(args.warmup, args.steps)), grad_accum=args.grad_accum,
-                  clip_norm=1.0, checkpoint_dir=out / "train", checkpoint_every=args.checkpoint_every,
+    preset = adamw_preset(model.parameters(), args.lr, args.steps, warmup=args.warmup, weight_decay=args.weight_decay,
+                          schedule="linear", clip_norm=1.0,
+                          optimizer_class=Lion if args.optimizer == "lion" else torch.optim.AdamW)
+    history = fit(model, mlm_loss if args.objective == "mlm" else unilm_loss, data, steps=args.steps,
+                  grad_accum=args.grad_accum, checkpoint_dir=out / "train", checkpoint_every=args.checkpoint_every,
                   progress=not args.no_progress, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
-                  settings=settings, on_nonfinite="skip" if args.skip_nonfinite else "stop",
-                  bf16={"off": False, "auto": "auto", "on": True}[args.bf16], desc=f"pretrain {args.objective}")
+                  on_nonfinite="skip" if args.skip_nonfinite else "stop",
+                  bf16={"off": False, "auto": "auto", "on": True}[args.bf16], desc=f"pretrain {args.objective}",
+                  **preset.fit_options(settings))
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         save_pretrained(model, out, tok)
         losses = history["loss"]

@@ -14,7 +14,7 @@ import torch
 from kexue.io import write_json, write_text
 from kexue.models import build_model
 from kexue.models.checkpoints import save_pretrained
-from kexue.optim import WarmupLinear, lambda_lr
+from kexue.optim import adamw_preset
 from kexue.pretraining.objectives import WholeWordMLM, build_char_vocab, mlm_loss
 from kexue.pretraining.zh_mini import SETTINGS, corpus, heldout_loss, split_corpus
 from kexue.train import fit
@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg, with_mlm=True)
     data = torch.utils.data.DataLoader(train, batch_size=s["batch_size"], shuffle=True, drop_last=True,
                                        collate_fn=WholeWordMLM(tok, s["maxlen"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    preset = adamw_preset(model.parameters(), s["lr"], args.steps, warmup=s["warmup"], weight_decay=s["weight_decay"],
+                          schedule="linear", clip_norm=1.0)
     t0 = time.time()
-    history = fit(model, mlm_loss, data, optimizer=opt, steps=args.steps,
-                  scheduler=lambda_lr(opt, WarmupLinear(s["warmup"], args.steps)), clip_norm=1.0,
-                  checkpoint_dir=work / "train", checkpoint_every=100, progress=not args.no_progress, seed=s["seed"])
+    history = fit(model, mlm_loss, data, steps=args.steps, checkpoint_dir=work / "train", checkpoint_every=100,
+                  progress=not args.no_progress, seed=s["seed"], **preset.fit_options())
     hours = (time.time() - t0) / 3600
     loss = heldout_loss(model, tok, held)
     save_pretrained(model.half(), out, tok)

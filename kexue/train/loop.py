@@ -34,8 +34,9 @@ schedule moves on) and reports the skipped steps (``history["skipped"]``). A che
 written from non-finite weights.
 
 **bf16**: ``bf16="auto"`` autocasts to bfloat16 only where the hardware computes it natively
-(CUDA with bf16, or a CPU with the ``avx512_bf16`` / ``amx_bf16`` instructions); CPUs without them
-emulate bf16 slower than fp32, so ``auto`` keeps fp32 there and ``bf16=True`` is refused.
+as :func:`kexue.hardware.native_bf16` decides (CUDA with bf16, or a CPU with ``avx512_bf16``, or
+``amx_bf16`` with ``amx_tile``); CPUs without them emulate bf16 slower than fp32, so ``auto`` keeps
+fp32 there and ``bf16=True`` is refused.
 
 Multi-process: launch with ``torchrun --nproc_per_node N script.py``; ``fit`` initialises the
 process group from the environment (gloo on CPU, nccl on GPU), wraps the model in DDP and, with
@@ -61,6 +62,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kexue.hardware import native_bf16
 from kexue.io import fingerprint, save_safetensors
 from kexue.optim.ema import EMA
 from kexue.train.adversarial import Adversarial
@@ -147,30 +149,16 @@ def _micro_batches_per_epoch(batches, epoch: int) -> int | None:
         return None
 
 
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 natively (not emulated through fp32 at a loss of speed)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:  # not Linux: no reliable probe, stay in fp32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_bf16(bf16: bool | str, device: torch.device) -> bool:
-    """``True`` / ``False`` / ``"auto"`` -> whether to autocast to bf16 on ``device`` (see module doc)."""
+    """``True`` / ``False`` / ``"auto"`` -> whether to autocast to bf16 on ``device``: the native-bf16 rule
+    is :func:`kexue.hardware.native_bf16`'s (see the module doc there)."""
     if bf16 == "auto":
         return native_bf16(device)
     if bf16 is True:
         if not native_bf16(device):
-            raise ValueError(f"bf16=True: {device.type} here has no native bfloat16 (CPU flags avx512_bf16 / "
-                             "amx_bf16 missing), so bf16 would be emulated, slower than fp32; use bf16='auto' "
-                             "(fp32 here) or bf16=False")
+            raise ValueError(f"bf16=True: {device.type} here has no native bfloat16 (on CPUs: neither avx512_bf16 "
+                             "nor amx_bf16 with amx_tile), so bf16 would be emulated, slower than fp32; use "
+                             "bf16='auto' (fp32 here) or bf16=False")
         return True
     if bf16 is False:
         return False
@@ -261,8 +249,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     device = next(raw.parameters()).device
     use_bf16 = resolve_bf16(bf16, device)
     if bf16 == "auto" and not use_bf16 and rank == 0:
-        print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: no "
-              "avx512_bf16 / amx_bf16), and emulated bf16 is slower than fp32", file=sys.stderr)
+        print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: neither "
+              "avx512_bf16 nor amx_bf16 with amx_tile), and emulated bf16 is slower than fp32", file=sys.stderr)
     state = FitState(raw, ema, rank)
     run = Path(checkpoint_dir) if checkpoint_dir is not None else None
     ckpt = run / STATE_FILE if run is not None else None

@@ -1,5 +1,6 @@
 """Pretraining objectives: whole-word masking masks whole jieba words; the UniLM loss sees only
 the target; `kexue pretrain` runs end to end on a folder of text and resumes."""
+import json
 import random
 
 import pytest
@@ -73,6 +74,9 @@ def test_pretrain_command_runs_and_resumes(tmp_path, capsys):
         assert (tmp_path / "out" / f).exists()
     model = build_model(checkpoint=tmp_path / "out", with_mlm=True)
     assert model.config.hidden_size == 32
+    recorded = json.loads((tmp_path / "out" / "train" / "settings.json").read_text())
+    assert recorded["optimizer_preset"] == {"optimizer": "AdamW", "lr": 5e-4, "weight_decay": 0.01,
+                                            "schedule": "linear", "warmup": 20, "total_steps": 6, "clip_norm": 1.0}
 
 
 def test_mlm_batch_without_masked_token_is_not_nan(tmp_path):
