@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
-    out = at.check_output_dir(args.out)  # a bad --out fails now, not after the fine-tune
+    out = at.check_output_dir(args.out, unit=False)  # a bad --out fails now, not after the fine-tune
     # One metrics.json for both halves: a half run alone replaces only its own part (English at the top
     # level, Chinese under "zh").
     path = out / "metrics.json"
