@@ -190,9 +190,10 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FolderError(f"{path}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
-def safetensors_header(path: str | os.PathLike) -> dict[str, dict]:
+def safetensors_header(path: str | os.PathLike, metadata: bool = False) -> Any:
     """The tensors a safetensors file holds, ``{name: {"dtype", "shape", "data_offsets"}}``, read from its
-    header without loading any tensor; a truncated or malformed file is a :class:`FolderError` naming it.
+    header without loading any tensor (``metadata=True``: also its ``__metadata__``, as a pair); a truncated
+    or malformed file is a :class:`FolderError` naming it.
 
     Layout: 8 bytes (little-endian header length n), n bytes of JSON, then the data; the file ends
     exactly where the last tensor's ``data_offsets`` end."""
@@ -210,7 +211,7 @@ def safetensors_header(path: str | os.PathLike) -> dict[str, dict]:
             raise FolderError(f"{path}: not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise FolderError(f"{path}: not a safetensors file (its header is not a JSON object)")
-    header.pop("__metadata__", None)
+    meta = header.pop("__metadata__", None) or {}
     try:
         end = max((int(t["data_offsets"][1]) for t in header.values()), default=0)
     except (TypeError, KeyError, IndexError, ValueError):
@@ -218,7 +219,7 @@ def safetensors_header(path: str | os.PathLike) -> dict[str, dict]:
     if 8 + n + end != size:
         what = "truncated" if 8 + n + end > size else "has bytes past its last tensor"
         raise FolderError(f"{path}: {what} ({size} bytes; its header describes {8 + n + end})")
-    return header
+    return (header, meta) if metadata else header
 
 
 def folder_info(kind: str, task: str | None = None, labels: list[str] | None = None, pooling: str | None = None,

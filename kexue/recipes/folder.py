@@ -219,11 +219,19 @@ def _old_format(directory: Path, config: dict) -> FolderInfo:
 
 
 def check_model_folder(directory: str | Path) -> FolderInfo:
-    """Check ``directory`` before anything is built from it (see the module docstring); returns what it holds.
-    An overwrite killed between its two renames is finished first (:func:`kexue.io.recover_folder`)."""
+    """Check ``directory`` before anything is built from it (see the module docstring, and the task's own
+    checks: :func:`check_task`); returns what it holds. What a killed save left beside the folder is finished
+    or removed first (:func:`kexue.io.recover_folder`): an overwrite killed between its two renames, a run
+    folder it was carrying over; the folder itself is always complete, so a save still running, or a
+    read-only place, leaves it as it is."""
     directory = Path(directory)
     if not os.path.lexists(directory):
         recover_folder(directory)
+    else:
+        try:
+            recover_folder(directory)
+        except (FolderError, OSError):
+            pass
     if not directory.is_dir():
         raise FolderError(f"{directory}: no such model folder")
     manifest = check_folder(directory)
@@ -246,7 +254,21 @@ def check_model_folder(directory: str | Path) -> FolderInfo:
         safetensors_header(path)  # a truncated file is named here, not deep inside a loader
     _check_vocab(directory, config)
     _check_post_processing(directory, config, info)
+    _check_predictor(info)
     return info
+
+
+def _check_predictor(info: FolderInfo) -> None:
+    from kexue.recipes import TASKS
+
+    if info.predictor not in TASKS:
+        where = info.directory / (MANIFEST if info.manifest is not None else "config.json")
+        raise FolderError(f"{where}: unknown task {info.predictor!r} (known: {', '.join(sorted(TASKS))})")
+    cls = TASKS[info.predictor].predictor_class()
+    check_task(info, cls)
+    if info.pooling not in (None, *cls.poolings):
+        raise FolderError(f"{info.directory / MANIFEST}: field 'pooling' is {info.pooling!r}; the "
+                          f"{info.predictor} predictor pools by {', '.join(cls.poolings) or 'nothing'}")
 
 
 def embedding_rows(directory: Path) -> tuple[int, Path] | None:
@@ -288,12 +310,21 @@ def _check_post_processing(directory: Path, config: dict, info: FolderInfo) -> N
     step = info.post_processing.get("whitening")
     if step is None:
         return
-    header = safetensors_header(directory / step["file"])
+    path = directory / step["file"]
+    header, meta = safetensors_header(path, metadata=True)
     mu = header.get("mu", {}).get("shape")
     hidden = config.get("hidden_size", config.get("d_model"))
     if not mu or (hidden is not None and mu[0] != hidden):
-        raise FolderError(f"{directory / step['file']}: whitening of dimension {mu[0] if mu else '?'} does not fit the "
+        raise FolderError(f"{path}: whitening of dimension {mu[0] if mu else '?'} does not fit the "
                           f"encoder's hidden_size {hidden}")
+    try:
+        params = json.loads(meta.get("params", "{}"))
+    except json.JSONDecodeError:
+        raise FolderError(f"{path}: its metadata 'params' is not JSON") from None
+    for key in ("beta", "gamma", "k"):
+        if step.get(key) != params.get(key):
+            raise FolderError(f"{directory / MANIFEST}: field 'post_processing.whitening.{key}' is {step.get(key)!r} "
+                              f"but {path.name} holds {params.get(key)!r}")
 
 
 def check_task(info: FolderInfo, predictor: type) -> None:

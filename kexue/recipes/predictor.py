@@ -90,21 +90,13 @@ def load(directory: str | Path, quantize: str | None = None) -> Predictor:
     manifest and hashes, the vocabulary against the embedding, the labels against the head, typed JSON);
     a diffusion or GAN folder is refused with the command that uses it."""
     from kexue.io import FolderError
-    from kexue.recipes.folder import USED_BY, check_model_folder, check_task
+    from kexue.recipes.folder import USED_BY, check_model_folder
 
-    info = check_model_folder(Path(directory))
+    info = check_model_folder(Path(directory))  # the task's own checks included
     if info.kind in USED_BY:
         raise FolderError(f"{info.directory} is a {info.kind} model folder, written by {USED_BY[info.kind]}; "
                           "kexue.load / predict serve text models")
-    if info.predictor not in TASKS:
-        where = info.directory / ("manifest.json" if info.manifest is not None else "config.json")
-        raise FolderError(f"{where}: unknown task {info.predictor!r} (known: {', '.join(sorted(TASKS))})")
-    cls = TASKS[info.predictor].predictor_class()
-    check_task(info, cls)
-    if info.pooling not in (None, *cls.poolings):
-        raise FolderError(f"{info.directory / 'manifest.json'}: field 'pooling' is {info.pooling!r}; the "
-                          f"{info.predictor} predictor pools by {', '.join(cls.poolings) or 'nothing'}")
-    predictor = cls.from_folder(info.directory)
+    predictor = TASKS[info.predictor].predictor_class().from_folder(info.directory)
     if quantize:
         from kexue.tools.quantize import quantize as quantize_model
 

@@ -226,6 +226,9 @@ def test_diffusion_save_load_round_trip_without_pickle(tmp_path):
         assert torch.equal(fresh.eval()(x, t, t), back(x, t, t))
     cfg_path = tmp_path / "m2" / "config.json"
     cfg_path.write_text(json.dumps({"kind": "shortcut", "channels": 1, "width": 16}))
+    with pytest.raises(ValueError, match="config.json: .* bytes, but manifest.json records"):
+        load_model(tmp_path / "m2")  # the folder's manifest sees the edit
+    (tmp_path / "m2" / "manifest.json").unlink()  # a folder of an older kexue: the weights must still fit
     with pytest.raises(ValueError, match="does not fit a shortcut model of width 16"):
         load_model(tmp_path / "m2")
 
