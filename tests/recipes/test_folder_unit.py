@@ -450,3 +450,35 @@ def test_diffusion_and_gan_folders_are_not_read_as_encoders(tmp_path):
     back, config = load_gan(tmp_path / "gan")
     z = torch.randn(4, 8)
     assert torch.equal(back.sample(4, z=z), gan.sample(4, z=z)) and config["selfmod"] is True
+
+
+def test_encoder_folder_records_its_whitening_as_post_processing(tmp_path):
+    """save_encoder (the demo's encoders) stores a Whitening as the folder's post-processing; kexue.load embeds
+    like the in-memory model, Whitening.from_folder transforms like the in-memory whitening, and a manifest
+    whose (β, γ, k) disagree with the file is refused by field."""
+    from kexue.data import shipped as datasets
+    from kexue.models import build_model
+    from kexue.models.pretrained import embed
+    from kexue.recipes.folder import save_encoder
+    from kexue.similarity.whitening import Whitening
+    from kexue.text.tokenizer import Tokenizer, build_vocab
+
+    texts = [p.a for p in datasets.sts_zh("test")[:40]]
+    tok = Tokenizer(build_vocab(texts))
+    model = build_model(dict(model_type="roformer", vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)).eval()
+    vectors = embed(model, tok, texts, maxlen=48)
+    w = Whitening.fit(vectors).with_params(0.0, 0.0, 16)
+    save_encoder(tmp_path / "enc", model, tok, maxlen=48, whitening=w)
+    m = json.loads((tmp_path / "enc" / MANIFEST).read_text(encoding="utf-8"))
+    assert (m["kind"], m["task"], m["pooling"]) == ("encoder", None, "mean")
+    assert m["post_processing"] == {"whitening": {"file": "whitening.safetensors", "beta": 0.0, "gamma": 0.0, "k": 16,
+                                                  "dim": 32}}
+    got = torch.tensor([r["embedding"] for r in kexue.load(tmp_path / "enc").predict(texts[:5])])
+    assert torch.equal(got, vectors[:5])
+    back = Whitening.from_folder(tmp_path / "enc")
+    assert torch.equal(back.transform(vectors), w.transform(vectors))
+    edit_json(tmp_path / "enc" / MANIFEST, lambda m: m["post_processing"]["whitening"].update(k=8))
+    for load in (kexue.load, Whitening.from_folder):
+        with pytest.raises(FolderError, match="field 'post_processing.whitening.k' is 8 but whitening.safetensors holds 16"):
+            load(tmp_path / "enc")
