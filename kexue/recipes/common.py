@@ -11,7 +11,6 @@ the trained model is saved into ``--out`` (:mod:`kexue.recipes.folder`) for ``ke
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from torch import Tensor, nn
 from kexue.data.batching import index_batches, length_batches
 from kexue.recipes import args as at
 from kexue.models.checkpoints import load_checkpoint_except
-from kexue.io import write_json, write_text
+from kexue.io import holds_model
 from kexue.models import Transformer, TransformerConfig, build_model
 from kexue.optim.preset import adamw_preset
 from kexue.text.tokenizer import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
@@ -59,13 +58,21 @@ def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch
 
 
 def setup(args: argparse.Namespace) -> Path:
-    """Seeds and threads; ``--out`` checked writable and free (nothing is written into it yet)."""
+    """Seeds and threads; ``--out`` checked writable and free (nothing is written into it yet: the model
+    folder is written as one unit at the end, :func:`kexue.recipes.folder.save_task_model`)."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
     out = at.check_output_dir(args.out)
-    if not args.overwrite and any((out / f).exists() for f in ("config.json", "model.safetensors", "metrics.json")):
-        raise at.UsageError(f"--out {out} already holds a trained model; pass --overwrite to replace it")
+    if not args.overwrite and holds_model(out):
+        from kexue.recipes.folder import check_model_folder
+
+        try:
+            check_model_folder(out)
+            what = "a trained model"
+        except (ValueError, OSError) as e:
+            what = f"an incomplete or damaged model folder ({e})"
+        raise at.UsageError(f"--out {out} already holds {what}; pass --overwrite to replace it")
     return out
 
 
@@ -141,22 +148,10 @@ class Timer:
         return round(time.perf_counter() - self.start, 1)
 
 
-def write_metrics(out: Path, metrics: dict) -> Path:
-    """Write ``metrics.json`` and echo it."""
-    path = write_json(out / "metrics.json", metrics)
-    print(json.dumps(metrics, ensure_ascii=False, indent=1))
-    return path
-
-
-def write_predictions(out: Path, rows: Sequence[dict]) -> Path:
-    """``eval_predictions.jsonl``: the evaluation predictions, in the format of ``kexue predict``."""
-    return write_text(out / "eval_predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 def command(argv: Sequence[str] | None, name: str) -> str:
     """The command line that trained a model, for its model card."""
     return " ".join(["kexue", name, *(argv if argv is not None else [])])
 
 
 __all__ = ["SPECIAL_TOKENS", "SMALL", "Timer", "batches", "char_ids", "command", "fit", "model_and_tokenizer",
-           "pad", "recipe_args", "setup", "write_metrics", "write_predictions"]
+           "pad", "recipe_args", "setup"]

@@ -25,7 +25,7 @@ from kexue.losses.language_model import next_token_loss
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup
 from kexue.data.files import read_dialogues
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.generation import GenerationOptions, PrefixDecoding, decode_state
@@ -106,6 +106,7 @@ class DialoguePredictor(Predictor):
 
     task, model_attr = "dialogue", "lm"
     options = tuple(n for n in GenerationOptions.user_options() if n != "num_samples")
+    settings_schema = {"maxlen": "integer", "generation": "object"}
 
     def __init__(self, model, tokenizer, maxlen: int, defaults: dict):
         self.lm, self.tokenizer, self.maxlen, self.defaults = model.eval(), tokenizer, maxlen, defaults
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     save_task_model(out, "dialogue", model, tokenizer, {}, None, {"maxlen": args.maxlen, "generation": generation},
                     metrics, steps, {"command": command(argv, "dialogue"), "data": data, "out": str(out),
                                      "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, replies)
+                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}},
+                    predictions=replies, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
     return 0

@@ -27,6 +27,7 @@ class EncoderPredictor(Predictor):
     """``predict(["text", ["a", "b"]])`` -> ``[{"text", "embedding"}, {"text", "similarity"}]``."""
 
     task, model_attr = "encoder", "encoder"
+    settings_schema, settings_optional, poolings = {"maxlen": "integer"}, True, ("mean",)
 
     def __init__(self, model, tokenizer, maxlen: int = 256):
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
