@@ -43,7 +43,7 @@ from kexue.text.tokenizer import Tokenizer
 TASK_FILE, HEAD_FILE, WHITENING_FILE = "task.json", "head.safetensors", "whitening.safetensors"
 GENERATOR_APPLICATIONS = ("lm", "unilm", "seq2seq")
 #: the predictor (a key of :data:`kexue.recipes.TASKS`) of each kind of folder that has no task of its own
-KIND_PREDICTOR = {"encoder": "encoder", "generator": "generate"}
+KIND_PREDICTOR = {"encoder": "encoder", "generator": "generate", "custom": "custom"}
 USED_BY = {"diffusion": "`kexue diffusion` (load it with kexue.diffusion.train.load_model)",
            "gan": "`kexue gan` (load it with kexue.generative.gan_train.load_gan)"}
 FileContent = Callable[[Path], Any] | str | dict | list
@@ -157,7 +157,9 @@ def model_card(task: str, labels: list[str] | None, settings: dict, metrics: dic
 @dataclass
 class FolderInfo:
     """What :func:`check_model_folder` found: ``predictor`` is the key of :data:`kexue.recipes.TASKS`
-    (None for diffusion / GAN folders), ``manifest`` None for a folder of an older kexue."""
+    (None for diffusion / GAN folders) and ``predictor_class`` the class that serves the folder (for a
+    ``custom`` folder, the one of its :class:`~kexue.recipes.custom.Task`, named by ``task_module`` or
+    registered in this process); ``manifest`` None for a folder of an older kexue."""
 
     directory: Path
     kind: str
@@ -168,6 +170,8 @@ class FolderInfo:
     pooling: str | None = None
     post_processing: dict[str, dict] = field(default_factory=dict)
     manifest: dict | None = None
+    task_module: str | None = None
+    predictor_class: Any = None
 
 
 def _config(directory: Path) -> dict[str, Any]:
@@ -244,9 +248,10 @@ def check_model_folder(directory: str | Path) -> FolderInfo:
             return info
     else:
         tj = _task_json(directory)
-        predictor = manifest["task"] if manifest["kind"] in ("task", "custom") else KIND_PREDICTOR.get(manifest["kind"])
+        predictor = manifest["task"] if manifest["kind"] == "task" else KIND_PREDICTOR.get(manifest["kind"])
         info = FolderInfo(directory, manifest["kind"], manifest["task"], manifest["labels"], predictor,
-                          tj["settings"] if tj else None, manifest["pooling"], manifest["post_processing"], manifest)
+                          tj["settings"] if tj else None, manifest["pooling"], manifest["post_processing"], manifest,
+                          manifest.get("task_module"))
     if (directory / "tokenizer_config.json").exists():
         check_type(read_json(directory / "tokenizer_config.json"), "object", directory / "tokenizer_config.json",
                    "(top level)")
@@ -264,8 +269,9 @@ def _check_predictor(info: FolderInfo) -> None:
     if info.predictor not in TASKS:
         where = info.directory / (MANIFEST if info.manifest is not None else "config.json")
         raise FolderError(f"{where}: unknown task {info.predictor!r} (known: {', '.join(sorted(TASKS))})")
-    cls = TASKS[info.predictor].predictor_class()
+    cls = TASKS[info.predictor].predictor_class().for_folder(info)  # a custom folder: its own task's class
     check_task(info, cls)
+    info.predictor_class = cls
     if info.pooling not in (None, *cls.poolings):
         raise FolderError(f"{info.directory / MANIFEST}: field 'pooling' is {info.pooling!r}; the "
                           f"{info.predictor} predictor pools by {', '.join(cls.poolings) or 'nothing'}")
