@@ -345,7 +345,8 @@ def check_task(info: FolderInfo, predictor: type) -> None:
         else:
             for key, spec in schema.items():
                 if key not in info.settings:
-                    if not getattr(predictor, "settings_optional", False):
+                    if not getattr(predictor, "settings_optional", False) and \
+                            key not in getattr(predictor, "settings_defaults", {}):
                         raise FolderError(f"{path}: field 'settings.{key}' is missing")
                     continue
                 check_type(info.settings[key], spec, path, f"settings.{key}")

@@ -27,6 +27,7 @@ class Predictor:
     #: ``task.json`` settings the predictor reads: name -> JSON type (:func:`kexue.io.check_type`)
     settings_schema: dict[str, str] = {}
     settings_optional: bool = False  # True: task.json and each setting may be absent (defaults apply)
+    settings_defaults: dict[str, Any] = {}  # settings a folder may lack (one written before they existed)
     settings_choices: dict[str, tuple] = {}  # settings with a closed set of values
     needs_labels: bool = False  # the folder must record its labels (one per output row of the head)
     poolings: tuple[str, ...] = ()  # the manifest's ``pooling`` values this predictor implements

@@ -84,6 +84,8 @@ def test_missing_input_file(capsys, out, tmp_path):
     ("ner", "a.bio", "中 B-LOC\n国 I-LOC\n\n人 X-PER\n", ":4:", "bad tag"),
     ("ner", "b.bio", "中国 B-LOC\n", ":1:", "one character"),
     ("ner", "c.bio", "中\n", ":1:", "char TAG"),
+    ("ner", "d.bioes", "中 B-LOC\n国 E-LOC\n\n人 B-PER\n民 O\n", ":5:", "bad transition 'B-PER' -> 'O'"),
+    ("ner", "e.bio", "中 O\n国 I-LOC\n", ":2:", "bad transition 'O' -> 'I-LOC'"),
     ("reading", "a.json", '[\n{"question": "q",\n "passages": [}\n]', ":3:", "invalid JSON"),
     ("reading", "b.json", '[{"question": "谁", "passages": [{"passage": "x", "answer": "y"}]},\n'
                           ' {"question": "哪里", "passages": []}]', ":2:", "no passages"),
