@@ -54,6 +54,17 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 
+def require(items, minimum: int, source: str | Path, what: str, why: str = ""):
+    """``items`` if there are at least ``minimum`` of them; else :class:`DataError`
+    ``SOURCE: N WHATs; at least MINIMUM needed (why)`` — data too small to learn or evaluate anything from is
+    refused before any training, naming where it came from and the minimum."""
+    n = len(items)
+    if n < minimum:
+        raise DataError(f"{source}: {n} {what if n == 1 else what + 's'}; at least {minimum} needed"
+                        + (f" ({why})" if why else ""))
+    return items
+
+
 def read_labelled(path: str | Path) -> list[tuple[str | tuple[str, str], str]]:
     """``(text, label)`` or ``((text_a, text_b), label)`` rows of a 2- or 3-column TSV."""
     rows, width = [], None

@@ -26,7 +26,7 @@ from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
 from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup
-from kexue.data.files import read_dialogues
+from kexue.data.files import read_dialogues, require
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.generation import GenerationOptions, PrefixDecoding, decode_state
 from kexue.recipes.sampling import special_ids, task_options
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         test, train = dialogues[:n_test], dialogues[n_test:]
     if args.limit:
         train, test = train[: args.limit], test[: max(2, args.limit // 5)]
-    if not train:
-        raise ValueError("no training dialogues left after holding out the evaluation ones; give --dev or more data")
+    require(train, 1, args.train or "the shipped dialogues", "training dialogue", "" if args.dev else
+            "the evaluation hold-out takes 10 % of them, at least 2: give 3 or more dialogues, or give --dev")
     model, tokenizer = model_and_tokenizer(args, [t for d in train for t in d], application="lm", with_mlm=True)
     enc = lambda ds: [encode(tokenizer, d, args.maxlen) for d in ds]  # noqa: E731
     train_enc, test_enc = enc(train), enc(test)

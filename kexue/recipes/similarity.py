@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from kexue.data.files import require
 from kexue.data.pairs import read_pairs
 from kexue.models.pretrained import SHIPPED, shipped
 from kexue.recipes import args as at
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     timer = Timer()
     train = read_pairs(args.train)[: args.limit]
     dev = read_pairs(args.dev)[: args.limit] if args.dev else None
+    if args.loss != "cosine":  # both compare pairs of different labels: one label teaches nothing
+        require(sorted({q.score for q in train}), 2, args.train, "distinct label",
+                "CoSENT ranks pairs of different labels" if args.loss == "cosent" else "SBERT tells labels apart")
+    if dev is not None:
+        require(dev, 2, args.dev, "pair", "Spearman's correlation needs 2")
 
     start = shipped(args.checkpoint) if args.checkpoint in SHIPPED else None
     if start is None:

@@ -14,6 +14,7 @@ import torch
 from kexue.io import folder_info
 from kexue.models import build_model
 from kexue.optim import adamw_preset
+from kexue.recipes import args as at
 from kexue.recipes.folder import save_model_folder
 from kexue.pretraining.objectives import WholeWordMLM, build_char_vocab, mlm_loss
 from kexue.pretraining.zh_mini import SETTINGS, corpus, heldout_loss, split_corpus
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for the finished model (config, weights, vocab, card)")
     ap.add_argument("--work", default="runs/zh-mini", help="run folder: vocab, resumable training state")
-    ap.add_argument("--steps", type=int, default=3000, help="optimizer updates")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--steps", type=at.positive_int, default=3000, help="optimizer updates")
+    ap.add_argument("--threads", type=at.positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

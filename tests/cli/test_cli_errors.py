@@ -109,6 +109,72 @@ def test_single_label(capsys, out, tmp_path):
           "only one label", out=out)
 
 
+# -- data too small to learn from: refused before training, naming the file and the minimum ----------
+@pytest.mark.parametrize("argv, files, words", [
+    (["classify", "--train", "{d}/a.tsv"], {"a.tsv": "好\tpos\n坏\tneg\n"},
+     ["a.tsv: 0 labels; at least 2 needed", "hold-out", "--dev"]),
+    (["poem", "--train", "{d}/a.txt"], {"a.txt": "唐\t床前明月光\n"},
+     ["a.txt: 0 training poems; at least 1 needed", "--dev"]),
+    (["dialogue", "--train", "{d}/a.txt"], {"a.txt": "你好\n你好啊\n"},
+     ["a.txt: 0 training dialogues; at least 1 needed", "--dev"]),
+    (["similarity", "--train", "{d}/a.tsv"], {"a.tsv": "甲\t乙\t1\n丙\t丁\t1\n"},
+     ["a.tsv: 1 distinct label; at least 2 needed (CoSENT"]),
+    (["similarity", "--train", "{d}/a.tsv", "--loss", "sbert"], {"a.tsv": "甲\t乙\t0\n丙\t丁\t0\n"},
+     ["a.tsv: 1 distinct label; at least 2 needed (SBERT"]),
+    (["similarity", "--train", "{d}/a.tsv", "--dev", "{d}/b.tsv"], {"a.tsv": "甲\t乙\t1\n丙\t丁\t0\n",
+                                                                    "b.tsv": "甲\t乙\t1\n"},
+     ["b.tsv: 1 pair; at least 2 needed (Spearman"]),
+    (["pretrain", "--data", "{d}/corpus"], {"corpus/a.txt": "\n  \n", "corpus/b.txt": "\n"},
+     ["corpus: no text (its 2 *.txt files hold only blank lines)"]),
+    (["pretrain", "--data", "{d}/corpus", "--maxlen", "1"], {"corpus/a.txt": "北京欢迎你\n"},
+     ["--maxlen 1: mlm needs at least 3"]),
+    (["pretrain", "--data", "{d}/corpus", "--maxlen", "4", "--objective", "unilm"], {"corpus/a.txt": "北京欢迎你\n"},
+     ["--maxlen 4: unilm needs at least 5"]),
+    (["zh-mini", "--steps", "0"], {}, ["--steps", "positive integer"]),
+    (["diffusion", "--channels", "2"], {}, ["--channels", "invalid choice: 2 (choose from 1, 3)"]),
+    (["diffusion", "--channels", "3"], {}, ["--channels 3", "--data digits is grayscale"]),
+    (["gan", "--channels", "2"], {}, ["--channels", "invalid choice: 2 (choose from 1, 3)"]),
+])
+def test_too_small_data_or_settings_that_learn_nothing(capsys, out, tmp_path, argv, files, words):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    fails(capsys, [a.format(d=tmp_path) for a in argv] + ["--out", str(out)], *words, out=out)
+
+
+def test_pretrain_corpus_with_nothing_to_mask(capsys, tmp_path):
+    """Every text's first word is longer than --maxlen 3 leaves room for (1 token): nothing to mask, refused
+    before a step is taken, and no model is saved."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("北京欢迎你\n中华人民共和国\n", encoding="utf-8")
+    out = tmp_path / "out"
+    fails(capsys, ["pretrain", "--data", str(corpus), "--maxlen", "3", "--out", str(out)],
+          f"--data {corpus}: no text has a word that fits in --maxlen 3 (1 token besides [CLS] and [SEP]): "
+          "nothing could be masked")
+    assert not (out / "model.safetensors").exists() and not (out / "manifest.json").exists()
+
+
+def test_evaluate_and_gan_name_the_file_and_the_minimum(capsys, tmp_path):
+    pairs = write(tmp_path, "one.tsv", "甲\t乙\t3\n")
+    fails(capsys, ["evaluate", "--pairs", pairs, "--model", "zh-mini"], f"{pairs}: 1 pair; at least 2 needed")
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("L", (8, 8), 128).save(images / "a.png")
+    fails(capsys, ["gan", "--data", str(images), "--out", str(tmp_path / "g")],
+          f"{images}: 1 image; at least 64 needed (one full batch of --batch-size 64)")
+
+
+def test_not_utf8_corpus_names_file_and_line(capsys, out, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes("北京\n上海\n".encode() + "广州\n".encode("gbk"))
+    fails(capsys, ["pretrain", "--data", str(corpus), "--out", str(out)], f"{corpus / 'a.txt'}:3: not UTF-8 text",
+          out=out)
+
+
 # -- output folders --------------------------------------------------------------------------------
 def test_out_is_a_file(capsys, tmp_path):
     f = tmp_path / "file"
