@@ -177,15 +177,28 @@ def check_type(value: Any, spec: str, path: str | os.PathLike, field: str) -> An
     return value
 
 
+class NotUTF8Error(ValueError):
+    """A text file that is not UTF-8; the message is ``FILE:LINE: not UTF-8 text (byte N)``."""
+
+
+def read_utf8(path: str | os.PathLike, error: type[ValueError] = NotUTF8Error) -> str:
+    """The text of a UTF-8 file; bytes that are not UTF-8 raise ``error`` naming the file, the line and the byte
+    offset of the first bad one (``FileNotFoundError`` / ``OSError`` pass through)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a missing file, bad UTF-8 or invalid JSON is a :class:`FolderError` naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_utf8(path, FolderError))
     except FileNotFoundError:
         raise FolderError(f"{path}: missing") from None
-    except UnicodeDecodeError as e:
-        raise FolderError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise FolderError(f"{path}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kexue.io import read_utf8
 from kexue.models.checkpoints import save_pretrained
 from kexue.models.family import REGISTRY, build_model
 from kexue.models.weights import CheckpointError, LoadReport, check_fit
@@ -162,8 +163,10 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     """Convert a bert4keras checkpoint into an HF-layout folder that ``build_model(checkpoint=out)`` loads.
     ``options`` are kexue block keys (with_pool, with_mlm, hierarchical_alpha, cond_hidden_act, ...);
     ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint)."""
-    with open(config_path, encoding="utf-8") as f:
-        b4k = json.load(f)
+    try:
+        b4k = json.loads(read_utf8(config_path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path} is not valid JSON: {e}") from None
     config, implied = convert_config(b4k, model)
     family = MODELS[model]
     for name, value in (("decoder_start_token_id", decoder_start_id), ("eos_token_id", eos_id)):

@@ -38,7 +38,7 @@ from kexue.io import (MANIFEST, FolderError, atomic_write, check_folder, check_t
 from kexue.models import Transformer, build_model
 from kexue.models.checkpoints import CheckpointError, save_pretrained
 from kexue.models.weights import LoadReport, check_fit
-from kexue.text.tokenizer import Tokenizer
+from kexue.text.tokenizer import Tokenizer, load_vocab
 
 TASK_FILE, HEAD_FILE, WHITENING_FILE = "task.json", "head.safetensors", "whitening.safetensors"
 GENERATOR_APPLICATIONS = ("lm", "unilm", "seq2seq")
@@ -293,11 +293,7 @@ def _check_vocab(directory: Path, config: dict) -> None:
     path = directory / "vocab.txt"
     if not path.is_file():
         return
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = [line.rstrip("\n") for line in f]
-    except UnicodeDecodeError as e:
-        raise FolderError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    tokens = load_vocab(path, FolderError)
     seen: dict[str, int] = {}
     for i, tok in enumerate(tokens, 1):
         if tok in seen:
