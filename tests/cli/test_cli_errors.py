@@ -163,6 +163,10 @@ def test_evaluate_and_gan_name_the_file_and_the_minimum(capsys, tmp_path):
     from PIL import Image
 
     Image.new("L", (8, 8), 128).save(images / "a.png")
+    from kexue.data.images import image_folder
+
+    with pytest.raises(ValueError, match="channels must be 1 \\(grayscale\\) or 3 \\(RGB\\), got 2"):
+        image_folder(images, 8, 2)
     fails(capsys, ["gan", "--data", str(images), "--out", str(tmp_path / "g")],
           f"{images}: 1 image; at least 64 needed (one full batch of --batch-size 64)")
 

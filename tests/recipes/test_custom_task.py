@@ -284,3 +284,15 @@ def test_inputs_outputs_and_declarations_are_checked(tmp_path):
             typed.build(backbone, tok, settings=settings)
     with pytest.raises(TypeError, match="declares no forward"):
         typed.build(backbone, tok, settings={"maxlen": 8})(["x"])
+
+
+def test_the_manifest_field_task_module_is_checked():
+    from kexue.io import folder_info
+
+    assert folder_info("custom", "t", task_module="pkg.mod:TASK")["task_module"] == "pkg.mod:TASK"
+    assert "task_module" not in folder_info("task", "ner") and "task_module" not in folder_info("custom", "t")
+    with pytest.raises(FolderError, match="field 'task_module' is only for a folder of kind 'custom', not 'task'"):
+        folder_info("task", "ner", task_module="pkg.mod:TASK")
+    for bad in ("pkg/mod.py:TASK", "pkg.mod", "../mod:TASK", "pkg.mod:TASK:X"):
+        with pytest.raises(FolderError, match="field 'task_module' must be 'package.module:ATTRIBUTE'"):
+            folder_info("custom", "t", task_module=bad)
