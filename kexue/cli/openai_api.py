@@ -373,8 +373,8 @@ def add_routes(app, ctx) -> None:
         data = [{"object": "embedding", "index": i,
                  "embedding": (base64.b64encode(v.float().numpy().astype("<f4").tobytes()).decode("ascii")
                                if fmt == "base64" else v.float().tolist())} for i, v in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": served,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return JSONResponse({"object": "list", "data": data, "model": served,
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def generate(request: Request, chat: bool):
         if not generates:

@@ -178,7 +178,7 @@ def create_app(predictor, model_name: str = "", max_batch: int = 64, max_wait_ms
             outputs = await run_predict(ctx, req.inputs, options)
         except (ValueError, ServeError) as e:
             return refuse(e)
-        return {"outputs": outputs}
+        return JSONResponse({"outputs": outputs})  # plain JSON: no per-float encoder pass over large outputs
 
     @app.post("/search")
     async def search(req: SearchRequest):
@@ -239,10 +239,10 @@ def parser() -> at.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def app_from_args(args):
+    """The app ``kexue serve`` runs for parsed ``args``: the model (or an index's encoder), the index,
+    the caps and the key."""
     import torch
-    import uvicorn
 
     from kexue.recipes.predictor import load
 
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.index:
             raise at.UsageError(f"{args.model} is an index folder already; --index is for encoder folders")
         index = SearchIndex.open(model)
-        model = index.check_encoder()
+        model = index.check_encoder()  # the encoder recorded in the index, refused if its weights changed
     elif args.index:
         from kexue.similarity.index import SearchIndex
 
@@ -268,14 +268,22 @@ def main(argv: list[str] | None = None) -> int:
     if api_key is not None and not api_key.strip():
         raise at.UsageError("--api-key: an empty key")
     limits = Limits(args.max_inputs, args.max_samples, args.max_new_tokens)
-    app = create_app(predictor, str(model), args.max_batch, args.max_wait_ms,
-                     served_name=args.served_model_name or Path(args.model).resolve().name, limits=limits,
-                     api_key=api_key, index=index, created=int((model / "config.json").stat().st_mtime))
-    extra = f", index {index.folder} ({len(index)} sentences)" if index is not None else ""
-    print(f"kexue serve: {predictor.task} model {model}{extra} as {app.state.served.served_name!r} on "
+    return create_app(predictor, str(model), args.max_batch, args.max_wait_ms,
+                      served_name=args.served_model_name or Path(args.model).resolve().name, limits=limits,
+                      api_key=api_key, index=index, created=int((model / "config.json").stat().st_mtime))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    import uvicorn
+
+    app = app_from_args(args)
+    served = app.state.served
+    extra = f", index {served.index.folder} ({len(served.index)} sentences)" if served.index is not None else ""
+    print(f"kexue serve: {served.predictor.task} model {served.model_name}{extra} as {served.served_name!r} on "
           f"http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
-__all__ = ["Batcher", "Limits", "create_app", "main", "parser"]
+__all__ = ["Batcher", "Limits", "app_from_args", "create_app", "main", "parser"]
