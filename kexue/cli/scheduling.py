@@ -148,6 +148,7 @@ class Generation:
         self.tokens: list[list[int]] = []
         self.ended: list[bool] = []
         self.done, self.error = False, None
+        self.cancelled = False  # cancelled before the engine took it
 
     def _publish(self, tokens, ended, done, error) -> None:  # on the event loop
         self.tokens, self.ended, self.done, self.error = tokens, ended, done, error
@@ -218,7 +219,7 @@ class GenerationEngine:
                 else:
                     gen.cancelled = True
                 continue
-            if getattr(gen, "cancelled", False):
+            if gen.cancelled:
                 continue
             d = gen.decoding
             try:
