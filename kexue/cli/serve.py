@@ -246,6 +246,9 @@ def app_from_args(args):
 
     from kexue.recipes.predictor import load
 
+    api_key = args.api_key if args.api_key is not None else os.environ.get("KEXUE_API_KEY") or None
+    if api_key is not None and not api_key.strip():
+        raise at.UsageError("--api-key: an empty key")
     if args.threads:
         torch.set_num_threads(args.threads)
     model, index = Path(args.model), None
@@ -264,9 +267,6 @@ def app_from_args(args):
     predictor = load(model, quantize="int8" if args.int8 else None)
     if index is not None and not hasattr(predictor, "embed"):
         raise at.UsageError(f"{model} is a {predictor.task} model: an index is searched with its sentence encoder")
-    api_key = args.api_key if args.api_key is not None else os.environ.get("KEXUE_API_KEY") or None
-    if api_key is not None and not api_key.strip():
-        raise at.UsageError("--api-key: an empty key")
     limits = Limits(args.max_inputs, args.max_samples, args.max_new_tokens)
     return create_app(predictor, str(model), args.max_batch, args.max_wait_ms,
                       served_name=args.served_model_name or Path(args.model).resolve().name, limits=limits,
