@@ -20,7 +20,7 @@ from kexue.recipes.predictor import Predictor
 from kexue.models.pretrained import embed
 from kexue.similarity.search import build_index
 from kexue.recipes.folder import load_backbone, read_task
-from kexue.recipes.sampling import special_ids, task_options
+from kexue.recipes.sampling import Decoding, special_ids, task_options
 
 
 class EncoderPredictor(Predictor):
@@ -99,8 +99,7 @@ class GenerationPredictor(Predictor):
             raise ValueError(f"a generation input is a text string, got {type(item).__name__}")
         return item
 
-    @torch.no_grad()
-    def _predict(self, texts: list[str], **options) -> list[dict]:
+    def decodings(self, texts: list[str], **options) -> list[Decoding]:
         tok = self.tokenizer
         options = task_options(options, self.defaults, sample=None)  # greedy unless a sampling option (or beams)
         seq2seq = decoding_kind(self.lm) == ENCODER_DECODER  # T5
@@ -115,9 +114,13 @@ class GenerationPredictor(Predictor):
                     ids, segs = ids[:-1], segs[:-1]  # [CLS] text: the continuation follows
                 state = decoding_state(self.lm, torch.tensor([ids]), None, torch.tensor([segs]),
                                        banned_ids=special_ids(tok))
-            rows = decode_state(state, options, eos)
-            out.append({"text": text, "generations": [tok.decode(r) for r in rows]})
+            output = (lambda text: lambda rows: {"text": text, "generations": [tok.decode(r) for r in rows]})(text)
+            out.append(Decoding(state, options, eos, tok.decode, output, len(ids)))
         return out
+
+    @torch.no_grad()
+    def _predict(self, texts: list[str], **options) -> list[dict]:
+        return [d.output(decode_state(d.state, d.options, d.eos_id)) for d in self.decodings(texts, **options)]
 
 
 __all__ = ["EncoderPredictor", "GenerationPredictor"]

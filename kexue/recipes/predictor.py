@@ -83,6 +83,13 @@ class Predictor:
     def _predict(self, items: list, **options) -> list[dict]:
         raise NotImplementedError
 
+    def decodings(self, items: list, **options) -> list | None:
+        """For tasks that generate token by token (greedy decoding or sampling): one
+        :class:`~kexue.recipes.sampling.Decoding` per checked input, built from the checked ``options`` as
+        ``_predict`` builds them, so a server can decode many requests in shared steps and stream tokens.
+        ``None``: this task (or these options, e.g. beam search) runs through ``predict`` only."""
+        return None
+
 
 def load(directory: str | Path, quantize: str | None = None) -> Predictor:
     """The predictor of the model folder ``directory`` (``quantize="int8"``: dynamic int8 Linear layers).
