@@ -44,7 +44,7 @@ TASK_FILE, HEAD_FILE, WHITENING_FILE = "task.json", "head.safetensors", "whiteni
 GENERATOR_APPLICATIONS = ("lm", "unilm", "seq2seq")
 #: the predictor (a key of :data:`kexue.recipes.TASKS`) of each kind of folder that has no task of its own
 KIND_PREDICTOR = {"encoder": "encoder", "generator": "generate"}
-USED_BY = {"diffusion": "`kexue diffusion` (load it with kexue.diffusion.train.load_model)",
+USED_BY = {"diffusion": "`kexue diffusion` (load it with kexue.diffusion.folder.load_model)",
            "gan": "`kexue gan` (load it with kexue.generative.gan_train.load_gan)"}
 FileContent = Callable[[Path], Any] | str | dict | list
 

@@ -431,7 +431,7 @@ def test_recipe_out_holding_a_half_written_old_folder_says_so(old_format, tmp_pa
 
 def test_diffusion_and_gan_folders_are_not_read_as_encoders(tmp_path):
     from kexue.diffusion import methods
-    from kexue.diffusion.train import load_model, save_model
+    from kexue.diffusion.folder import load_model, save_model
     from kexue.generative.gan import build_gan
     from kexue.generative.gan_train import load_gan, save_gan
 
