@@ -4,7 +4,7 @@ experiments and benchmarks already wrote.
     PYTHONPATH=. python experiments/ledger.py            # rewrites docs/ledger.md
     PYTHONPATH=. python experiments/ledger.py --check    # exit 1 if docs/ledger.md is stale
 
-The seed posts are the excerpts in ``shared/seeds/*.txt`` (:func:`kexue.data.shipped.seeds_root`): each post is a
+The seed posts are the excerpts in ``shared/seeds/*.txt`` (:func:`kexue.data.paths.seeds_root`): each post is a
 title line followed by a line starting "By 苏剑林"; a title may also sit at the end of the previous line, after an
 excerpt's closing "引用" or "最近评论". Every seed title must have exactly one :class:`Post` and every post a seed.
 
@@ -258,7 +258,7 @@ def evaluate(post: Post, seed: dict, repo: Path) -> Row:
 
 def rows(repo: Path = REPO, seeds: Path | None = None) -> list[Row]:
     if seeds is None:
-        from kexue.data.shipped import seeds_root
+        from kexue.data.paths import seeds_root
 
         seeds = seeds_root()
     seeded = seed_posts(seeds)
