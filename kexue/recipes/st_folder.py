@@ -195,7 +195,7 @@ def st_module_file(rel: str) -> bool:
     return rel == MODULES or (top != rel and bool(_MODULE_DIR.fullmatch(top)))
 
 
-def write_st_modules(stage: Path, info: dict, hidden_size: int, maxlen: int | None) -> None:
+def write_st_modules(stage: Path, info: dict, hidden_size: int, maxlen: int | None, include_prompt: bool = True) -> None:
     """Write the sentence-transformers modules of the encoder folder being staged in ``stage`` (``info``: its
     :func:`kexue.io.folder_info`; the whitening file, if any, is already there). Nothing for a pooling
     sentence-transformers does not have (``first-last-avg``, ``pooler``)."""
@@ -207,7 +207,7 @@ def write_st_modules(stage: Path, info: dict, hidden_size: int, maxlen: int | No
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": POOLING_DIR, "type": "sentence_transformers.models.Pooling"}]
     config = {"word_embedding_dimension": hidden_size, **{key: mode == st for mode, (key, _) in ST_POOLINGS.items()},
-              "include_prompt": True}
+              "include_prompt": include_prompt}
     write_json(stage / POOLING_DIR / "config.json", config)
     if "normalize" in post:
         modules.append({"idx": 2, "name": "2", "path": NORMALIZE_DIR, "type": "sentence_transformers.models.Normalize"})
