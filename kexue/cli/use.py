@@ -119,12 +119,15 @@ def predict_main(argv: list[str] | None = None) -> int:
 def embed_main(argv: list[str] | None = None) -> int:
     p = at.ArgumentParser(prog="kexue embed", description="Sentence vectors of an encoder; JSON lines out.")
     _io_args(p, "texts")
+    p.add_argument("--prompt-name", metavar="NAME", help="prepend the encoder's prompt NAME (its "
+                   "config_sentence_transformers.json prompts; default: its default_prompt_name, if any)")
     args = p.parse_intermixed_args(argv)
     items = read_inputs(args.texts, args.input)
     predictor = _start(args)
     if not hasattr(predictor, "embed"):
         raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
-    vectors = predictor.embed([predictor.check_text(t) for t in items])
+    texts = [predictor.check_text(t) for t in items]
+    vectors = predictor.embed(texts, prompt_name=args.prompt_name) if args.prompt_name else predictor.embed(texts)
     write_lines(({"text": t, "embedding": v} for t, v in zip(items, vectors.tolist())), args.output)
     return 0
 

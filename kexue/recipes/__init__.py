@@ -65,6 +65,8 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("dialogue", "multi-turn dialogue with a causal LM, response perplexity", "kexue.recipes.dialogue",
        predictor="DialoguePredictor"),
     _R("similarity", "sentence encoder on labelled pairs: CoSENT / SBERT / cosine loss", "kexue.recipes.similarity"),
+    _R("whiten", "fit BERT-whitening (β, γ, k) on a corpus and store it in an encoder folder",
+       "kexue.recipes.whiten"),
     # --- folders without a task: encoders and text generators (any HF-layout folder too)
     _R("encoder", "sentence encoder: embed, search, pair similarity", "kexue.recipes.encoder", None,
        predictor="EncoderPredictor"),

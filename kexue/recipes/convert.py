@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                "pool_act": args.with_pool if args.with_pool not in (None, "tanh") else None,
                "hierarchical_alpha": args.hierarchical_alpha, "cond_hidden_act": args.cond_hidden_act}
     generator = args.application != "encoder" or MODELS.get(args.model) == "t5"
-    info = folder_info("generator" if generator else "encoder", pooling=None if generator else "mean")
+    info = folder_info("generator" if generator else "encoder", pooling=None if generator else "mean",
+                       post_processing=None if generator else {"normalize": {}})
     try:
         with write_folder(args.out, info, overwrite=True) as stage:
             convert(args.config, args.checkpoint, args.model, stage, args.application, args.vocab,

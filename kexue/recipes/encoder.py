@@ -3,9 +3,10 @@ pair similarity) and a plain generator (application ``lm`` / ``unilm``, e.g. ``k
 output, or a T5 PEGASUS folder: ``[CLS] text [SEP]`` in, decoder from ``decoder_start_token_id`` to
 ``eos_token_id``, jieba word + char tokenizer).
 
-Encoder: the sentence vector is the mean of the last hidden states over real tokens, L2-normalised
-(sentence-transformers' pooling, the one the demo's CoSENT fine-tune trains); the similarity of a
-pair is the cosine of their vectors.
+Encoder: the sentence vector is the folder's pooling of the last hidden states (mean over real tokens
+unless it says otherwise), L2-normalised if it says so, then its post-processing (BERT-whitening), as
+:mod:`kexue.recipes.st_folder` reads it from a kexue manifest or a sentence-transformers folder; the
+similarity of a pair is the cosine of their vectors.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from kexue.recipes.predictor import Predictor
 from kexue.models.pretrained import embed
 from kexue.similarity.search import build_index
 from kexue.recipes.folder import load_backbone, read_task
+from kexue.recipes.st_folder import EncoderSpec, encoder_spec
 from kexue.recipes.sampling import Decoding, special_ids, task_options
 
 
@@ -27,17 +29,20 @@ class EncoderPredictor(Predictor):
     """``predict(["text", ["a", "b"]])`` -> ``[{"text", "embedding"}, {"text", "similarity"}]``."""
 
     task, model_attr = "encoder", "encoder"
-    settings_schema, settings_optional, poolings = {"maxlen": "integer"}, True, ("mean",)
+    settings_schema, settings_optional = {"maxlen": "integer"}, True
+    poolings = ("mean", "cls", "max", "last-token", "weighted-mean", "first-last-avg")
 
-    def __init__(self, model, tokenizer, maxlen: int = 256):
+    def __init__(self, model, tokenizer, maxlen: int = 256, spec: EncoderSpec | None = None):
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         maxlen = min(maxlen, positions) if isinstance(positions, int) else maxlen  # never past the model's positions
         self.encoder, self.tokenizer, self.maxlen = model.eval(), tokenizer, maxlen
+        self.spec = spec or EncoderSpec()
 
     @classmethod
     def from_folder(cls, directory) -> "EncoderPredictor":
         model, tokenizer = load_backbone(directory, application="encoder")
-        return cls(model, tokenizer, read_task(directory, required=False).get("settings", {}).get("maxlen", 256))
+        spec = encoder_spec(directory, read_task(directory, required=False).get("settings"))
+        return cls(model, tokenizer, spec.maxlen or 256, spec)
 
     @staticmethod
     def check_text(item) -> str:
@@ -52,8 +57,13 @@ class EncoderPredictor(Predictor):
             return tuple(item)
         return self.check_text(item)
 
-    def embed(self, texts: list[str]) -> Tensor:
-        return embed(self.encoder, self.tokenizer, texts, maxlen=self.maxlen, progress=self.progress)
+    def embed(self, texts: list[str], prompt_name: str | None = None, post_processing: bool = True) -> Tensor:
+        """``[N, d]`` sentence vectors: the folder's prompt (``prompt_name``, or its default), pooling,
+        normalisation and (unless ``post_processing=False``) whitening."""
+        texts, skip = self.spec.texts(texts, self.spec.prompt(prompt_name), self.tokenizer)
+        vectors = embed(self.encoder, self.tokenizer, texts, maxlen=self.maxlen, progress=self.progress,
+                        pooling=self.spec.pooling, normalize=self.spec.normalize, skip=skip)
+        return self.spec.post(vectors) if post_processing else vectors
 
     def _predict(self, items: list, **_) -> list[dict]:
         texts = sorted({t for x in items for t in ((x,) if isinstance(x, str) else x)})
@@ -64,7 +74,8 @@ class EncoderPredictor(Predictor):
             if isinstance(x, str):
                 out.append({"text": x, "embedding": vectors[where[x]].tolist()})
             else:
-                out.append({"text": list(x), "similarity": float(vectors[where[x[0]]] @ vectors[where[x[1]]])})
+                a, b = torch.nn.functional.normalize(vectors[[where[x[0]], where[x[1]]]], dim=-1)
+                out.append({"text": list(x), "similarity": float(a @ b)})
         return out
 
     def search(self, queries: list[str], corpus: list[str], k: int, lines: list[int] | None = None) -> list[dict]:

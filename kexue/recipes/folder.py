@@ -14,7 +14,11 @@ Layout:
   (head type, maxlen, decoding options);
 * ``metrics.json``, ``loss.png`` (training loss per step), ``README.md`` (a short model card) and
   ``eval_predictions.jsonl`` (the recipe's evaluation predictions, in the format of ``kexue predict``);
-* ``whitening.safetensors`` — an encoder's BERT-whitening, recorded as its ``post_processing``.
+* ``whitening.safetensors`` — an encoder's BERT-whitening, recorded as its ``post_processing`` (after its
+  ``normalize`` step);
+* an encoder's sentence-transformers modules (``modules.json``, ``1_Pooling/``, ``2_Normalize/``, ``3_Dense/``
+  for the whitening, ``sentence_bert_config.json``; :mod:`kexue.recipes.st_folder`), consistent with the
+  manifest's ``pooling`` and ``post_processing``, so ``SentenceTransformer(folder)`` gives the same vectors.
 
 A folder written by an older kexue (no manifest; task and labels in both ``config.json``'s ``"kexue"`` block
 and ``task.json``) still loads: both copies must agree. :func:`check_model_folder` cross-checks every
@@ -81,6 +85,14 @@ def save_model_folder(out: str | Path, info: dict[str, Any], *, backbone: nn.Mod
                 write_text(path, content)
             else:
                 write_json(path, content)
+        if info.get("kind") == "encoder" and backbone is not None:  # sentence-transformers reads it too
+            from kexue.recipes.st_folder import write_st_modules
+
+            config = getattr(backbone, "config", None)
+            positions = getattr(config, "max_position_embeddings", None)
+            maxlen = (settings or {}).get("maxlen") or 256
+            write_st_modules(stage, info, int(config.hidden_size),
+                             min(maxlen, positions) if isinstance(positions, int) else maxlen)
     return out
 
 
@@ -92,7 +104,8 @@ def save_task_model(out: Path, task: str, backbone: Transformer, tokenizer: Toke
     evaluation ``predictions`` as ``eval_predictions.jsonl``; ``task="encoder"``: a sentence encoder."""
     kind = "encoder" if task == "encoder" else "task"
     info = folder_info(kind, None if kind == "encoder" else task, labels,
-                       pooling={"encoder": "mean", "classify": "cls"}.get(task))
+                       pooling={"encoder": "mean", "classify": "cls"}.get(task),
+                       post_processing={"normalize": {}} if kind == "encoder" else None)
     files: dict[str, FileContent] = {
         "metrics.json": metrics,
         "loss.png": lambda path: plot_loss(step_losses, path, f"kexue {task}"),
@@ -103,18 +116,25 @@ def save_task_model(out: Path, task: str, backbone: Transformer, tokenizer: Toke
                              files=files, overwrite=overwrite)
 
 
+def whitening_step(whitening: Any) -> dict[str, Any]:
+    """The manifest's ``post_processing.whitening`` record of a fitted Whitening (its file, β, γ, k, dim)."""
+    return {"file": WHITENING_FILE, "beta": float(whitening.beta), "gamma": float(whitening.gamma),
+            "k": whitening.k, "dim": int(whitening.mu.numel())}
+
+
 def save_encoder(out: str | Path, model: nn.Module, tokenizer: Tokenizer, *, maxlen: int | None = None,
-                 whitening: Any = None, files: dict[str, FileContent] | None = None, overwrite: bool = True) -> Path:
-    """A sentence-encoder folder (``kexue embed / search / serve``): mean pooling over real tokens; a
-    :class:`~kexue.similarity.whitening.Whitening` is stored as its post-processing (``whitening.safetensors``
-    + its β, γ, k in the manifest)."""
-    post = {}
+                 whitening: Any = None, files: dict[str, FileContent] | None = None, overwrite: bool = True,
+                 pooling: str = "mean", normalize: bool = True) -> Path:
+    """A sentence-encoder folder (``kexue embed / search / serve``, and ``SentenceTransformer(out)``): the
+    token vectors pooled by ``pooling`` (:func:`kexue.heads.pooling.pool`), L2-normalised if ``normalize``;
+    a :class:`~kexue.similarity.whitening.Whitening` is stored as its post-processing (``whitening.safetensors``
+    + its β, γ, k in the manifest), applied after the normalisation."""
+    post: dict[str, dict] = {"normalize": {}} if normalize else {}
     files = dict(files or {})
     if whitening is not None:
-        post["whitening"] = {"file": WHITENING_FILE, "beta": float(whitening.beta), "gamma": float(whitening.gamma),
-                             "k": whitening.k, "dim": int(whitening.mu.numel())}
+        post["whitening"] = whitening_step(whitening)
         files[WHITENING_FILE] = whitening.save
-    return save_model_folder(out, folder_info("encoder", pooling="mean", post_processing=post), backbone=model,
+    return save_model_folder(out, folder_info("encoder", pooling=pooling, post_processing=post), backbone=model,
                              tokenizer=tokenizer, settings={"maxlen": maxlen} if maxlen else None, files=files,
                              overwrite=overwrite)
 
@@ -412,4 +432,4 @@ def load_head(directory: str | Path, module: nn.Module, backbone: str) -> nn.Mod
 
 __all__ = ["FolderInfo", "HEAD_FILE", "TASK_FILE", "WHITENING_FILE", "check_model_folder", "check_task",
            "embedding_rows", "head_state", "kexue_block", "load_backbone", "load_head", "model_card", "plot_loss",
-           "read_task", "save_encoder", "save_model_folder", "save_task_model"]
+           "read_task", "save_encoder", "save_model_folder", "save_task_model", "whitening_step"]
