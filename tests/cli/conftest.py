@@ -19,8 +19,11 @@ def generator_dir(dialogue_dir, tmp_path_factory):
     """The dialogue folder without its task: a plain LM generator (``kexue.load`` gives a GenerationPredictor)."""
     folder = tmp_path_factory.mktemp("served") / "lm"
     shutil.copytree(dialogue_dir, folder)
+    for name in ("manifest.json", "task.json"):  # the task lives in the manifest (and task.json) only
+        (folder / name).unlink(missing_ok=True)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    del config["kexue"]["task"], config["kexue"]["labels"]
+    for key in ("task", "labels"):  # folders of older kexue versions also kept it in config.json
+        config["kexue"].pop(key, None)
     (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     return folder
 
