@@ -16,24 +16,12 @@ import torch
 from torch import nn
 
 from kexue.io import save_safetensors, write_json
-from kexue.optim.ema import EMA
+from kexue.optim.ema import RampedEMA  # noqa: F401  (its home was here)
 from kexue.optim.schedules import PiecewiseLinear, lambda_lr
 from kexue.train.loop import fit
 
 MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 CONFIG_KEYS = {"kind", "channels", "width", "size", "method", "train_steps", "data"}
-
-
-class RampedEMA(EMA):
-    """:class:`EMA` whose decay is ``min(decay, (1 + n) / (10 + n))`` at its n-th update."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        super().__init__(model, decay)
-        self.max_decay = decay
-
-    def update(self, model: nn.Module) -> None:
-        self.decay = min(self.max_decay, (1 + self.num_updates) / (10 + self.num_updates))
-        super().update(model)
 
 
 class RandomBatches:
