@@ -117,6 +117,8 @@ class MultimodalTransformer(nn.Module):
     def _layout(self, parts: list) -> Layout:
         key = tuple(tuple(p) if isinstance(p, list) else ("image", p) for p in parts)
         if key not in self._layouts:
+            if len(self._layouts) >= 4096:  # a server sees ever new prompts: keep the cache bounded
+                self._layouts.clear()
             self._layouts[key] = interleave(parts, self.ids["placeholder"], self.image_attention)
         return self._layouts[key]
 

@@ -172,7 +172,7 @@ class MultimodalPredictor(Predictor):
         pictures = [i for i, x in enumerate(items) if isinstance(x, Picture)]
         if pictures:
             rows = caption_images(self.mm, torch.stack([items[i].pixels for i in pictures]),
-                                  max_new_tokens or self.settings["max_new_tokens"])
+                                  max_new_tokens or self.settings["max_new_tokens"], banned=[self.tokenizer.unk_id])
             for i, ids in zip(pictures, rows):
                 label = self.captions.get(tuple(ids))
                 caption = self.settings["caption"].format(label=label) if label is not None else self.tokenizer.decode(ids)
@@ -230,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--caption must contain {label}")
     if args.size % args.patch:
         p.error(f"--size {args.size} is not a multiple of --patch {args.patch}")
-    if args.hidden % args.heads or (args.hidden // args.heads) < 4:
-        p.error(f"--hidden {args.hidden} must split into --heads {args.heads} heads of at least 4 channels")
+    if args.hidden % args.heads or (args.hidden // args.heads) < 4 or (args.hidden // args.heads) % 2:
+        p.error(f"--hidden {args.hidden} must split into --heads {args.heads} heads of an even number (>= 4) of "
+                "channels (RoPE-Tie rotates channel pairs)")
     out = setup(args)
     timer = Timer()
     x, names, labels = load_data(args)

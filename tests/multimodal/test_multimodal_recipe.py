@@ -135,6 +135,7 @@ def test_image_folder_with_classes(tmp_path):
     (["--caption", "数字"], "{label}"),
     (["--size", "9"], "multiple of --patch"),
     (["--hidden", "30"], "--heads"),
+    (["--hidden", "20"], "even number"),
     (["--images", "/no/such/folder"], "no such folder"),
     (["--channels", "3"], "--channels applies to --images"),
 ])
