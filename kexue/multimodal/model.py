@@ -167,7 +167,8 @@ def training_batch(model: MultimodalTransformer, images: Tensor, captions: Seque
     """Row b: ``generate[b]`` -> ``[CLS] caption_b [IMG] <image_b>`` (text -> image, a flow target), else
     ``[CLS] [IMG] <image_b> [/IMG] caption_b [SEP]`` (image -> text). Returns the batch and the clean patch
     values x_1 placed in it ``[B, L, P]``."""
-    layouts = [model.generation_layout(c) if g else model.caption_layout(c) for c, g in zip(captions, generate.tolist())]
+    layouts = [model.generation_layout(c) if g else model.caption_layout(c)
+               for c, g in zip(captions, generate.tolist())]
     batch = model.collate(layouts)
     return batch, place_patches(batch, model.image_values(images))
 

@@ -49,7 +49,8 @@ def unpatchify(patches: Tensor, grid: tuple[int, int], patch: int, channels: int
     rows, cols = grid
     n = patches.shape[0]
     if patches.shape[1:] != (rows * cols, channels * patch * patch):
-        raise ValueError(f"patches {tuple(patches.shape)} do not fit a {rows}×{cols} grid of {channels}×{patch}×{patch}")
+        raise ValueError(f"patches {tuple(patches.shape)} do not fit a {rows}×{cols} grid of "
+                         f"{channels}×{patch}×{patch}")
     x = patches.reshape(n, rows, cols, channels, patch, patch).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(n, channels, rows * patch, cols * patch)
 

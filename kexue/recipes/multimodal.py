@@ -163,8 +163,8 @@ class MultimodalPredictor(Predictor):
         texts = [i for i, x in enumerate(items) if not isinstance(x, Picture)]
         if texts:
             spec = self.mm.image
-            noise = torch.stack([torch.randn(spec.n_patches, spec.patch_dim, generator=torch.Generator().manual_seed(seed))
-                                 for _ in texts])
+            noise = torch.stack([torch.randn(spec.n_patches, spec.patch_dim,
+                                             generator=torch.Generator().manual_seed(seed)) for _ in texts])
             images = generate_images(self.mm, [text_ids(self.tokenizer, items[i]["text"]) for i in texts], steps,
                                      noise=noise)
             for i, img in zip(texts, images):
@@ -175,7 +175,8 @@ class MultimodalPredictor(Predictor):
                                   max_new_tokens or self.settings["max_new_tokens"], banned=[self.tokenizer.unk_id])
             for i, ids in zip(pictures, rows):
                 label = self.captions.get(tuple(ids))
-                caption = self.settings["caption"].format(label=label) if label is not None else self.tokenizer.decode(ids)
+                caption = (self.settings["caption"].format(label=label) if label is not None
+                           else self.tokenizer.decode(ids))
                 out[i] = {"caption": caption, "label": label}
         return out
 
@@ -267,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     data = {"images": args.images or "scikit-learn digits (8×8)", "classes": len(labels),
             "n_train": len(train), "n_eval": len(test)}
     metrics = {"task": TASK, **data, "steps": args.steps, "caption_accuracy": correct / len(test),
-               "chance": 1 / len(labels), "final_text_loss": history["text"][-1], "final_flow_loss": history["flow"][-1],
+               "chance": 1 / len(labels), "final_text_loss": history["text"][-1],
+               "final_flow_loss": history["flow"][-1],
                "parameters": sum(q.numel() for q in ema.parameters()), "seconds": timer.seconds()}
     save_model(out, ema, tokenizer, labels, settings, metrics, history["loss"],
                {"command": command(argv, TASK), "data": data, "out": str(out),

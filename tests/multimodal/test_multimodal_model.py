@@ -4,12 +4,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from kexue.losses.flow_matching import flow_interpolate, flow_target
-from kexue.multimodal import (ImageSpec, MultimodalTransformer, batch_loss, build_backbone, caption_images,
-                              generate_images, multimodal_loss, noise_features, patchify, train_multimodal,
-                              training_batch, unpatchify)
+from kexue.multimodal import (ImageSpec, MultimodalTransformer, batch_loss, build_backbone, caption_images, collate,
+                              generate_images, interleave, multimodal_loss, noise_features, patchify, place_patches,
+                              train_multimodal, training_batch, unpatchify)
 
 IDS = dict(pad=0, cls=2, sep=3, placeholder=4, img=5, end_img=6)
 
@@ -92,7 +91,6 @@ def test_generate_images_is_euler_by_hand_and_batch_invariant():
     for r, prompt in enumerate([[7, 8], [9]]):
         x = noise[r:r + 1].clone()
         for k in range(3):
-            from kexue.multimodal import collate, interleave, place_patches
             batch = collate([interleave([[2, *prompt, 5], (2, 2)], 4)], 0)
             with torch.no_grad():
                 h = model(batch, place_patches(batch, x[:, None]), torch.full(batch.ids.shape, k / 3)).hidden
@@ -110,13 +108,13 @@ def test_caption_is_greedy_by_hand():
     model = _model().eval()
     images = torch.rand(2, 1, 4, 4) * 2 - 1
     got = caption_images(model, images, max_new_tokens=3, banned=[1])
-    from kexue.multimodal import collate, place_patches
     for r in range(2):
         ids = []
         for _ in range(3):
             batch = collate([model.caption_layout(ids, end=False)], 0)
             with torch.no_grad():
-                h = model(batch, place_patches(batch, patchify(images[r:r + 1], 2)[:, None]), torch.ones(batch.ids.shape)).hidden
+                x = place_patches(batch, patchify(images[r:r + 1], 2)[:, None])
+                h = model(batch, x, torch.ones(batch.ids.shape)).hidden
                 logits = model.backbone.mlm(h[0, -1], model.backbone.embeddings.token.weight)
             logits[[0, 1, 2, 4, 5, 6]] = float("-inf")  # pad, the banned 1, cls, placeholder, [IMG], [/IMG]
             tok = int(logits.argmax())

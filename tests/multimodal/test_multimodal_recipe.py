@@ -78,7 +78,8 @@ def test_same_seed_same_image_in_any_batch_and_after_reloading(folder):
 
 def test_kexue_predict_command(folder, tmp_path, capsys):
     out = tmp_path / "pred.jsonl"
-    assert cli(["predict", str(folder), "数字 7", json.dumps({"image": digit(1)}), "--seed", "4", "--output", str(out)]) == 0
+    image = json.dumps({"image": digit(1)})
+    assert cli(["predict", str(folder), "数字 7", image, "--seed", "4", "--output", str(out)]) == 0
     got = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert got == kexue.load(folder).predict(["数字 7", {"image": digit(1)}], seed=4)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kexue.multimodal import ImageSpec, build_backbone, collate, patchify, place_patches
+from kexue.multimodal import ImageSpec, build_backbone, collate, patchify, place_patches, unpatchify
 from kexue.multimodal.vq import (PatchCodebook, VQMultimodal, assign, fit_codebook, generate_images_vq, kmeans,
                                  kmeans_plusplus, next_patch_places, vq_batch_loss)
 
@@ -60,7 +60,8 @@ def test_vq_loss_equals_a_direct_computation():
     generate = torch.tensor([True, False, True])
     got = vq_batch_loss(model, images, captions, generate, image_weight=0.5)
     codes = model.codebook.encode(patchify(images, 2))  # [3, 4]
-    layouts = [model.generation_layout(c) if g else model.caption_layout(c) for c, g in zip(captions, generate.tolist())]
+    layouts = [model.generation_layout(c) if g else model.caption_layout(c)
+               for c, g in zip(captions, generate.tolist())]
     batch = collate(layouts, 0)
     x = place_patches(batch, codes[:, None, :, None])
     out = model(batch, x, None)
@@ -108,7 +109,6 @@ def test_vq_sampling_is_autoregressive_by_definition():
             h = model(batch, place_patches(batch, codes[:, None, :, None]), None).hidden
         probs = torch.stack([model.code_out(h[r, first[r] - 1 + k]).softmax(-1) for r in range(2)])
         codes[:, k] = torch.multinomial(probs, 1, generator=g).squeeze(1)
-    from kexue.multimodal import unpatchify
     torch.testing.assert_close(got, unpatchify(model.codebook.decode(codes), (2, 2), 2, 1).clamp(-1, 1))
     with pytest.raises(ValueError, match="temperature"):
         generate_images_vq(model, [[7]], temperature=0)
