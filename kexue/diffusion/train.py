@@ -14,22 +14,12 @@ import torch
 from torch import nn
 
 from kexue.data.batching import RandomBatches
-from kexue.optim.ema import EMA
+from kexue.optim.ema import RampedEMA  # noqa: F401  (its home was here)
 from kexue.optim.preset import adamw_preset
 from kexue.train.loop import fit
 
 
 
-class RampedEMA(EMA):
-    """:class:`EMA` whose decay is ``min(decay, (1 + n) / (10 + n))`` at its n-th update."""
-
-    def __init__(self, model: nn.Module, decay: float):
-        super().__init__(model, decay)
-        self.max_decay = decay
-
-    def update(self, model: nn.Module) -> None:
-        self.decay = min(self.max_decay, (1 + self.num_updates) / (10 + self.num_updates))
-        super().update(model)
 
 
 def train(model: nn.Module, loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor], data: torch.Tensor,

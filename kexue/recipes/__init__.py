@@ -76,6 +76,8 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("pretrain", "MLM (whole-word masking) / UniLM pretraining on a folder of text", "kexue.recipes.pretrain"),
     _R("zh-mini", "rebuild kexue-zh-mini, the shipped Chinese RoFormer, from scratch", "kexue.recipes.zh_mini"),
     _R("diffusion", "train a diffusion/flow model on digits or images, save samples", "kexue.recipes.diffusion"),
+    _R("multimodal", "one Transformer: text -> image by a flow on patches, image -> caption (digits or a class folder)",
+       "kexue.recipes.multimodal", predictor="MultimodalPredictor"),
     _R("gan", "train a GAN (DCGAN/SELF-MOD; hinge/WGAN-GP/reflow) on digits or images", "kexue.recipes.gan"),
     # --- checkpoints
     _R("convert", "bert4keras TF checkpoint -> HF-layout folder (kexue convert bert4keras ...)",
