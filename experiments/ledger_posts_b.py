@@ -90,7 +90,8 @@ POSTS = [
     ),
     Post(
         anchor="diffusion-ode", archive=9280, title="生成扩散模型漫谈（十二）：“硬刚”扩散ODE",
-        modules=["kexue/diffusion/flow.py::sample_euler", "kexue/diffusion/flow.py::sample_heun"],
+        modules=["kexue/losses/flow_matching.py::sample_euler", "kexue/losses/flow_matching.py::sample_heun",
+                 "kexue/diffusion/flow.py::reflow_pairs"],
         tests=[("tests/diffusion/test_diffusion_samplers.py::test_flow_ode_recovers_gaussian",
                 "closed form (exact velocity field of Gaussian data)")],
         published="A derivation, no numbers: an ODE dx/dt = f_t(x) whose density follows from the Jacobian, "

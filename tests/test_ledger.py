@@ -95,7 +95,11 @@ def test_sources_name_the_file_when_they_cannot_be_read(tmp_path):
 
 
 def test_a_post_called_not_built_is_refused_once_its_code_exists(tmp_path):
-    post = next(p for p in POSTS if p.planned)
+    import dataclasses
+
+    # every seed post is built today: an unbuilt one, as the ledger would hold it
+    post = dataclasses.replace(POSTS[0], modules=[], tests=[], numbers={}, shown="", command="", docs=[],
+                               planned=["kexue/not_yet"], judge=("not built", "not in kexue yet"))
     seed = {"title": post.title, "date": "", "files": []}
     assert ledger.evaluate(post, seed, tmp_path).status == "not built"
     (tmp_path / post.planned[0]).mkdir(parents=True)
