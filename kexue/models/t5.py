@@ -31,6 +31,7 @@ from kexue.layers import FeedForward
 from kexue.models.base import check_ids
 from kexue.models.config import ACTIVATION_NAMES, Options, check_refused, check_type, refuse
 from kexue.models.weights import Rule, WeightMap, load_state
+from kexue.text.hf import load_tokenizer
 from kexue.text.tokenizer import Tokenizer, jieba_words
 
 REFUSED = {"is_decoder": (False, "a decoder-only T5 stack"), "use_bfloat16": (False, "bfloat16 computation"),
@@ -403,6 +404,9 @@ def t5_pegasus_tokenizer(vocab: str | Path | list[str], lowercase: bool = False)
     return Tokenizer(vocab, lowercase=lowercase, pre_tokenize=jieba_words)
 
 
-def folder_tokenizer(directory: str | Path) -> Tokenizer:
-    """The T5 family's tokenizer of a model folder: T5 PEGASUS's word+char ``vocab.txt``."""
-    return t5_pegasus_tokenizer(Path(directory) / "vocab.txt")
+def folder_tokenizer(directory: str | Path):
+    """The T5 family's tokenizer of a model folder: T5 PEGASUS's word+char ``vocab.txt``, else the folder's
+    ``tokenizer.json`` or SentencePiece ``spiece.model`` (T5, mT5; :func:`kexue.text.load_tokenizer`)."""
+    if (Path(directory) / "vocab.txt").is_file():
+        return t5_pegasus_tokenizer(Path(directory) / "vocab.txt")
+    return load_tokenizer(directory)
