@@ -26,7 +26,7 @@ from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, proces
 from tokenizers import Tokenizer as Pipeline
 from tokenizers.models import Unigram
 
-from kexue.io import write_json
+from kexue.io import write_json, write_text
 
 ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
 
@@ -74,8 +74,6 @@ class HFTokenizer:
         """``tokenizer.json`` + ``tokenizer_config.json`` (its special tokens), which :func:`load_tokenizer` reads."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        from kexue.io import write_text
-
         write_text(directory / "tokenizer.json", self.pipeline.to_str())
         config = {**self.config, **{f"{role}_token": t for role, t in self.specials.items()},
                   "tokenizer_class": self.config.get("tokenizer_class", "PreTrainedTokenizerFast")}

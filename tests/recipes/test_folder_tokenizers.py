@@ -2,7 +2,8 @@
 an mT5 folder (SentencePiece ``spiece.model``), each a seeded random model saved by kexue with a tokenizer
 trained here on real Chinese text. ``kexue.load`` / ``kexue predict`` pick the family's tokenizer, and the
 generated text equals transformers' own: its model class loaded from the folder, its tokenizer class from the
-same files, ``generate`` greedy, decoded. (T5 PEGASUS's vocab.txt folders: test_tasks_predict.py.)"""
+same files, ``generate`` greedy, decoded; ``kexue predict`` and ``kexue serve``'s app answer the same.
+(T5 PEGASUS's vocab.txt folders: test_tasks_predict.py.)"""
 from __future__ import annotations
 
 import json
@@ -82,3 +83,10 @@ def test_mt5_folder_with_spiece_model(tmp_path, corpus):
         assert row["generations"] == [hf_tok.decode(gen[0], skip_special_tokens=True)]
     beams = predictor.predict(PROMPTS, max_new_tokens=STEPS, num_beams=3)
     assert all(len(b["generations"]) == 1 for b in beams)
+    from fastapi.testclient import TestClient
+
+    from kexue.cli.serve import create_app
+
+    with TestClient(create_app(predictor, "mt5", max_wait_ms=1)) as client:  # kexue serve's app
+        answer = client.post("/predict", json={"inputs": PROMPTS, "options": {"max_new_tokens": STEPS}})
+    assert answer.status_code == 200 and answer.json()["outputs"] == got
