@@ -41,6 +41,7 @@ from kexue.models.vocab import Compound, parse_compound_tokens, parse_keep_token
 from kexue.models.weights import Bert4kerasNames, LoadReport, WeightMap, load_state
 from kexue.text import load_tokenizer
 from kexue.text.tokenizer import Tokenizer
+from kexue.hub import resolve  # hub ids -> local folders (floor 1)
 
 # How generation decodes a model (kexue.generation.decoding_state): one token at a time under a causal
 # mask, after a bidirectional prefix (UniLM), or with a decoder reading an encoder's output.
@@ -191,7 +192,8 @@ def build_model(
     compound_tokens: list | None = None,
     **options: Any,
 ) -> nn.Module:
-    """Build a model of any family and, given ``checkpoint`` (an HF-layout folder), load its weights.
+    """Build a model of any family and, given ``checkpoint`` (an HF-layout folder, or a hub id
+    ``org/name[@revision]`` fetched through :mod:`kexue.hub`), load its weights.
 
     ``config``: a ``config.json`` path / folder, a dict (HF fields, optionally a ``"kexue"`` block;
     option keys may also sit at the top level), a config object, or ``None`` to read the checkpoint's.
@@ -203,6 +205,9 @@ def build_model(
     averaged into new tokens; the model's ``vocab_size`` becomes theirs).
     """
     path = None
+    # a hub id (org/name[@revision]) becomes its cached snapshot folder; local paths stay as they are
+    checkpoint = resolve(checkpoint) if isinstance(checkpoint, str) else checkpoint
+    config = resolve(config) if isinstance(config, str) else config
     if config is None:
         if checkpoint is None:
             raise ValueError("build_model needs a config or a checkpoint folder holding config.json")

@@ -85,7 +85,7 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("search", "nearest sentences: over a saved index, or a corpus file with an encoder", "kexue.cli.use",
        "search_main"),
     _R("index", "build / extend a persistent search index (the corpus embedded once)", "kexue.cli.index"),
-    _R("serve", "serve a saved model over HTTP (FastAPI): /predict, /health", "kexue.cli.serve"),
+    _R("serve", "serve a saved model over HTTP (FastAPI): /predict, /search, the OpenAI /v1 API", "kexue.cli.serve"),
 )
 del _R
 

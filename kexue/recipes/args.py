@@ -121,7 +121,15 @@ def input_file(text: str) -> str:
 
 
 def model_dir(text: str) -> str:
-    """An existing folder holding a ``config.json`` (a saved model)."""
+    """An existing folder holding a ``config.json`` (a saved model), or a hub id ``org/name[@revision]``
+    (fetched into the hub cache; :mod:`kexue.hub`), returned as the local folder."""
+    from kexue.hub import HubError, is_hub_id, resolve
+
+    if is_hub_id(text):
+        try:
+            text = str(resolve(text))
+        except HubError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     path = Path(text)
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such model folder: {text}")
@@ -144,19 +152,32 @@ def model_or_shipped(text: str) -> str:
     return text if text in SHIPPED else model_dir(text)
 
 
-def check_output_dir(path: str | os.PathLike) -> Path:
-    """Make sure ``path`` is (or can become) a writable folder, by creating and removing a probe file.
+def check_output_dir(path: str | os.PathLike, unit: bool = True) -> Path:
+    """Make sure ``path`` is (or can become) a writable folder, by creating and removing a probe file;
+    ``unit``: a folder written as one unit (:func:`kexue.io.write_folder`): its parent must be writable too
+    (the new folder is built beside it and swapped in), and what a killed save left beside ``path`` is
+    finished or removed first (:func:`kexue.io.recover_folder`).
     Called before training so a bad ``--out`` fails in a second, not after an hour."""
+    from kexue.io import recover_folder
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} exists and is not a folder")
     try:
+        if unit:
+            recover_folder(path)
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".kexue-probe-", dir=path)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         raise UsageError(f"--out {path} is not writable: {e.strerror or e}") from None
+    try:
+        if unit:
+            os.rmdir(tempfile.mkdtemp(prefix=".kexue-probe-", dir=Path(os.path.abspath(path)).parent))
+    except OSError as e:
+        raise UsageError(f"--out {path}: its parent folder is not writable ({e.strerror or e}); the model folder "
+                         "is built beside --out and then swapped in") from None
     return path
 
 
@@ -165,7 +186,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"--output {path} is a folder, expected a file name")
-    check_output_dir(path.parent if str(path.parent) else Path("."))
+    check_output_dir(path.parent if str(path.parent) else Path("."), unit=False)
     return path
 
 

@@ -21,7 +21,7 @@ from kexue.heads.pooling import pool
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
+from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup
 from kexue.data.files import read_labelled
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 
@@ -83,6 +83,11 @@ class ClassifyPredictor(Predictor):
     ``[{"text", "label", "probabilities": {label: p}}]``."""
 
     task, model_attr = "classify", "classifier"
+    settings_schema, poolings, needs_labels = {"maxlen": "integer", "pair": "boolean"}, ("cls",), True
+
+    @classmethod
+    def head_rows(cls, settings: dict, labels: list[str]) -> dict[str, int]:
+        return {"out.weight": len(labels), "out.bias": len(labels)}
 
     def __init__(self, model: Classifier, tokenizer, labels: list[str], maxlen: int, pair: bool):
         self.classifier, self.tokenizer, self.labels, self.maxlen, self.pair = model.eval(), tokenizer, labels, maxlen, pair
@@ -153,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                     {"maxlen": args.maxlen, "pair": pair}, metrics, steps,
                     {"command": command(argv, "classify"), "data": data, "out": str(out),
                      "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, preds)
+                                  "checkpoint": args.checkpoint or args.family + " from scratch"}},
+                    predictions=preds, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss",)}, ensure_ascii=False))
     return 0

@@ -11,7 +11,6 @@ the trained model is saved into ``--out`` (:mod:`kexue.recipes.folder`) for ``ke
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -23,9 +22,9 @@ from torch import Tensor, nn
 from kexue.data.batching import index_batches, length_batches
 from kexue.recipes import args as at
 from kexue.models.checkpoints import load_checkpoint_except
-from kexue.io import write_json, write_text
+from kexue.io import holds_model
 from kexue.models import Transformer, TransformerConfig, build_model
-from kexue.optim.schedules import WarmupLinear, lambda_lr
+from kexue.optim.preset import adamw_preset
 from kexue.text.tokenizer import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
 from kexue.train.loop import fit as train_fit
 
@@ -59,13 +58,21 @@ def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch
 
 
 def setup(args: argparse.Namespace) -> Path:
-    """Seeds and threads; ``--out`` checked writable and free (nothing is written into it yet)."""
+    """Seeds and threads; ``--out`` checked writable and free (nothing is written into it yet: the model
+    folder is written as one unit at the end, :func:`kexue.recipes.folder.save_task_model`)."""
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(args.threads)
     out = at.check_output_dir(args.out)
-    if not args.overwrite and any((out / f).exists() for f in ("config.json", "model.safetensors", "metrics.json")):
-        raise at.UsageError(f"--out {out} already holds a trained model; pass --overwrite to replace it")
+    if not args.overwrite and holds_model(out):
+        from kexue.recipes.folder import check_model_folder
+
+        try:
+            check_model_folder(out)
+            what = "a trained model"
+        except (ValueError, OSError) as e:
+            what = f"an incomplete or damaged model folder ({e})"
+        raise at.UsageError(f"--out {out} already holds {what}; pass --overwrite to replace it")
     return out
 
 
@@ -113,17 +120,18 @@ def pad(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> dict
 def fit(module: nn.Module, train: Sequence, step: Callable[[list], Tensor], epochs: int, lr: float,
         batch_size: int, seed: int = 0, progress: bool = True, skip_nonfinite: bool = False,
         weight_decay: float = 0.01, length: Callable[[object], int] | None = None) -> tuple[list[float], list[float]]:
-    """:func:`kexue.train.fit` with AdamW, 10 % linear warm-up then linear decay, clipping at 1;
+    """:func:`kexue.train.fit` with :func:`kexue.optim.adamw_preset`'s defaults: AdamW, 10 % linear warm-up then
+    linear decay, clipping at 1;
     ``step(batch)`` returns the loss; ``length(item)`` enables length-bucketed batches; a non-finite
     loss or gradient stops the run (``skip_nonfinite``: the step is skipped and counted).
     Returns the mean loss of each epoch and the loss of every step."""
-    opt = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
     per_epoch = (len(train) + batch_size - 1) // batch_size
     total = max(1, epochs * per_epoch)
-    sched = lambda_lr(opt, WarmupLinear(max(1, total // 10), total))
+    preset = adamw_preset([p for p in module.parameters() if p.requires_grad], lr, total, warmup=0.1,
+                          weight_decay=weight_decay, schedule="linear", clip_norm=1.0)
     history = train_fit(module, lambda _, b: step(b), lambda epoch: list(batches(train, batch_size, True, seed + epoch, length)),
-                        optimizer=opt, steps=total, scheduler=sched, clip_norm=1.0, progress=progress, seed=seed,
-                        on_nonfinite="skip" if skip_nonfinite else "stop")
+                        steps=total, progress=progress, seed=seed, on_nonfinite="skip" if skip_nonfinite else "stop",
+                        **preset.fit_options())
     losses = history["loss"]
     per_epoch_loss = [sum(losses[i:i + per_epoch]) / len(losses[i:i + per_epoch]) for i in range(0, len(losses), per_epoch)]
     for e, value in enumerate(per_epoch_loss):
@@ -140,22 +148,10 @@ class Timer:
         return round(time.perf_counter() - self.start, 1)
 
 
-def write_metrics(out: Path, metrics: dict) -> Path:
-    """Write ``metrics.json`` and echo it."""
-    path = write_json(out / "metrics.json", metrics)
-    print(json.dumps(metrics, ensure_ascii=False, indent=1))
-    return path
-
-
-def write_predictions(out: Path, rows: Sequence[dict]) -> Path:
-    """``eval_predictions.jsonl``: the evaluation predictions, in the format of ``kexue predict``."""
-    return write_text(out / "eval_predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
 def command(argv: Sequence[str] | None, name: str) -> str:
     """The command line that trained a model, for its model card."""
     return " ".join(["kexue", name, *(argv if argv is not None else [])])
 
 
 __all__ = ["SPECIAL_TOKENS", "SMALL", "Timer", "batches", "char_ids", "command", "fit", "model_and_tokenizer",
-           "pad", "recipe_args", "setup", "write_metrics", "write_predictions"]
+           "pad", "recipe_args", "setup"]

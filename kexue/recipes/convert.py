@@ -1,10 +1,12 @@
 """``kexue convert bert4keras``: a bert4keras TF checkpoint to an HF-layout folder that kexue (and, for the
-families it has, transformers) loads (:mod:`kexue.models.bert4keras`)."""
+families it has, transformers) loads (:mod:`kexue.models.bert4keras`), written as one unit with its
+``manifest.json`` (:func:`kexue.io.write_folder`)."""
 from __future__ import annotations
 
 import argparse
 import sys
 
+from kexue.io import folder_info, write_folder
 from kexue.models.bert4keras import MODELS, convert
 
 
@@ -38,12 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     options = {"with_pool": True if args.with_pool else None, "with_mlm": args.with_mlm or None,
                "pool_act": args.with_pool if args.with_pool not in (None, "tanh") else None,
                "hierarchical_alpha": args.hierarchical_alpha, "cond_hidden_act": args.cond_hidden_act}
+    generator = args.application != "encoder" or MODELS.get(args.model) in ("t5", "gpt", "gpt2_ml")  # LMs always
+    info = folder_info("generator" if generator else "encoder", pooling=None if generator else "mean")
     try:
-        out = convert(args.config, args.checkpoint, args.model, args.out, args.application, args.vocab,
-                      not args.cased, args.decoder_start_id, args.eos_id, args.keep_tokens, args.compound_tokens,
-                      **options)
+        with write_folder(args.out, info, overwrite=True) as stage:
+            convert(args.config, args.checkpoint, args.model, stage, args.application, args.vocab,
+                    not args.cased, args.decoder_start_id, args.eos_id, args.keep_tokens, args.compound_tokens,
+                    **options)
     except (ImportError, ValueError, FileNotFoundError) as e:
         print(f"kexue convert bert4keras: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
     return 0

@@ -11,7 +11,7 @@ import torch
 from kexue.recipes import args as at
 from kexue.diffusion import methods
 from kexue.data.images import digits, image_folder, save_grid
-from kexue.diffusion.train import save_model
+from kexue.diffusion.folder import save_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=at.positive_int, default=100)
     ap.add_argument("--threads", type=at.positive_int, default=1)
     ap.add_argument("--out", default="runs/diffusion", metavar="DIR",
-                    help="output folder: samples.png, the trained model (model.safetensors + config.json, read back "
-                         "by kexue.diffusion.train.load_model) and train/ (the resumable run)")
+                    help="output folder: samples.png, the trained model (model.safetensors + config.json + "
+                         "manifest.json, read back by kexue.diffusion.folder.load_model) and train/ (the resumable run)")
     ap.add_argument("--checkpoint-every", type=at.positive_int, default=200, help="training steps between checkpoints")
     at.run_folder_args(ap)
     args = ap.parse_args(argv)
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     samples = methods.generate(args.method, model, args.n, tuple(x.shape[1:]), args.nfe, progress=True)
     if samples is None:
         ap.error(f"{args.method} cannot use exactly {args.nfe} evaluations (Heun needs an even NFE)")
-    print(f"wrote {save_grid(samples, out / 'samples.png')}")
     save_model(model, out, kind=kind, channels=x.shape[1], width=args.width, size=args.size,
-               method=args.method, train_steps=args.train_steps, data=args.data)
-    print(f"saved the model to {out}")
+               method=args.method, train_steps=args.train_steps, data=args.data,
+               files={"samples.png": lambda path: save_grid(samples, path)})
+    print(f"saved the model and {out / 'samples.png'} to {out} (one folder with its manifest.json)")
     return 0

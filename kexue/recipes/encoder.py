@@ -20,13 +20,14 @@ from kexue.recipes.predictor import Predictor
 from kexue.models.pretrained import embed
 from kexue.similarity.search import build_index
 from kexue.recipes.folder import load_backbone, read_task
-from kexue.recipes.sampling import special_ids, task_options
+from kexue.recipes.sampling import Decoding, special_ids, task_options
 
 
 class EncoderPredictor(Predictor):
     """``predict(["text", ["a", "b"]])`` -> ``[{"text", "embedding"}, {"text", "similarity"}]``."""
 
     task, model_attr = "encoder", "encoder"
+    settings_schema, settings_optional, poolings = {"maxlen": "integer"}, True, ("mean",)
 
     def __init__(self, model, tokenizer, maxlen: int = 256):
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -98,8 +99,7 @@ class GenerationPredictor(Predictor):
             raise ValueError(f"a generation input is a text string, got {type(item).__name__}")
         return item
 
-    @torch.no_grad()
-    def _predict(self, texts: list[str], **options) -> list[dict]:
+    def decodings(self, texts: list[str], **options) -> list[Decoding]:
         tok = self.tokenizer
         options = task_options(options, self.defaults, sample=None)  # greedy unless a sampling option (or beams)
         seq2seq = decoding_kind(self.lm) == ENCODER_DECODER  # T5
@@ -116,9 +116,13 @@ class GenerationPredictor(Predictor):
                 typed = self.lm.application == "unilm" or getattr(self.lm.config, "type_vocab_size", 0) or any(segs)
                 state = decoding_state(self.lm, torch.tensor([ids]), None, torch.tensor([segs]) if typed else None,
                                        banned_ids=special_ids(tok))
-            rows = decode_state(state, options, eos)
-            out.append({"text": text, "generations": [tok.decode(r) for r in rows]})
+            output = (lambda text: lambda rows: {"text": text, "generations": [tok.decode(r) for r in rows]})(text)
+            out.append(Decoding(state, options, eos, tok.decode, output, len(ids)))
         return out
+
+    @torch.no_grad()
+    def _predict(self, texts: list[str], **options) -> list[dict]:
+        return [d.output(decode_state(d.state, d.options, d.eos_id)) for d in self.decodings(texts, **options)]
 
 
 __all__ = ["EncoderPredictor", "GenerationPredictor"]

@@ -37,14 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=at.nonnegative_int, default=0)
     ap.add_argument("--threads", type=at.positive_int, default=1)
     ap.add_argument("--out", default="runs/gan", metavar="DIR",
-                    help="output folder: samples.png, metrics.json (digits: Fréchet distance) and train/ "
-                         "(fit's resumable run folder, model.safetensors)")
+                    help="output folder: the GAN (model.safetensors, config.json, manifest.json), samples.png, "
+                         "metrics.json (digits: Fréchet distance) and train/ (fit's resumable run folder)")
     at.run_folder_args(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = at.check_output_dir(args.out)
     from kexue.data.images import digits, image_folder, save_grid
-    from kexue.generative.gan_train import digit_scorer, train_gan
+    from kexue.generative.gan_train import digit_scorer, save_gan, train_gan
 
     if args.data == "digits":
         if args.size != 8 or args.channels != 1:
@@ -61,11 +61,15 @@ def main(argv: list[str] | None = None) -> int:
                              resume=args.resume, overwrite=args.overwrite)
     seconds = time.perf_counter() - t0
     samples = gan.sample(max(args.n, 1000 if args.data == "digits" else args.n), torch.Generator().manual_seed(args.seed))
-    print(f"wrote {save_grid(samples[:args.n], out / 'samples.png')}  ({seconds:.0f} s training)")
+    files = {"samples.png": lambda path: save_grid(samples[:args.n], path)}
     if args.data == "digits":
         metrics = digit_scorer()(samples)
         metrics["train_seconds"] = seconds
         print(json.dumps(metrics))
         from kexue.io import write_json
-        write_json(out / "metrics.json", metrics)
+
+        files["metrics.json"] = lambda path: write_json(path, metrics)
+    save_gan(gan, out, loss=args.loss, steps=args.steps, data=args.data, files=files)
+    print(f"saved the GAN, {out / 'samples.png'} ({seconds:.0f} s training) and its metrics to {out} (one folder with "
+          "its manifest.json; kexue.generative.gan_train.load_gan reads it)")
     return 0

@@ -23,7 +23,7 @@ from kexue.heads import CRF, EfficientGlobalPointer, GlobalPointer, decode_spans
 from kexue.losses import globalpointer_crossentropy
 from kexue.losses import globalpointer_kl
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, char_ids, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from kexue.recipes.common import Timer, char_ids, command, fit, model_and_tokenizer, pad, recipe_args, setup
 from kexue.data.files import read_tagged
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.metrics import bio_to_spans, span_prf, spans_to_bio
@@ -132,6 +132,17 @@ class NERPredictor(Predictor):
     text past ``maxlen - 2`` characters is not tagged (``truncated: true``), as in training."""
 
     task, model_attr = "ner", "tagger"
+    settings_schema, needs_labels = {"head": "string", "head_size": "integer", "maxlen": "integer"}, True
+    settings_choices = {"head": ("globalpointer", "efficient", "crf")}
+
+    @classmethod
+    def head_rows(cls, settings: dict, labels: list[str]) -> dict[str, int]:
+        n = len(labels)
+        if settings["head"] == "crf":
+            return {"emit.weight": 2 * n + 1}
+        if settings["head"] == "efficient":
+            return {"head.type_bias.weight": 2 * n}
+        return {"head.dense.weight": 2 * n * settings["head_size"]}
 
     def __init__(self, tagger: Tagger, tokenizer, maxlen: int):
         self.tagger, self.tokenizer, self.maxlen = tagger.eval(), tokenizer, maxlen
@@ -195,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     save_task_model(out, "ner", encoder, tokenizer, head_state(tagger, "encoder"), types, settings, metrics, steps,
                     {"command": command(argv, "ner"), "data": data, "out": str(out),
                      "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "rdrop": args.rdrop, "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, [entities("".join(c), p, len(c) > args.maxlen - 2)
-                            for (c, _), p in zip(test_s, preds)])
+                                  "rdrop": args.rdrop, "checkpoint": args.checkpoint or args.family + " from scratch"}},
+                    predictions=[entities("".join(c), p, len(c) > args.maxlen - 2) for (c, _), p in zip(test_s, preds)],
+                    overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
     return 0

@@ -23,7 +23,7 @@ from kexue.recipes import args as at
 from kexue.generation import GenerationOptions, decode_state, decoding_state
 from kexue.recipes.predictor import Predictor
 from kexue.recipes.classify import poem_data, stratified_split
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
+from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup
 from kexue.data.files import read_poems
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.sampling import special_ids, task_options
@@ -79,6 +79,11 @@ class PoemPredictor(Predictor):
 
     task, model_attr = "poem", "lm"
     options = GenerationOptions.user_options()
+    settings_schema, needs_labels = {"cond_dim": "integer", "maxlen": "integer", "generation": "object"}, True
+
+    @classmethod
+    def head_rows(cls, settings: dict, labels: list[str]) -> dict[str, int]:
+        return {"classes.weight": len(labels)}
 
     def __init__(self, model: ConditionalLM, tokenizer, labels: list[str], defaults: dict):
         self.lm, self.tokenizer, self.labels, self.defaults = model.eval(), tokenizer, labels, defaults
@@ -177,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     {"cond_dim": args.cond_dim, "maxlen": args.maxlen, "generation": generation}, metrics, steps,
                     {"command": command(argv, "poem"), "data": data, "out": str(out),
                      "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, samples)
+                                  "checkpoint": args.checkpoint or args.family + " from scratch"}},
+                    predictions=samples, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
     return 0

@@ -3,7 +3,7 @@
 ``load`` reads the folder a recipe wrote (``config.json`` with the ``"kexue"`` block naming the task) and
 returns the :class:`Predictor` of that task; ``predictor.predict(inputs) -> list[dict]`` runs the same
 code path as the recipe's own evaluation, so it reproduces the recipe's predictions exactly.
-A folder without a task is an encoder (``embed``/``search``/pair similarity) or, with application
+The folder is checked first (:mod:`kexue.recipes.folder`). A folder without a task is an encoder (``embed``/``search``/pair similarity) or, with application
 ``lm``/``unilm``, a text generator.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kexue.generation import GenerationOptions
+from kexue.hub import resolve
 from kexue.recipes import TASKS
 
 
@@ -24,6 +25,17 @@ class Predictor:
     options: tuple[str, ...] = ()
     progress: bool = False
     model_attr: str = ""  # the attribute holding the nn.Module
+    #: ``task.json`` settings the predictor reads: name -> JSON type (:func:`kexue.io.check_type`)
+    settings_schema: dict[str, str] = {}
+    settings_optional: bool = False  # True: task.json and each setting may be absent (defaults apply)
+    settings_choices: dict[str, tuple] = {}  # settings with a closed set of values
+    needs_labels: bool = False  # the folder must record its labels (one per output row of the head)
+    poolings: tuple[str, ...] = ()  # the manifest's ``pooling`` values this predictor implements
+
+    @classmethod
+    def head_rows(cls, settings: dict, labels: list[str] | None) -> dict[str, int]:
+        """``{tensor of head.safetensors: its output rows}`` implied by ``labels`` (checked before loading)."""
+        return {}
 
     @property
     def model(self):
@@ -71,19 +83,29 @@ class Predictor:
     def _predict(self, items: list, **options) -> list[dict]:
         raise NotImplementedError
 
+    def decodings(self, items: list, **options) -> list | None:
+        """For tasks that generate token by token (greedy decoding or sampling): one
+        :class:`~kexue.recipes.sampling.Decoding` per checked input, built from the checked ``options`` as
+        ``_predict`` builds them, so a server can decode many requests in shared steps and stream tokens.
+        ``None``: this task (or these options, e.g. beam search) runs through ``predict`` only."""
+        return None
+
 
 def load(directory: str | Path, quantize: str | None = None) -> Predictor:
-    """The predictor of the model folder ``directory`` (``quantize="int8"``: dynamic int8 Linear layers)."""
-    directory = Path(directory)
-    if not (directory / "config.json").is_file():
-        raise ValueError(f"{directory} is not a model folder (no config.json)")
-    from kexue.recipes.folder import kexue_block
+    """The predictor of the model folder ``directory`` (``quantize="int8"``: dynamic int8 Linear layers).
 
-    block = kexue_block(directory)
-    task = block.get("task") or ("generate" if block.get("application") in ("lm", "unilm", "seq2seq") else "encoder")
-    if task not in TASKS:
-        raise ValueError(f"{directory}: unknown task {task!r} in config.json (known: {', '.join(sorted(TASKS))})")
-    predictor = TASKS[task].predictor_class().from_folder(directory)
+    The folder is checked before anything is built (:func:`kexue.recipes.folder.check_model_folder`: its
+    manifest and hashes, the vocabulary against the embedding, the labels against the head, typed JSON);
+    a diffusion or GAN folder is refused with the command that uses it."""
+    from kexue.io import FolderError
+    from kexue.recipes.folder import USED_BY, check_model_folder
+
+    directory = resolve(directory)  # a hub id (org/name[@revision]) -> its cached snapshot
+    info = check_model_folder(Path(directory))  # the task's own checks included
+    if info.kind in USED_BY:
+        raise FolderError(f"{info.directory} is a {info.kind} model folder, written by {USED_BY[info.kind]}; "
+                          "kexue.load / predict serve text models")
+    predictor = TASKS[info.predictor].predictor_class().from_folder(info.directory)
     if quantize:
         from kexue.tools.quantize import quantize as quantize_model
 

@@ -1,6 +1,10 @@
 """``kexue pretrain``: MLM (whole-word masking) or UniLM pretraining on a folder of text
 (:mod:`kexue.pretraining.objectives`, bert4keras ``pretraining/``), resumable through :func:`kexue.train.fit`;
-``torchrun --nproc_per_node N -m kexue pretrain ...`` for several processes."""
+``torchrun --nproc_per_node N -m kexue pretrain ...`` for several processes.
+
+``--out`` ends as one model folder (:func:`kexue.recipes.folder.save_model_folder`: config, weights, vocab.txt,
+manifest.json) holding the run folder ``train/`` (checkpoints, settings and the run's working ``vocab.txt``,
+so an unfinished run never touches the model a previous run saved)."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +26,7 @@ def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tup
     from kexue.train.state import check_run, read_settings
 
     run = out / "train"
+    working = run / "vocab.txt"
     settings = {"corpus": fingerprint(texts), "vocab": fingerprint(Path(args.vocab)) if args.vocab else "from corpus",
                 "objective": args.objective, "init": str(args.init) if args.init else None, "family": args.family,
                 "hidden": args.hidden, "layers": args.layers, "heads": args.heads, "maxlen": args.maxlen,
@@ -29,7 +34,7 @@ def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tup
     changed = check_run(run, settings, resume=args.resume, overwrite=args.overwrite, partial=True)
     if args.vocab:
         return Tokenizer(args.vocab), settings
-    vocab = out / "vocab.txt"
+    vocab = working if working.exists() else out / "vocab.txt"  # a run of an older kexue kept it in --out
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes; the others read the
         # vocabulary rank 0 keeps, or build the same one in memory that rank 0 writes
         if vocab.exists() and not args.overwrite and (read_settings(run) is not None or args.resume):
@@ -47,21 +52,23 @@ def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path) -> tup
             print(f"pretrain: --resume keeps the vocabulary in {vocab}: {unk / max(1, n):.1%} of this corpus' "
                   "characters are [UNK] in it", file=sys.stderr)
         return tok, settings
-    return build_char_vocab(texts, vocab), settings
+    return build_char_vocab(texts, working), settings
 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kexue.models.checkpoints import save_pretrained
+    from kexue.io import folder_info
     from kexue.models import build_model
-    from kexue.optim import Lion, WarmupLinear, lambda_lr
+    from kexue.optim import Lion, adamw_preset
+    from kexue.recipes.folder import save_model_folder
     from kexue.train.loop import fit
 
     ap = at.ArgumentParser(prog="kexue pretrain", description="MLM (whole-word masking) or UniLM "
                                  "seq2seq pretraining on a folder of *.txt files (one passage per line)")
     ap.add_argument("--data", required=True, help="folder of *.txt files")
     ap.add_argument("--objective", choices=("mlm", "unilm"), default="mlm")
-    ap.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, vocab.txt, train/")
+    ap.add_argument("--out", required=True, help="output folder: config.json, model.safetensors, vocab.txt, "
+                    "manifest.json (one unit) and train/ (the resumable run)")
     ap.add_argument("--vocab", help="vocab.txt (default: a character vocab built from the corpus into OUT)")
     ap.add_argument("--init", help="start from this kexue/HF checkpoint folder instead of random weights")
     ap.add_argument("--family", default="bert", choices=("bert", "roformer"))
@@ -87,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     out = Path(args.out)
+    if int(os.environ.get("RANK", "0")) == 0:
+        from kexue.io import recover_folder
+
+        recover_folder(out)  # what a killed save of --out left beside it
     texts = read_corpus(args.data)
     tok, settings = _vocab_for_run(args, texts, out)
     application = "unilm" if args.objective == "unilm" else "encoder"
@@ -101,16 +112,19 @@ def main(argv: list[str] | None = None) -> int:
     collate = WholeWordMLM(tok, args.maxlen) if args.objective == "mlm" else UniLMPairs(tok, args.maxlen)
     data = torch.utils.data.DataLoader(texts, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
                                        drop_last=len(texts) >= args.batch_size)
-    opt_cls = Lion if args.optimizer == "lion" else torch.optim.AdamW
-    opt = opt_cls(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    history = fit(model, mlm_loss if args.objective == "mlm" else unilm_loss, data, optimizer=opt, steps=args.steps,
-                  scheduler=lambda_lr(opt, WarmupLinear(args.warmup, args.steps)), grad_accum=args.grad_accum,
-                  clip_norm=1.0, checkpoint_dir=out / "train", checkpoint_every=args.checkpoint_every,
+    preset = adamw_preset(model.parameters(), args.lr, args.steps, warmup=args.warmup, weight_decay=args.weight_decay,
+                          schedule="linear", clip_norm=1.0,
+                          optimizer_class=Lion if args.optimizer == "lion" else torch.optim.AdamW)
+    history = fit(model, mlm_loss if args.objective == "mlm" else unilm_loss, data, steps=args.steps,
+                  grad_accum=args.grad_accum, checkpoint_dir=out / "train", checkpoint_every=args.checkpoint_every,
                   progress=not args.no_progress, seed=args.seed, resume=args.resume, overwrite=args.overwrite,
-                  settings=settings, on_nonfinite="skip" if args.skip_nonfinite else "stop",
-                  bf16={"off": False, "auto": "auto", "on": True}[args.bf16], desc=f"pretrain {args.objective}")
+                  on_nonfinite="skip" if args.skip_nonfinite else "stop",
+                  bf16={"off": False, "auto": "auto", "on": True}[args.bf16], desc=f"pretrain {args.objective}",
+                  **preset.fit_options(settings))
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        save_pretrained(model, out, tok)
+        kind = "generator" if application == "unilm" else "encoder"
+        save_model_folder(out, folder_info(kind, pooling="mean" if kind == "encoder" else None), backbone=model,
+                          tokenizer=tok, overwrite=True)
         losses = history["loss"]
         k = max(1, len(losses) // 10)
         print(f"{args.objective}: {len(losses)} steps, loss {sum(losses[:k]) / k:.3f} (first {k}) -> "

@@ -26,7 +26,7 @@ from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.generation import decoding_state
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from kexue.recipes.common import Timer, command, fit, model_and_tokenizer, pad, recipe_args, setup
 from kexue.data.files import read_webqa
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.recipes.metrics import answer_em, answer_f1
@@ -97,6 +97,7 @@ class ReadingPredictor(Predictor):
 
     task, model_attr = "reading", "unilm"
     options = ("max_new_tokens",)
+    settings_schema = {"maxlen": "integer", "max_answer": "integer"}
 
     def __init__(self, model, tokenizer, maxlen: int, max_answer: int):
         self.unilm, self.tokenizer, self.maxlen, self.max_answer = model.eval(), tokenizer, maxlen, max_answer
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     save_task_model(out, "reading", model, tokenizer, {}, None, {"maxlen": args.maxlen, "max_answer": args.max_answer},
                     metrics, steps, {"command": command(argv, "reading"), "data": data, "out": str(out),
                                      "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, preds)
+                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}},
+                    predictions=preds, overwrite=args.overwrite)
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "predictions")}, ensure_ascii=False))
     return 0

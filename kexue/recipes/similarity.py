@@ -3,10 +3,12 @@ classifier or cosine regression (:mod:`kexue.similarity.pair_training`, 《CoSEN
 saved as an encoder folder that ``kexue embed / search / predict / evaluate`` and ``kexue.load`` use."""
 from __future__ import annotations
 
+import json
+
 from kexue.data.pairs import read_pairs
 from kexue.models.pretrained import SHIPPED, shipped
 from kexue.recipes import args as at
-from kexue.recipes.common import Timer, command, model_and_tokenizer, setup, write_metrics
+from kexue.recipes.common import Timer, command, model_and_tokenizer, setup
 from kexue.recipes.folder import save_task_model
 from kexue.similarity.pair_training import LOSSES, train_pair_encoder
 
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                     [float(x) for x in history["loss"]],
                     {"command": command(argv, "similarity"), "data": data,
                      "settings": {"loss": args.loss, "lr": lr, "batch_size": args.batch_size,
-                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_metrics(out, metrics)
+                                  "checkpoint": args.checkpoint or args.family + " from scratch"}},
+                    overwrite=args.overwrite)
+    print(json.dumps(metrics, ensure_ascii=False, indent=1))
     return 0

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from kexue.io import write_json, write_text
+from kexue.io import folder_info
 from kexue.models import build_model
-from kexue.models.checkpoints import save_pretrained
-from kexue.optim import WarmupLinear, lambda_lr
+from kexue.optim import adamw_preset
+from kexue.recipes.folder import save_model_folder
 from kexue.pretraining.objectives import WholeWordMLM, build_char_vocab, mlm_loss
 from kexue.pretraining.zh_mini import SETTINGS, corpus, heldout_loss, split_corpus
 from kexue.train import fit
@@ -43,19 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg, with_mlm=True)
     data = torch.utils.data.DataLoader(train, batch_size=s["batch_size"], shuffle=True, drop_last=True,
                                        collate_fn=WholeWordMLM(tok, s["maxlen"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    preset = adamw_preset(model.parameters(), s["lr"], args.steps, warmup=s["warmup"], weight_decay=s["weight_decay"],
+                          schedule="linear", clip_norm=1.0)
     t0 = time.time()
-    history = fit(model, mlm_loss, data, optimizer=opt, steps=args.steps,
-                  scheduler=lambda_lr(opt, WarmupLinear(s["warmup"], args.steps)), clip_norm=1.0,
-                  checkpoint_dir=work / "train", checkpoint_every=100, progress=not args.no_progress, seed=s["seed"])
+    history = fit(model, mlm_loss, data, steps=args.steps, checkpoint_dir=work / "train", checkpoint_every=100,
+                  progress=not args.no_progress, seed=s["seed"], **preset.fit_options())
     hours = (time.time() - t0) / 3600
     loss = heldout_loss(model, tok, held)
-    save_pretrained(model.half(), out, tok)
     metrics = dict(settings=s, steps=args.steps, passages_train=len(train), passages_heldout=len(held),
                    vocab_size=tok.vocab_size, heldout_mlm_loss=round(loss, 4), train_hours_this_run=round(hours, 3),
                    final_train_loss=round(sum(history["loss"][-50:]) / max(1, len(history["loss"][-50:])), 4))
-    write_json(out / "metrics.json", metrics)
-    write_text(out / "README.md", model_card(metrics))
+    save_model_folder(out, folder_info("encoder", pooling="mean"), backbone=model.half(), tokenizer=tok,
+                      files={"metrics.json": metrics, "README.md": model_card(metrics)})  # one unit, manifest last
     print(f"held-out MLM loss {loss:.4f} (ppl {math.exp(loss):.1f}); saved to {out}")
     return 0
 

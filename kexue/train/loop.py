@@ -34,8 +34,9 @@ schedule moves on) and reports the skipped steps (``history["skipped"]``). A che
 written from non-finite weights.
 
 **bf16**: ``bf16="auto"`` autocasts to bfloat16 only where the hardware computes it natively
-(CUDA with bf16, or a CPU with the ``avx512_bf16`` / ``amx_bf16`` instructions); CPUs without them
-emulate bf16 slower than fp32, so ``auto`` keeps fp32 there and ``bf16=True`` is refused.
+as :func:`kexue.hardware.native_bf16` decides (CUDA with bf16, or a CPU with ``avx512_bf16``, or
+``amx_bf16`` with ``amx_tile``); CPUs without them emulate bf16 slower than fp32, so ``auto`` keeps
+fp32 there and ``bf16=True`` is refused.
 
 Multi-process: launch with ``torchrun --nproc_per_node N script.py``; ``fit`` initialises the
 process group from the environment (gloo on CPU, nccl on GPU), wraps the model in DDP and, with
@@ -61,8 +62,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kexue.hardware import native_bf16
 from kexue.io import fingerprint, save_safetensors
 from kexue.optim.ema import EMA
+from kexue.train.adversarial import Adversarial
 from kexue.train.state import check_run, get_rng_state, jsonable, load_state, save_state, set_rng_state, start_run
 
 Batch = Any
@@ -146,30 +149,16 @@ def _micro_batches_per_epoch(batches, epoch: int) -> int | None:
         return None
 
 
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 natively (not emulated through fp32 at a loss of speed)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:  # not Linux: no reliable probe, stay in fp32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_bf16(bf16: bool | str, device: torch.device) -> bool:
-    """``True`` / ``False`` / ``"auto"`` -> whether to autocast to bf16 on ``device`` (see module doc)."""
+    """``True`` / ``False`` / ``"auto"`` -> whether to autocast to bf16 on ``device``: the native-bf16 rule
+    is :func:`kexue.hardware.native_bf16`'s (see the module doc there)."""
     if bf16 == "auto":
         return native_bf16(device)
     if bf16 is True:
         if not native_bf16(device):
-            raise ValueError(f"bf16=True: {device.type} here has no native bfloat16 (CPU flags avx512_bf16 / "
-                             "amx_bf16 missing), so bf16 would be emulated, slower than fp32; use bf16='auto' "
-                             "(fp32 here) or bf16=False")
+            raise ValueError(f"bf16=True: {device.type} here has no native bfloat16 (on CPUs: neither avx512_bf16 "
+                             "nor amx_bf16 with amx_tile), so bf16 would be emulated, slower than fp32; use "
+                             "bf16='auto' (fp32 here) or bf16=False")
         return True
     if bf16 is False:
         return False
@@ -224,7 +213,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         checkpoint_every: int | None = None, resume: bool = False, overwrite: bool = False,
         settings: dict | None = None, on_nonfinite: Literal["stop", "skip"] = "stop",
         max_seconds: float | None = None, progress: bool = True, desc: str = "fit", seed: int = 0,
-        shard_batches: bool = True, wrap_ddp: bool = True) -> dict[str, list]:
+        shard_batches: bool = True, wrap_ddp: bool = True,
+        adversarial: Adversarial | None = None) -> dict[str, list]:
     """Train; returns the history ``{"step", "loss", "lr", "eval", "skipped"}`` (+ the extra keys of a
     dict-returning ``loss_fn``); ``lr`` is the learning rate each step used, ``eval`` the callbacks'
     dicts with their step, ``skipped`` the steps dropped by ``on_nonfinite="skip"``.
@@ -234,7 +224,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     given. ``max_seconds`` stops early after that much wall-clock time (checkpointed; the progress bar
     still shows the planned total). ``settings``: extra JSON-able settings to record and compare in
     the run folder (e.g. a data fingerprint, model size). ``wrap_ddp=False`` leaves a multi-process
-    model as given (e.g. already FSDP-wrapped)."""
+    model as given (e.g. already FSDP-wrapped). ``adversarial``: an object of
+    :mod:`kexue.train.adversarial` (FGM, PGD, VAT, GradientPenalty) that runs each micro-batch's
+    passes on the perturbed token-embedding table and restores it exactly."""
     for name, value in (("grad_accum", grad_accum), ("epochs", epochs), ("steps", steps),
                         ("checkpoint_every", checkpoint_every), ("eval_every", eval_every)):
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
@@ -247,6 +239,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run or start it over, not both")
+    if adversarial is not None and not isinstance(adversarial, Adversarial):
+        raise ValueError(f"adversarial must be FGM, PGD, VAT or GradientPenalty (kexue.train.adversarial), "
+                         f"got {type(adversarial).__name__}")
     rank, world = init_distributed()
     raw = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if wrap_ddp and world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
@@ -254,8 +249,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     device = next(raw.parameters()).device
     use_bf16 = resolve_bf16(bf16, device)
     if bf16 == "auto" and not use_bf16 and rank == 0:
-        print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: no "
-              "avx512_bf16 / amx_bf16), and emulated bf16 is slower than fp32", file=sys.stderr)
+        print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: neither "
+              "avx512_bf16 nor amx_bf16 with amx_tile), and emulated bf16 is slower than fp32", file=sys.stderr)
     state = FitState(raw, ema, rank)
     run = Path(checkpoint_dir) if checkpoint_dir is not None else None
     ckpt = run / STATE_FILE if run is not None else None
@@ -276,6 +271,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     "scheduler": _describe_scheduler(scheduler), "ema_decay": ema.decay if ema is not None else None,
                     "model": {"class": type(raw).__name__, "parameters": sum(p.numel() for p in raw.parameters())},
                     "batches_per_epoch": per_epoch, "data": _data_fingerprint(batches)}
+        if adversarial is not None:
+            recorded["adversarial"] = adversarial.settings()
         recorded.update(settings or {})
         changed = check_run(run, recorded, resume=resume, overwrite=overwrite, state_file=STATE_FILE)
         if world > 1:
@@ -408,10 +405,14 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     seen_n = batch_size(b) or 0
                 sync = i == grad_accum - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
                 with (contextlib.nullcontext() if sync else model.no_sync()):
-                    with autocast:
-                        out = loss_fn(model, b)
+                    if adversarial is not None:  # its probe passes, then its backward (kexue.train.adversarial)
+                        out = adversarial.step(model, loss_fn, b, autocast=autocast, scale=1.0 / grad_accum)
+                    else:
+                        with autocast:
+                            out = loss_fn(model, b)
                     loss = out["loss"] if isinstance(out, dict) else out
-                    (loss / grad_accum).backward()  # even when non-finite: DDP ranks must all reduce
+                    if adversarial is None:
+                        (loss / grad_accum).backward()  # even when non-finite: DDP ranks must all reduce
                 value = loss.item()
                 if not math.isfinite(value) and bad is None:
                     bad = f"loss ({value})"

@@ -12,7 +12,7 @@ from kexue.cli import main as cli
 from kexue.recipes.metrics import bio_to_spans
 
 FOLDER_FILES = {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "task.json", "metrics.json",
-                "loss.png", "README.md", "eval_predictions.jsonl"}
+                "loss.png", "README.md", "eval_predictions.jsonl", "manifest.json"}
 
 
 def bioes(tags):
@@ -67,8 +67,10 @@ def ner_model(tmp_path_factory):
 def test_ner_reads_bioes_and_survives_an_unseen_type(ner_model, tmp_path):
     out, test_s = ner_model
     assert FOLDER_FILES | {"head.safetensors"} <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))  # the task and labels, stored once
+    assert manifest["task"] == "ner" and manifest["labels"] == ["LOC", "ORG", "PER"] and manifest["kind"] == "task"
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    assert config["kexue"]["task"] == "ner" and config["kexue"]["labels"] == ["LOC", "ORG", "PER"]
+    assert "task" not in config["kexue"] and "labels" not in config["kexue"]
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["eval_types_unseen_in_training"] == ["PLACE"] and metrics["n_gold"] > 0
     preds = check_same(out, ["".join(c) for c, _ in test_s], tmp_path)
@@ -185,9 +187,10 @@ def test_plain_lm_folder_generates_like_a_plain_greedy_loop(dialogue_model, tmp_
 
     lm_dir = tmp_path / "lm"
     shutil.copytree(dialogue_model, lm_dir)
+    for name in ("manifest.json", "task.json"):  # a plain LM folder: no manifest naming a task, no task settings
+        (lm_dir / name).unlink()
     config = json.loads((lm_dir / "config.json").read_text(encoding="utf-8"))
-    del config["kexue"]["task"], config["kexue"]["labels"]
-    (lm_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert "task" not in config["kexue"] and "labels" not in config["kexue"] and config["kexue"]["application"] == "lm"
     p = kexue.load(lm_dir)
     assert p.task == "generate"
     text = "晓带轻烟间杏花"
