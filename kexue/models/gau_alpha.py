@@ -11,7 +11,8 @@ The GAU fuses attention and the GLU feed-forward into one single-head layer. For
 softmax_plus is the entropy-invariant scale of 《从熵不变性看Attention的Scale操作》 with a floor of 16 keys
 (bert4keras ``attention_normalize(..., 'softmax_plus')``). The model around it is RoFormer-v2's: the
 embeddings E[x] + S[s] through the gain-free RMS norm x / sqrt(mean(x²) + ε), every layer
-x = RMSNorm(x + GAU(x)), and the MLM head the tied embedding alone (no bias). The causal and UniLM
+x = RMSNorm(x + GAU(x)), and the MLM head the tied embedding alone (no bias; its own ``lm_head`` matrix
+when ``tie_word_embeddings`` is false). The causal and UniLM
 masks enter through the mask, and l counts the keys they leave (padding included), as bert4keras does.
 
 Besides the computation this file says what the family record holds: :class:`GAUConfig` (RoFormer's
@@ -48,14 +49,14 @@ RULES = [
     Rule(r"layers\.(\d+)\.gau\.o_dense\.weight", r"encoder.layer.\1.gau.o_dense.weight"),
     Rule(r"layers\.(\d+)\.gau\.q_scale", r"encoder.layer.\1.gau.q_scaleoffset.weight"),
     Rule(r"layers\.(\d+)\.gau\.k_scale", r"encoder.layer.\1.gau.k_scaleoffset.weight"),
+    Rule(r"lm_head\.weight", "cls.predictions.decoder.weight"),  # untied heads only
 ]
 HEAD, EMBEDDING = "cls.predictions.decoder.weight", "embeddings.word_embeddings.weight"
 REFUSED = {**{k: v for k, v in TRANSFORMER_REFUSED.items() if k != "position_embedding_type"},
            "use_bias": (False, "GAU-α's GAU has no biases"),
            "normalization": ("softmax_plus", "GAU-α normalises attention with softmax_plus"),
            "attention_scale": (True, "GAU-α divides the logits by √s"),
-           "rotary_value": (False, "GAU-α rotates queries and keys only"),
-           "tie_word_embeddings": (True, "GAU-α's MLM head is the token embedding")}
+           "rotary_value": (False, "GAU-α rotates queries and keys only")}
 
 
 @dataclass
@@ -192,6 +193,8 @@ class GAUAlpha(Transformer):
                                         c.attention_probs_dropout_prob, i), norm(), c.hidden_dropout_prob)
             for i in range(c.num_hidden_layers))
         self.rotary = RotaryEmbedding(c.key_size, c.rope_base, interleaved=True)
+        untied = self.with_mlm and not c.tie_word_embeddings
+        self.lm_head = nn.Linear(d, c.vocab_size, bias=False) if untied else None
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
@@ -213,13 +216,25 @@ class GAUAlpha(Transformer):
         logits = None
         if self.with_mlm:
             h = x if logits_mask is None else x[logits_mask]
-            logits = F.linear(h, self.embeddings.token.weight)
+            logits = F.linear(h, self.embeddings.token.weight) if self.lm_head is None else self.lm_head(h)
         return TransformerOutput(hidden=x, logits=logits)
+
+    hf_head = (HEAD, EMBEDDING)
+
+    def head_tied(self) -> bool | None:
+        """Whether the MLM head reads the token embedding (None: no head)."""
+        return None if not self.with_mlm else self.lm_head is None
+
+    def untie_head(self) -> None:
+        self.lm_head = nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
+        self.lm_head.weight = nn.Parameter(self.embeddings.token.weight.detach().clone())
+        self.config.tie_word_embeddings = False
 
     def weight_map(self) -> WeightMap:
         """``GAUAlphaForMaskedLM`` names (prefix ``gau_alpha.``; the MLM head is the tied embedding)."""
         return WeightMap(self, RULES, prefix=self.hf_prefix, head=(r"cls\.",), use_prefix=self.with_mlm,
-                         optional=(r"cls\..*",) if not self.with_mlm else (), must_equal={HEAD: EMBEDDING})
+                         optional=(r"cls\..*",) if not self.with_mlm else (),
+                         must_equal={HEAD: EMBEDDING} if self.lm_head is None else {})
 
 
 __all__ = ["GAUAlpha", "GAUConfig", "GAULayer", "GatedAttentionUnit", "REFUSED", "RULES", "bert4keras_rules",

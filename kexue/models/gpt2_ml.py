@@ -4,7 +4,8 @@ Despite its name its layout is closer to GPT-1 with norms moved around. With N =
 
     h_0 = N(E[x] + P[t])
     layer:  x = x + Attn(x);   x = N₁(x + FFN(N₀(x)))
-    p(x_t | x_<t) = softmax(h_L Eᵀ)_t             (head tied to the token embedding, no bias)
+    p(x_t | x_<t) = softmax(h_L Eᵀ)_t             (head tied to the token embedding, no bias; an untied
+                                                   ``lm_head`` when ``tie_word_embeddings`` is false)
 
 No segment embeddings, no final norm (the last layer ends with N₁), the causal mask of a language model
 (《从语言模型到Seq2Seq：Transformer如戏，全靠Mask》). Every norm may be a Conditional LayerNorm
@@ -44,10 +45,11 @@ RULES = [
     Rule(r"layers\.(\d+)\.ffn\.up\.(weight|bias)", r"layer.\1.intermediate.\2"),
     Rule(r"layers\.(\d+)\.ffn\.down\.(weight|bias)", r"layer.\1.output.\2"),
     Rule(rf"layers\.(\d+)\.out_norm\.{_NORM}", r"layer.\1.LayerNorm_mlp_ln1.\2"),
+    Rule(r"lm_head\.weight", "lm_head.weight"),  # untied heads only (bert4keras ties it)
 ]
+HEAD, EMBEDDING = "lm_head.weight", "embeddings.word_embed.weight"
 REFUSED = {**TRANSFORMER_REFUSED,
            "type_vocab_size": (0, "GPT2-ML has no segment embeddings"),
-           "tie_word_embeddings": (True, "GPT2-ML's head is the token embedding"),
            "rotary_value": (False, "GPT2-ML has learned positions, no RoPE")}
 _TF_NORM = [("weight", "gamma"), ("bias", "beta"), ("cond_gamma.weight", "gamma_dense/kernel"),
             ("cond_beta.weight", "beta_dense/kernel"), ("cond_proj.weight", "hidden_dense/kernel")]
@@ -124,6 +126,7 @@ class GPT2ML(Transformer):
                                            layer_idx=i, entropy_train_len=o.entropy_train_len),
                         FeedForward(d, c.intermediate_size, c.hidden_act), norm, c.hidden_dropout_prob)
             for i in range(c.num_hidden_layers))
+        self.lm_head = None if c.tie_word_embeddings else nn.Linear(d, c.vocab_size, bias=False)
         for name, module in self.named_modules():  # N(0, 0.02), zero biases; conditional-LN projections stay zero
             if isinstance(module, (nn.Linear, nn.Embedding)) and ".cond_" not in name:
                 nn.init.normal_(module.weight, std=0.02)
@@ -147,10 +150,21 @@ class GPT2ML(Transformer):
     def apply_final_layers(self, x: Tensor, cond: Tensor | None = None,
                            logits_mask: Tensor | None = None) -> TransformerOutput:
         h = x if logits_mask is None else x[logits_mask]
-        return TransformerOutput(hidden=x, logits=F.linear(h, self.embeddings.token.weight))
+        logits = F.linear(h, self.embeddings.token.weight) if self.lm_head is None else self.lm_head(h)
+        return TransformerOutput(hidden=x, logits=logits)
+
+    hf_head = (HEAD, EMBEDDING)
+
+    def head_tied(self) -> bool:
+        return self.lm_head is None
+
+    def untie_head(self) -> None:
+        self.lm_head = nn.Linear(self.config.hidden_size, self.config.vocab_size, bias=False)
+        self.lm_head.weight = nn.Parameter(self.embeddings.token.weight.detach().clone())
+        self.config.tie_word_embeddings = False
 
     def weight_map(self) -> WeightMap:
-        return WeightMap(self, RULES)
+        return WeightMap(self, RULES, must_equal={HEAD: EMBEDDING} if self.lm_head is None else {})
 
 
 __all__ = ["GPT2ML", "GPT2MLBlock", "REFUSED", "RULES", "bert4keras_rules"]
