@@ -11,7 +11,8 @@ Two stopping / scoring rules (``rule=``):
   is forbidden before ``min_new_tokens``; beam search keeps 2·K candidates per step and scores
   finished hypotheses sum(log p) / len^α, ``early_stopping`` True / False (heuristic) / "never".
 * ``"bert4keras"``: bert4keras 0.11.5 ``AutoRegressiveDecoder`` (《如何应对Seq2Seq中的“根本停不下来”问题？》
-  and the SimBERT posts use it), see :mod:`kexue.generation.bert4keras_rule`.
+  and the SimBERT posts use it), see :mod:`kexue.generation.bert4keras_rule`; with one beam it is
+  bert4keras's ``beam_search(topk=1)``, greedy decoding under bert4keras's end-token rules.
 """
 from __future__ import annotations
 
@@ -337,4 +338,7 @@ def decode_state(state: DecodingState, options: GenerationOptions, eos_id: int |
             generator = torch.Generator(device=device or "cpu").manual_seed(o.seed)
         return sample(state, o.max_new_tokens, eos_id, o.min_new_tokens, o.num_samples, o.temperature, o.top_k,
                       o.top_p, generator, o.rule, o.min_ends)
+    if o.rule == "bert4keras":  # bert4keras's topk=1 decoding: its beam search with one beam
+        return beam_search(state, o.max_new_tokens, eos_id, 1, o.min_new_tokens, rule="bert4keras",
+                           temperature=o.temperature, min_ends=o.min_ends)
     return greedy(state, o.max_new_tokens, eos_id, o.min_new_tokens)

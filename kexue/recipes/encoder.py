@@ -121,9 +121,11 @@ class GenerationPredictor(Predictor):
             if seq2seq:
                 state = decoding_state(self.lm, torch.tensor([ids]))
             else:
-                if self.lm.application == "lm":
+                if self.lm.application == "lm" and ids and ids[-1] == tok.sep_id:
                     ids, segs = ids[:-1], segs[:-1]  # [CLS] text: the continuation follows
-                state = decoding_state(self.lm, torch.tensor([ids]), None, torch.tensor([segs]),
+                # no token-type table (GPT-2): all-zero types are not passed (GPT-2 would add wte[0] to each token)
+                typed = self.lm.application == "unilm" or getattr(self.lm.config, "type_vocab_size", 0) or any(segs)
+                state = decoding_state(self.lm, torch.tensor([ids]), None, torch.tensor([segs]) if typed else None,
                                        banned_ids=special_ids(tok))
             output = (lambda text: lambda rows: {"text": text, "generations": [tok.decode(r) for r in rows]})(text)
             out.append(Decoding(state, options, eos, tok.decode, output, len(ids)))

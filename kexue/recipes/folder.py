@@ -39,7 +39,7 @@ from torch import nn
 
 from kexue.io import (MANIFEST, FolderError, atomic_write, check_folder, check_type, folder_info, read_json,
                       recover_folder, safetensors_header, save_safetensors, write_folder, write_json, write_text)
-from kexue.models import Transformer, build_model
+from kexue.models import Transformer, build_model, family_of
 from kexue.models.checkpoints import CheckpointError, save_pretrained
 from kexue.models.weights import LoadReport, check_fit
 from kexue.text.tokenizer import Tokenizer
@@ -409,11 +409,12 @@ def kexue_block(directory: str | Path) -> dict[str, Any]:
 
 def load_backbone(directory: str | Path, application: str | None = None) -> tuple[Transformer, Tokenizer]:
     """The Transformer and tokenizer of a model folder, every weight loaded (strict: never random)."""
-    if not (Path(directory) / "vocab.txt").is_file():
-        raise CheckpointError(f"{directory} has no vocab.txt: kexue predicts with WordPiece vocabularies "
-                              "(a GPT-2 / SentencePiece tokenizer is not supported)")
-    model = build_model(checkpoint=Path(directory), application=application)  # the kexue block's settings
-    return model.eval(), Tokenizer.from_pretrained(directory)
+    directory = Path(directory)
+    if not any((directory / name).is_file() for name in ("vocab.txt", "tokenizer.json", "spiece.model")):
+        raise CheckpointError(f"{directory} has no tokenizer: kexue reads vocab.txt (WordPiece), tokenizer.json "
+                              "or spiece.model (SentencePiece)")
+    model = build_model(checkpoint=directory, application=application)  # the kexue block's settings
+    return model.eval(), family_of(model).tokenizer(directory)  # the family's: vocab.txt, tokenizer.json, ...
 
 
 def load_head(directory: str | Path, module: nn.Module, backbone: str) -> nn.Module:

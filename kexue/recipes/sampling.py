@@ -37,8 +37,10 @@ class Decoding:
 
 
 def special_ids(tokenizer) -> list[int]:
-    """[PAD] / [CLS] / [MASK] / [UNK]: tokens a generated text never contains."""
-    return [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
+    """[PAD] / [CLS] / [MASK] / [UNK]: tokens a generated text never contains (those the vocabulary has: a
+    GPT-2 / SentencePiece tokenizer may lack some, and GPT-2's unknown token is its end token, never banned)."""
+    ids = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
+    return [i for i in ids if i is not None and i != tokenizer.sep_id]
 
 
 def task_options(given: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, sample: bool | None = True,
