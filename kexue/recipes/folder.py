@@ -99,9 +99,10 @@ def save_model_folder(out: str | Path, info: dict[str, Any], *, backbone: nn.Mod
 def save_task_model(out: Path, task: str, backbone: Transformer, tokenizer: Tokenizer, head: dict[str, torch.Tensor],
                     labels: list[str] | None, settings: dict[str, Any], metrics: dict[str, Any],
                     step_losses: list[float], card: dict[str, Any], predictions: list[dict] | None = None,
-                    overwrite: bool = True) -> Path:
+                    overwrite: bool = True, extra: dict[str, FileContent] | None = None) -> Path:
     """Write the self-contained folder of a trained task model (see the module docstring), with the
-    evaluation ``predictions`` as ``eval_predictions.jsonl``; ``task="encoder"``: a sentence encoder."""
+    evaluation ``predictions`` as ``eval_predictions.jsonl`` and ``extra`` files of the task (e.g. a sample
+    grid); ``task="encoder"``: a sentence encoder."""
     kind = "encoder" if task == "encoder" else "task"
     info = folder_info(kind, None if kind == "encoder" else task, labels,
                        pooling={"encoder": "mean", "classify": "cls"}.get(task),
@@ -112,6 +113,7 @@ def save_task_model(out: Path, task: str, backbone: Transformer, tokenizer: Toke
         "README.md": model_card(task, labels, settings, metrics, card)}
     if predictions is not None:
         files["eval_predictions.jsonl"] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions)
+    files.update(extra or {})
     return save_model_folder(out, info, backbone=backbone, tokenizer=tokenizer, head=head, settings=settings,
                              files=files, overwrite=overwrite)
 

@@ -30,7 +30,7 @@ from kexue.data.images import digits, labelled_image_folder, save_grid
 from kexue.multimodal import (END_IMG, IMG, ImageSpec, MultimodalTransformer, batch_loss, build_backbone,
                               caption_images, generate_images, train_multimodal)
 from kexue.recipes import args as at
-from kexue.recipes.common import Timer, command, setup, write_predictions
+from kexue.recipes.common import Timer, command, setup
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.predictor import Predictor
 from kexue.text.tokenizer import SPECIAL_TOKENS, Tokenizer, build_vocab
@@ -60,11 +60,12 @@ def text_ids(tokenizer: Tokenizer, text: str) -> list[int]:
 
 # -- the model folder: one function each way (the folder helpers of kexue.recipes.folder) -----------------------
 def save_model(out: Path, model: MultimodalTransformer, tokenizer: Tokenizer, labels: list[str], settings: dict,
-               metrics: dict, step_losses: list[float], card: dict) -> Path:
+               metrics: dict, step_losses: list[float], card: dict, predictions: list[dict] | None = None,
+               extra: dict | None = None) -> Path:
     """config.json + model.safetensors (the RoFormer backbone), vocab.txt, head.safetensors (patch_in,
     noise_in, velocity_out), task.json (``settings``: image spec, caption template, sampling defaults)."""
     return save_task_model(out, TASK, model.backbone, tokenizer, head_state(model, "backbone"), labels, settings,
-                           metrics, step_losses, card)
+                           metrics, step_losses, card, predictions=predictions, extra=extra)
 
 
 def load_model(directory: str | Path) -> tuple[MultimodalTransformer, Tokenizer, list[str], dict]:
@@ -129,7 +130,8 @@ class MultimodalPredictor(Predictor):
     ``steps`` (Euler steps) and ``max_new_tokens`` (caption length)."""
 
     task, model_attr = TASK, "mm"
-    options = {"seed": at.nonnegative_int, "steps": at.positive_int, "max_new_tokens": at.positive_int}
+    options = ("seed", "max_new_tokens")
+    task_options = {"steps": at.positive_int}
 
     def __init__(self, model: MultimodalTransformer, tokenizer: Tokenizer, labels: list[str], settings: dict):
         self.mm, self.tokenizer, self.labels, self.settings = model.eval(), tokenizer, labels, settings
@@ -260,11 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     held = [{"image": image_to_json(x[i])["image"]} for i in test.tolist()]  # through the predictor's own input
     answers = predictor.predict(held)
     correct = sum(a["label"] == names[i] for a, i in zip(answers, test.tolist()))
-    write_predictions(out, [{**q, **a, "true_label": names[i]} for q, a, i in zip(held, answers, test.tolist())])
+    predictions = [{**q, **a, "true_label": names[i]} for q, a, i in zip(held, answers, test.tolist())]
     shown = labels[:10]
     grid = generate_images(ema, [caption_ids[lab] for lab in shown for _ in range(8)], args.sample_steps,
                            torch.Generator().manual_seed(args.seed))
-    save_grid(grid, out / "samples.png", nrow=8)
     data = {"images": args.images or "scikit-learn digits (8×8)", "classes": len(labels),
             "n_train": len(train), "n_eval": len(test)}
     metrics = {"task": TASK, **data, "steps": args.steps, "caption_accuracy": correct / len(test),
@@ -273,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                "parameters": sum(q.numel() for q in ema.parameters()), "seconds": timer.seconds()}
     save_model(out, ema, tokenizer, labels, settings, metrics, history["loss"],
                {"command": command(argv, TASK), "data": data, "out": str(out),
-                "settings": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}})
+                "settings": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}}, predictions,
+               {"samples.png": lambda path: save_grid(grid, path, nrow=8)})
     print(json.dumps(metrics, ensure_ascii=False))
     return 0
 
