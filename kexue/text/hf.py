@@ -26,7 +26,8 @@ from tokenizers import AddedToken, decoders, normalizers, pre_tokenizers, proces
 from tokenizers import Tokenizer as Pipeline
 from tokenizers.models import Unigram
 
-from kexue.io import write_json, write_text
+from kexue.io import read_utf8, write_json, write_text
+from kexue.text.tokenizer import batch_decode, check_text, one_sequence
 
 ROLES = ("pad", "unk", "cls", "sep", "mask", "bos", "eos")
 
@@ -94,13 +95,17 @@ class HFTokenizer:
         return self.inverse[i]
 
     def tokenize(self, text: str) -> list[str]:
-        return self.pipeline.encode(text, add_special_tokens=False).tokens
+        return self.pipeline.encode(check_text(text), add_special_tokens=False).tokens
 
     def encode(self, first: str, second: str | None = None, maxlen: int | None = None,
                truncate: bool = True) -> tuple[list[int], list[int]]:
         """Ids and type ids of ``first`` (and ``second``) with the pipeline's special tokens (its post-processor);
         over ``maxlen`` tokens the longer side loses tokens from its end, one at a time (transformers'
-        ``truncation="longest_first"``; ``truncate=False``: a ValueError instead)."""
+        ``truncation="longest_first"``; ``truncate=False``: a ValueError instead). A lone surrogate is refused
+        naming its position (:func:`kexue.text.tokenizer.check_text`)."""
+        check_text(first)
+        if second is not None:
+            check_text(second)
         if maxlen is None:
             out = self.pipeline.encode(first, second)
             return list(out.ids), list(out.type_ids)
@@ -129,7 +134,12 @@ class HFTokenizer:
         return pad_batch(encoded, self.pad_id if self.pad_id is not None else 0)
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-        return self.pipeline.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+        """The text of one sequence of ids; a batch is :meth:`batch_decode`'s."""
+        return self.pipeline.decode(one_sequence(ids), skip_special_tokens=skip_special)
+
+    def batch_decode(self, rows, skip_special: bool = True) -> list[str]:
+        """:meth:`decode` of each row of a batch, as transformers' ``batch_decode``."""
+        return batch_decode(self, rows, skip_special)
 
 
 def _read_config(directory: Path) -> dict:
@@ -137,7 +147,7 @@ def _read_config(directory: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(config, dict):

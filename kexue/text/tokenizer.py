@@ -234,18 +234,8 @@ class Tokenizer:
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         """Join tokens back into text: ``##`` pieces glue on, CJK characters and punctuation take no space.
         One sequence of ids (list, 1-D tensor or array); a batch is :meth:`batch_decode`'s."""
-        shape = getattr(ids, "shape", None)
-        if shape is not None and len(shape) != 1:
-            raise ValueError(f"decode takes one sequence of ids, got a {len(shape)}-D array of shape {tuple(shape)}; "
-                             "decode a batch with batch_decode")
-        if shape is None:
-            ids = list(ids)
-            if any(isinstance(i, (list, tuple)) or len(getattr(i, "shape", ())) > 0 for i in ids):
-                raise ValueError("decode takes one sequence of ids, got a sequence of sequences; decode a batch "
-                                 "with batch_decode")
         out = ""
-        for i in ids:
-            i = int(i)
+        for i in one_sequence(ids):
             if skip_special and i in self.special_ids:
                 continue
             tok = self.inverse.get(i, "[UNK]")
@@ -260,11 +250,30 @@ class Tokenizer:
     def batch_decode(self, rows: Iterable[Iterable[int]], skip_special: bool = True) -> list[str]:
         """:meth:`decode` of each row of a batch (a 2-D tensor or array, or a list of id lists), as transformers'
         ``batch_decode``; padding is a special token, skipped with the others."""
-        shape = getattr(rows, "shape", None)
-        if shape is not None and len(shape) != 2:
-            raise ValueError(f"batch_decode takes a batch of id sequences, got a {len(shape)}-D array of shape "
-                             f"{tuple(shape)}")
-        return [self.decode(row, skip_special) for row in rows]
+        return batch_decode(self, rows, skip_special)
+
+
+def one_sequence(ids: Iterable[int]) -> list[int]:
+    """The ids of one sequence, as ints; a 2-D batch (tensor, array, list of lists) is refused for
+    ``batch_decode`` (a tokenizer's ``decode`` returns one string)."""
+    shape = getattr(ids, "shape", None)
+    if shape is not None and len(shape) != 1:
+        raise ValueError(f"decode takes one sequence of ids, got a {len(shape)}-D array of shape {tuple(shape)}; "
+                         "decode a batch with batch_decode")
+    ids = list(ids)
+    if any(isinstance(i, (list, tuple)) or len(getattr(i, "shape", ())) > 0 for i in ids):
+        raise ValueError("decode takes one sequence of ids, got a sequence of sequences; decode a batch with "
+                         "batch_decode")
+    return [int(i) for i in ids]
+
+
+def batch_decode(tokenizer, rows, skip_special: bool = True) -> list[str]:
+    """``tokenizer.decode`` of each row of a batch (2-D tensor or array, or a list of id sequences)."""
+    shape = getattr(rows, "shape", None)
+    if shape is not None and len(shape) != 2:
+        raise ValueError(f"batch_decode takes a batch of id sequences, got a {len(shape)}-D array of shape "
+                         f"{tuple(shape)}")
+    return [tokenizer.decode(row, skip_special) for row in rows]
 
 
 def pad_batch(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0,

@@ -78,3 +78,30 @@ def test_vocab_and_tokenizer_config_that_are_not_utf8_are_named(tmp_path):
     (tmp_path / "tokenizer_config.json").write_bytes(b'{\n  "do_lower_case": true,\n  "x": "\xb1\xb1"\n}')
     with pytest.raises(NotUTF8Error, match=re.escape(f"{tmp_path / 'tokenizer_config.json'}:3: not UTF-8 text")):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_tokenizer_json_pipelines_share_the_edges(tmp_path):
+    """kexue.text.hf.HFTokenizer (tokenizer.json / spiece.model) behaves the same at every edge: an empty batch,
+    batch_decode against transformers' on real sentences, decode of a batch refused, lone surrogates refused."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import GPT2TokenizerFast
+
+    from kexue.text import load_tokenizer
+
+    texts = [p.a for p in datasets.sts_en("train")[:300]]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=500, min_frequency=2, special_tokens=["<|endoftext|>"])
+    bpe.save_model(str(tmp_path))
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    (tmp_path / "tokenizer_config.json").write_text('{"tokenizer_class": "GPT2Tokenizer", "eos_token": '
+                                                     '"<|endoftext|>", "unk_token": "<|endoftext|>"}')
+    tok = load_tokenizer(tmp_path)
+    assert all(v.shape == (0, 0) for v in tok.encode_batch([]).values())
+    rows = [tok.encode(p.a)[0] for p in datasets.sts_en("test")[:2]]
+    hf = GPT2TokenizerFast(str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt"))
+    assert tok.batch_decode(rows) == hf.batch_decode(rows, skip_special_tokens=True) == \
+        [p.a for p in datasets.sts_en("test")[:2]]
+    with pytest.raises(ValueError, match="decode takes one sequence of ids"):
+        tok.decode(torch.tensor(rows[:1]))
+    with pytest.raises(ValueError, match=r"lone surrogate U\+D800 at position 1"):
+        tok.encode("a\ud800b")
