@@ -228,3 +228,19 @@ def test_nonfinite_training_stops_in_one_line_and_saves_nothing(capsys, out):
     --out as it was (no model written)."""
     fails(capsys, ["classify", "--limit", "16", "--epochs", "3", "--lr", "1e30", "--out", str(out), "--no-progress"],
           "non-finite", out=out)
+
+
+def test_serve_on_a_busy_port_is_one_line(capsys):
+    """A port another server listens on: one `kexue: error:` line naming --port, exit 2, before the model loads."""
+    import socket
+
+    from kexue.models.pretrained import minilm_path
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        fails(capsys, ["serve", str(minilm_path()), "--host", "127.0.0.1", "--port", str(port)], f"--port {port}")
+    finally:
+        busy.close()
