@@ -14,7 +14,7 @@ from kexue.models import CAUSAL, ENCODER_DECODER, PREFIX, REGISTRY, build_model
 from kexue.models.pretrained import zh_mini_path
 from kexue.text.tokenizer import Tokenizer
 
-FAMILIES = tuple(REGISTRY)  # bert, roformer, roformer_v2, gpt, t5
+FAMILIES = tuple(REGISTRY)  # bert, roformer, roformer_v2, gpt, t5, albert, nezha, electra
 # families with an encoder: an "encoder" application, or an encoder-decoder's encoder stack (T5.encode)
 ENCODER_FAMILIES = tuple(name for name, f in REGISTRY.items()
                          if "encoder" in f.applications or ENCODER_DECODER in f.decoding.values())

@@ -15,11 +15,24 @@ Chinese BERTs are released that way. Each bert4keras model maps onto a kexue fam
     t5.1.1        -> t5 (T5 v1.1)   (mesh-TF names; mt5.1.1 the same with rms_norm)
     gpt2_ml       -> gpt2_ml        (newslm/...: norms after the embeddings and around the FFN, ε = 1e-5)
     gau_alpha     -> gau_alpha      (GAU_alpha/encoder/layer_i/gau/...: RoFormer-v2 with GAU layers, ε = 1e-7)
+    roberta       -> bert           (bert4keras's name for the BERT computation: Chinese RoBERTa-wwm)
+    albert        -> albert         (bert/encoder/transformer/group_0/inner_group_0/...: one shared block)
+    albert_unshared -> albert, num_hidden_groups = num_hidden_layers (every layer its own block)
+    nezha         -> nezha          (bert/... names, no position table, relative positions M = 64, ε = 1e-7)
+    electra       -> electra        (electra/..., electra/embeddings_project, discriminator_predictions/...)
 
 ``keep_tokens`` / ``compound_tokens`` (JSON files, :mod:`kexue.models.vocab`) trim or extend the
 vocabulary exactly as bert4keras's ``load_embeddings`` does, on every vocabulary-indexed tensor; the
 vocabulary written beside the weights is then the trimmed one, and ``decoder_start_id`` / ``eos_id``
 (ids of the checkpoint's vocabulary) move to their new ids.
+
+Nothing in ``bert_config.json`` is lost: the fields bert4keras reads are translated (the dropout rates
+included), its build options (``with_pool``, ``with_mlm``, ``with_discriminator``) become kexue options,
+the rest is written to ``config.json`` as it is; what kexue cannot compute (``with_nsp``,
+``residual_attention_scores`` ...) is refused by name. A checkpoint whose config keys or variables are
+another family's (``Bert4kerasNames.marks``: NEZHA's ``max_relative_position``, ALBERT's shared
+``group_0/inner_group_0`` variables, ELECTRA's ``electra/...``) is refused with the reason and the
+``--model`` that converts it.
 
 Two bert4keras conventions are kept exactly: its T5 decoder multiplies the output by d^-1/2 before
 the untied head (``scale_decoder_outputs``), and its cross-attention adds the decoder's
@@ -251,6 +264,17 @@ def state_from_tf(model: torch.nn.Module, variables: dict[str, np.ndarray], bert
     return state
 
 
+def complete_variables(variables: dict[str, np.ndarray], config: dict, family: str) -> dict[str, np.ndarray]:
+    """What bert4keras computes without a variable: its ALBERT with embedding_size = hidden_size has no
+    Embedding-Mapping, transformers' (and kexue's) always maps E -> H: the identity, with a zero bias."""
+    mapping = "bert/encoder/embedding_hidden_mapping_in"
+    if family == "albert" and config["embedding_size"] == config["hidden_size"] and f"{mapping}/kernel" not in variables:
+        h = config["hidden_size"]
+        variables = {**variables, f"{mapping}/kernel": np.eye(h, dtype=np.float32),
+                     f"{mapping}/bias": np.zeros(h, dtype=np.float32)}
+    return variables
+
+
 def _cond_options(variables: dict[str, np.ndarray]) -> dict:
     """Conditional LayerNorm sizes, read off the first conditional norm's kernels."""
     gamma = sorted(v for v in variables if v.endswith("/gamma_dense/kernel"))
@@ -290,7 +314,7 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     from kexue.models.tf_checkpoint import list_variables
 
     identify(b4k, [name for name, _ in list_variables(checkpoint)], model, str(config_path))
-    variables = read_tf_checkpoint(checkpoint)
+    variables = complete_variables(read_tf_checkpoint(checkpoint), config, family)
     if b4k.get("hierarchical_position") and options.get("hierarchical_alpha") is None:
         h = b4k["hierarchical_position"]
         options["hierarchical_alpha"] = 0.4 if h is True else float(h)

@@ -191,9 +191,12 @@ def bert4keras_folder_hint(path: str | Path) -> str | None:
     prefix = index[0].with_suffix("")
     try:
         b4k = json.loads(configs[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable: its keys name no model
+        b4k = {}
+    try:
         names = [name for name, _ in list_variables(prefix)]
-    except (OSError, ValueError):  # unreadable: the hint names no model
-        b4k, names = {}, []
+    except (OSError, ValueError):
+        names = []
     found = [f for f in REGISTRY.values() if isinstance(b4k, dict) and f.bert4keras.identified_by(b4k, names)]
     model = found[0].bert4keras.models[0] if len(found) == 1 else \
         "{" + ",".join(m for f in REGISTRY.values() for m in f.bert4keras.models) + "}"
