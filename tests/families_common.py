@@ -49,6 +49,8 @@ def tiny(family: str, application: str | None = None, layers: int = 2, hidden: i
         config = dict(model_type=family, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
                       num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        if "embedding_size" in getattr(REGISTRY[family].model, "hf_defaults", {}):  # ALBERT, ELECTRA: not 128
+            config["embedding_size"] = hidden
     torch.manual_seed(seed)
     return build_model(config, application=application, **options).eval()
 

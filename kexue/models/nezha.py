@@ -89,14 +89,16 @@ class RelativeAttention(nn.Module):
         m = self.max_relative
         return self.table[offsets.clamp(-m, m) + m]
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, rope=None, bias: Tensor | None = None,
-                context: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
-        if rope is not None or bias is not None or context is not None:
-            raise ValueError("NEZHA's attention takes no RoPE, additive bias or cross-attention context")
+    def forward(self, x: Tensor, mask: Tensor | None = None, relative: Tensor | None = None,
+                bias: Tensor | None = None, context: Tensor | None = None, cache: KVCache | None = None) -> Tensor:
+        """``relative``: the ``[n_q, n_k, d]`` r_ij (computed here when not given; the model computes it once
+        for all layers and :class:`TransformerBlock` hands it over in its RoPE argument's place)."""
+        if bias is not None or context is not None:
+            raise ValueError("NEZHA's attention takes no additive bias or cross-attention context")
         q, k, v = self._split(self.q(x)), self._split(self.k(x)), self._split(self.v(x))
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)
-        r = self.relative(q.shape[2], k.shape[2]).to(q.dtype)
+        r = (self.relative(q.shape[2], k.shape[2]) if relative is None else relative).to(q.dtype)
         if self.entropy_train_len is not None:
             n_keys = mask.sum(-1, keepdim=True) if mask is not None else torch.tensor(float(k.shape[2]))
             q = q * entropy_invariant_scale(n_keys, self.entropy_train_len).to(q.dtype)
@@ -142,6 +144,15 @@ class NEZHA(BERT):
 
     def max_positions(self) -> int:
         return 1 << 30  # offsets are clipped: no table bounds the length
+
+    def apply_main_layers(self, x, mask, position_ids, cond, cache, hidden) -> Tensor:
+        n_q = x.shape[1]
+        relative = self.layers[0].attn.relative(n_q, n_q + (cache.length if cache is not None else 0))
+        for layer in self.layers:  # the block passes its third argument on to the attention
+            x = layer(x, mask, relative, cond=cond, cache=cache)
+            if hidden is not None:
+                hidden.append(x)
+        return x
 
     def check_inputs(self, input_ids, segment_ids, attention_mask, position_ids, cond, past) -> None:
         super().check_inputs(input_ids, segment_ids, attention_mask, position_ids, cond, past)
