@@ -84,7 +84,8 @@ def main():
         np.savez(os.path.join(out_dir, name, "outputs.npz"), **arrays)
         manifest[name] = {"model": model, "application": application, "flags": flags, "config": config}
 
-    def variant(name, model, application, flags, feed, config, shared=False, cond_dim=None, **kwargs):
+    def variant(name, model, application, feed, config, shared=False, cond_dim=None, **kwargs):
+        """Build and save with random weights; predict the last layer's states plus ([pooled,] probs)."""
         t, _ = build(name, model, application, config, vocab, out_dir, rng, cond_dim=cond_dim, **kwargs)
         outs = predict(t.model.inputs, [hidden_of(t, shared)] + t.model.outputs, feed)
         keys = ["hidden", "pooled", "probs"] if len(outs) == 3 else ["hidden", "probs"]
@@ -92,19 +93,19 @@ def main():
 
     small = base_config(vocab, embedding_size=32)
     # ALBERT: shared layers; pooler + MLM head (tied to the 32-wide embedding), UniLM with beam search
-    t, arrays = variant("albert", "albert", "encoder", ["--with-pool", "--with-mlm"], single, small, shared=True,
+    t, arrays = variant("albert", "albert", "encoder", single, small, shared=True,
                         with_pool=True, with_mlm=True)
     record("albert", "albert", "encoder", ["--with-pool", "--with-mlm"], arrays, small)
-    t, arrays = variant("albert_unilm", "albert", "unilm", [], pair, small, shared=True)
+    t, arrays = variant("albert_unilm", "albert", "unilm", pair, small, shared=True)
     beams(t, data, arrays)
     record("albert_unilm", "albert", "unilm", [], arrays, small)
     cond = data["cond"]
-    t, arrays = variant("albert_cond", "albert", "unilm", [], pair + [cond], small, shared=True,
+    t, arrays = variant("albert_cond", "albert", "unilm", pair + [cond], small, shared=True,
                         cond_dim=cond.shape[1])
     record("albert_cond", "albert", "unilm", [], arrays, small)
 
     # ALBERT unshared: its own weights per layer (written as kernel, kernel_1, ...)
-    t, arrays = variant("albert_unshared", "albert_unshared", "encoder", ["--with-pool", "--with-mlm"], single,
+    t, arrays = variant("albert_unshared", "albert_unshared", "encoder", single,
                         small, with_pool=True, with_mlm=True)
     record("albert_unshared", "albert_unshared", "encoder", ["--with-pool", "--with-mlm"], arrays, small)
     # ... and ALBERT's shared checkpoint loaded into it, as bert4keras users do
@@ -122,15 +123,15 @@ def main():
 
     # NEZHA: relative positions (table of 2·64 + 1 sinusoids), pooler + MLM; rows longer than 64 tokens
     cfg = base_config(vocab, max_relative_position=64)
-    t, arrays = variant("nezha", "nezha", "encoder", ["--with-pool", "--with-mlm"], single, cfg, with_pool=True,
+    t, arrays = variant("nezha", "nezha", "encoder", single, cfg, with_pool=True,
                         with_mlm=True)
     long_ids, long_segs = long_rows(data)
     hidden, pooled, probs = predict(t.model.inputs, [hidden_of(t)] + t.model.outputs, [long_ids, long_segs])
     arrays.update(long_ids=long_ids, long_segs=long_segs, long_hidden=hidden, long_pooled=pooled, long_probs=probs)
     record("nezha", "nezha", "encoder", ["--with-pool", "--with-mlm"], arrays, cfg)
-    t, arrays = variant("nezha_lm", "nezha", "lm", [], single, cfg)
+    t, arrays = variant("nezha_lm", "nezha", "lm", single, cfg)
     record("nezha_lm", "nezha", "lm", [], arrays, cfg)
-    t, arrays = variant("nezha_unilm", "nezha", "unilm", [], pair, cfg)
+    t, arrays = variant("nezha_unilm", "nezha", "unilm", pair, cfg)
     beams(t, data, arrays)
     record("nezha_unilm", "nezha", "unilm", [], arrays, cfg)
 
@@ -144,7 +145,7 @@ def main():
     record("electra_disc", "electra", "encoder", ["--with-discriminator"], {"hidden": hidden, "probs": probs}, cfg)
 
     # RoBERTa: bert4keras's name for the BERT computation (Chinese RoBERTa-wwm-ext)
-    t, arrays = variant("roberta", "roberta", "encoder", ["--with-pool", "--with-mlm"], single, cfg,
+    t, arrays = variant("roberta", "roberta", "encoder", single, cfg,
                         with_pool=True, with_mlm=True)
     record("roberta", "roberta", "encoder", ["--with-pool", "--with-mlm"], arrays, cfg)
 
