@@ -134,7 +134,10 @@ def model_dir(text: str) -> str:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such model folder: {text}")
     if not (path / "config.json").is_file():
-        raise argparse.ArgumentTypeError(f"{text} holds no config.json (not a saved model folder)")
+        from kexue.models.family import bert4keras_folder_hint
+
+        raise argparse.ArgumentTypeError(bert4keras_folder_hint(path)
+                                         or f"{text} holds no config.json (not a saved model folder)")
     return text
 
 

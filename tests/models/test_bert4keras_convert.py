@@ -25,8 +25,8 @@ def test_refused_config_fields_are_named(field, value):
 
 
 def test_unknown_model_and_activation_are_named():
-    with pytest.raises(ValueError, match="albert"):
-        convert_config(B4K, "albert")
+    with pytest.raises(ValueError, match="unknown bert4keras model 'xlnet'"):
+        convert_config(B4K, "xlnet")
     with pytest.raises(ValueError, match="hidden_act 'mish'"):
         convert_config({**B4K, "hidden_act": "mish"}, "bert")
     with pytest.raises(ValueError, match="gated FFN"):
