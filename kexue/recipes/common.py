@@ -481,12 +481,12 @@ def done(progress: dict | None, steps: int, changed: bool) -> bool:
 
 
 def plan_run(folder: Path, out: Path, record: dict, *, resume: bool, overwrite: bool, desc: str,
-             fixed: str = "architecture.") -> bool | None:
+             fixed: Sequence[str] = ("architecture",)) -> bool | None:
     """Decide, before any model is built, what training into the run folder ``folder`` does with ``record`` (the
     settings, ``steps`` included): returns fit's ``overwrite`` (True: start over), or ``None`` when ``--resume``
     finds a finished run with nothing left to train and a saved model in ``out`` (said, nothing touched).
     Refuses (naming each difference) settings that differ without ``resume`` / ``overwrite``, and under
-    ``resume`` the ones whose names start with ``fixed`` (the model's shape)."""
+    ``resume`` the ``fixed`` ones (top-level keys: what the model's shape depends on)."""
     old, progress = read_run(folder)
     new = jsonable(record)
     diffs = diff_settings({k: old.get(k, "(absent)") for k in new}, new) if old is not None else []
@@ -500,7 +500,7 @@ def plan_run(folder: Path, out: Path, record: dict, *, resume: bool, overwrite: 
     if resume:
         if old is None and progress is None:
             raise at.UsageError(f"--resume: {folder} holds no run to continue; run without --resume to start one")
-        shape = [d for d in diffs if d.startswith(fixed)]
+        shape = [d for d in diffs if d.split(":", 1)[0].split(".", 1)[0] in fixed]
         if shape:
             raise at.UsageError(f"--resume continues the model trained in {folder}, whose shape cannot change: "
                                 f"{'; '.join(shape)}; pass --overwrite to start over")

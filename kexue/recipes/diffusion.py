@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from kexue.recipes import args as at
+from kexue.recipes.common import plan_run
 from kexue.diffusion import methods
 from kexue.data.images import digits, image_folder, save_grid
 from kexue.diffusion.train import save_model
@@ -35,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     out = at.check_output_dir(args.out)
     x = digits(args.size)[0] if args.data == "digits" else image_folder(args.data, args.size, args.channels)
     kind = methods.SAMPLERS[args.method]
-    run = dict(checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=args.overwrite)
+    # checked against out/train before any model is built: what the model's shape depends on cannot change
+    # under --resume; --resume on a finished run with nothing left to train leaves --out as it is
+    record = {"architecture": {"kind": kind, "width": args.width, "channels": int(x.shape[1]), "size": args.size}}
+    overwrite = plan_run(out / "train", out, {**record, "steps": args.train_steps}, resume=args.resume,
+                         overwrite=args.overwrite, desc="kexue diffusion")
+    if overwrite is None:
+        return 0
+    run = dict(checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=overwrite, settings=record)
     base = methods.fit("flow", x, args.train_steps, args.width, checkpoint_dir=out / "train-base", **run) \
         if kind == "reflow" else None
     model = methods.fit(kind, x, args.train_steps, args.width, base=base, checkpoint_dir=out / "train", **run)
