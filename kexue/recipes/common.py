@@ -74,7 +74,8 @@ def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch
                                                      "epoch is saved)" if shipped_data else "none)"))
     p.add_argument("--checkpoint", type=at.model_or_shipped, metavar="MODEL",
                    help="pretrained model to fine-tune: a folder (config.json, weights, vocab.txt), a hub id "
-                        "org/name[@revision], or a shipped model: minilm, zh-mini (default: a small model from scratch)")
+                        "org/name[@revision], or a shipped model: minilm, zh-mini (default: a small model from "
+                        "scratch)")
     p.add_argument("--family", default="roformer", choices=["bert", "roformer", "roformer_v2"],
                    help="family of the from-scratch model (without --checkpoint)")
     p.add_argument("--out", default=out, metavar="DIR",
@@ -458,8 +459,8 @@ class Run:
         for e, value in enumerate(epoch_losses):
             print(f"epoch {e + 1}: loss {value:.4f}")
         notes = [f"run folder: {self.folder} (resumable: rerun the same command; settings.json records the settings)"]
-        return Trained(history, epoch_losses, self.steps, self.per_epoch, ev.metric if ev else None, "best" if keep_best else "last",
-                       best, self.before, notes)
+        return Trained(history, epoch_losses, self.steps, self.per_epoch, ev.metric if ev else None,
+                       "best" if keep_best else "last", best, self.before, notes)
 
 
 def checked_card(run: Run, trained: Trained, card: dict) -> dict:
@@ -529,7 +530,8 @@ def start_run(args: argparse.Namespace, out: Path, name: str, *, n_train: int, a
     given = getattr(args, "steps", None)  # --steps, where a recipe has it, overrides --epochs
     steps = given or max(1, args.epochs * per_epoch)
     start = str(args.checkpoint) if args.checkpoint else f"{args.family} from scratch"
-    record = {"recipe": name, "architecture": {"start": start, **architecture}, "epochs": None if given else args.epochs,
+    record = {"recipe": name, "architecture": {"start": start, **architecture},
+              "epochs": None if given else args.epochs,
               "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "seed": args.seed,
               "eval_every": args.eval_every, "saved_weights": "best on --dev" if args.dev else "last",
               "patience": args.patience, **settings}
@@ -560,5 +562,5 @@ def command(argv: Sequence[str] | None, name: str) -> str:
 
 
 __all__ = ["Metric", "PRETRAINED_LR", "Run", "SPECIAL_TOKENS", "SMALL", "Timer", "Trained", "WARMUP", "WorseThanStart",
-           "backbone", "batches", "char_ids", "checked_card", "checkpoint_folder", "command", "model_and_tokenizer", "pad", "parse",
-           "plan_run", "recipe_args", "setup", "start_run", "tokenizer_for", "vocabulary"]
+           "backbone", "batches", "char_ids", "checked_card", "checkpoint_folder", "command", "model_and_tokenizer",
+           "pad", "parse", "plan_run", "recipe_args", "setup", "start_run", "tokenizer_for", "vocabulary"]

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=at.positive_int, default=32)
     ap.add_argument("--nfe", type=at.positive_int, default=10, help="network evaluations when sampling")
     ap.add_argument("--n", type=at.positive_int, default=100)
+    ap.add_argument("--seed", type=at.nonnegative_int, default=0, help="seed of initialisation and training")
     ap.add_argument("--threads", type=at.positive_int, default=1)
     ap.add_argument("--out", default="runs/diffusion", metavar="DIR",
                     help="output folder: samples.png, the trained model (model.safetensors + config.json + "
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
                          overwrite=args.overwrite, desc="kexue diffusion")
     if overwrite is None:
         return 0
-    run = dict(checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=overwrite, settings=record)
+    run = dict(checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=overwrite, settings=record,
+               seed=args.seed)
+    torch.manual_seed(args.seed)  # the initial weights: the same run gives the same model
     base = methods.fit("flow", x, args.train_steps, args.width, checkpoint_dir=out / "train-base", **run) \
         if kind == "reflow" else None
     model = methods.fit(kind, x, args.train_steps, args.width, base=base, checkpoint_dir=out / "train", **run)

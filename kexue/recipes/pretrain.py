@@ -30,7 +30,8 @@ def run_settings(args: argparse.Namespace, texts: list[str]) -> dict:
     return {"corpus": fingerprint(texts), "vocab": fingerprint(Path(args.vocab)) if args.vocab else "from corpus",
             "objective": args.objective, "init": str(args.init) if args.init else None, "family": args.family,
             "hidden": args.hidden, "layers": args.layers, "heads": args.heads, "maxlen": args.maxlen,
-            "batch_size": args.batch_size}
+            "batch_size": args.batch_size, "grad_accum": args.grad_accum, "seed": args.seed, "lr": args.lr,
+            "weight_decay": args.weight_decay, "warmup": args.warmup, "optimizer_name": args.optimizer}
 
 
 def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path, settings: dict, overwrite: bool) -> Tokenizer:

@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     options = run.fit_options()
     loop = {k: options.pop(k) for k in ("callbacks", "eval_every", "progress", "seed", "desc")}
     history = run.run_fit(lambda: train_pair_encoder(
-        encoder, tokenizer, train, args.loss, run.steps, args.epochs, args.batch_size, args.lr, args.maxlen, loop["seed"],
-        None, loop["eval_every"], loop["progress"], warmup=args.warmup, callbacks=loop["callbacks"], desc=loop["desc"],
-        settings=run.record, **options))
+        encoder, tokenizer, train, args.loss, run.steps, args.epochs, args.batch_size, args.lr, args.maxlen,
+        loop["seed"], None, loop["eval_every"], loop["progress"], warmup=args.warmup, callbacks=loop["callbacks"],
+        desc=loop["desc"], settings=run.record, **options))
     trained = run.finish(history, encoder)
     data = {"train": args.train, "dev": args.dev or "none"}
     metrics = {"task": "encoder", "loss_function": args.loss, **data, "n_train": len(train),

@@ -178,8 +178,8 @@ def option_helps(text: str) -> dict[str, tuple[bool, str]]:
     return helps
 
 
-@pytest.mark.parametrize("name", ["ner", "classify", "poem", "reading", "dialogue", "predict", "embed", "search",
-                                  "chat", "serve", "evaluate"])
+@pytest.mark.parametrize("name", ["ner", "classify", "poem", "reading", "dialogue", "similarity", "predict", "embed",
+                                  "search", "chat", "serve", "evaluate"])
 def test_help_shows_defaults_and_describes_every_option(capsys, name):
     capsys.readouterr()
     assert cli([name, "--help"]) == 0
