@@ -10,7 +10,7 @@ from kexue.data import shipped as datasets
 TASKS = ("ner", "classify", "reading", "poem", "dialogue", "similarity")
 #: the result files of a task recipe's folder that must be equal between two runs (metrics without timings)
 RESULT_FILES = ("model.safetensors", "head.safetensors", "eval_predictions.jsonl", "vocab.txt")
-TIMINGS = ("seconds", "train_seconds")
+TIMINGS = ("seconds", "train_seconds", "train_hours_this_run")
 
 
 def write_data(d: Path) -> dict[str, dict[str, Path]]:
@@ -67,10 +67,12 @@ def task_command(name: str, files: dict, epochs: int = 3, dev: bool = True, *ext
 
 
 def other_command(name: str, files: dict) -> list[str]:
-    """A tiny run of ``pretrain`` / ``diffusion`` / ``gan`` (6 updates)."""
+    """A tiny run of ``pretrain`` / ``zh-mini`` / ``diffusion`` / ``gan`` (6 updates)."""
     if name == "pretrain":
         return ["pretrain", "--data", str(files["pretrain"]["train"]), "--hidden", "32", "--layers", "1", "--maxlen",
                 "32", "--batch-size", "8", "--steps", "6", "--no-progress"]
+    if name == "zh-mini":
+        return ["zh-mini", "--steps", "6", "--no-progress"]
     if name == "diffusion":
         return ["diffusion", "--train-steps", "6", "--width", "8", "--n", "4", "--nfe", "2"]
     return ["gan", "--steps", "6", "--batch-size", "16", "--width", "8", "--z-dim", "8", "--n", "4"]

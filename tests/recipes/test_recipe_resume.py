@@ -1,6 +1,6 @@
 """Every recipe killed with ``kill -9`` in the middle of its run and started again with the same command saves
 the same model, bit for bit, as an uninterrupted run: the task recipes (with --dev, so the best-epoch weights
-kept in the checkpoints resume too), ``pretrain``, ``diffusion`` and ``gan``.
+kept in the checkpoints resume too), ``pretrain``, ``zh-mini``, ``diffusion`` and ``gan``.
 
 The killed run is a subprocess paused right after its second checkpoint and one more update (so the resumed
 run replays an update that was lost); the resumed and uninterrupted runs run here."""
@@ -74,15 +74,19 @@ def kill_mid_run(tmp_path, argv, saves=2, steps_after=1):
     proc.stderr.close()
 
 
-def check_same(tmp_path, argv, out_key="--out"):
+def check_same(tmp_path, argv):
     killed, straight = tmp_path / "killed", tmp_path / "straight"
-    kill_mid_run(tmp_path, [*argv, out_key, str(killed), "--checkpoint-every", "2"])
+    # zh-mini keeps its run in --work: here a folder inside --out, which the saved model folder carries along
+    command = lambda out: [*argv, "--out", str(out), "--checkpoint-every", "2"] + (  # noqa: E731
+        ["--work", str(out / "work")] if argv[0] == "zh-mini" else [])
+    kill_mid_run(tmp_path, command(killed))
     assert not (killed / "model.safetensors").exists()  # killed before anything was saved
-    assert read_progress(killed / "train" / "state.safetensors")["step"] == 4  # its last checkpoint
+    run = killed / "work" if argv[0] == "zh-mini" else killed
+    assert read_progress(run / "train" / "state.safetensors")["step"] == 4  # its last checkpoint
     torch.set_num_threads(1)
     try:
-        assert cli([*argv, out_key, str(killed), "--checkpoint-every", "2"]) == 0  # the same command again
-        assert cli([*argv, out_key, str(straight), "--checkpoint-every", "2"]) == 0  # uninterrupted
+        assert cli(command(killed)) == 0  # the same command again
+        assert cli(command(straight)) == 0  # uninterrupted
     finally:
         torch.set_num_threads(2)
     a, b = results(killed), results(straight)
@@ -101,6 +105,6 @@ def test_task_recipe_killed_and_rerun_equals_uninterrupted(files, tmp_path, name
                                                                   "perplexity" else -1), -r["step"]))["step"]
 
 
-@pytest.mark.parametrize("name", ["pretrain", "diffusion", "gan"])
+@pytest.mark.parametrize("name", ["pretrain", "zh-mini", "diffusion", "gan"])
 def test_other_recipe_killed_and_rerun_equals_uninterrupted(files, tmp_path, name):
     check_same(tmp_path, other_command(name, files))
