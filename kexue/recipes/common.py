@@ -259,8 +259,10 @@ class Evaluation:
         since = sum(r["step"] > self.best["step"] for r in state.history["eval"]) + (not better) if self.best else 0
         epoch = round(state.step / self.per_epoch, 3)
         line = f"{self.desc}: epoch {epoch:g} (step {state.step}/{self.steps}): dev {self.metric.name} {value:.4f}"
-        line += " (best so far)" if better else f" (best {self.best['score']:.4f} at step {self.best['step']})" \
-            if self.best else ""
+        if better:
+            line += " (best so far)"
+        elif self.best:
+            line += f" (best {self.best['score']:.4f} at step {self.best['step']})"
         if self.patience and since >= self.patience and state.step < self.steps:
             state.stop = True
             line += f"; no better score in {since} evaluations: early stop (--patience {self.patience})"
@@ -363,7 +365,7 @@ class Trained:
             lines.append("saved weights: the last step")
         if self.stopped_early:
             lines.append(f"early stopping: stopped at step {self.evals[-1]['step']} of {self.steps}")
-        if self.before is not None:
+        if self.before is not None and self.after is not None:
             name = self.metric.name
             lines.append(f"dev {name} before fine-tuning {self.before[name]:.4f}, after {self.after:.4f}"
                          + (": **WORSE than the pretrained start**" if self.worse else ""))
