@@ -144,7 +144,7 @@ def fingerprint(obj: Any) -> str:
 MANIFEST = "manifest.json"
 FOLDER_FORMAT, FOLDER_VERSION = "kexue-folder", 1
 KINDS = ("task", "encoder", "generator", "diffusion", "gan", "custom")
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "max", "last-token", "weighted-mean", "first-last-avg", "pooler")  # kexue.heads.pooling.MODES
 #: names a model folder is made of: never carried from an old folder into a new one (see :func:`write_folder`)
 MODEL_FILES = re.compile(r"manifest\.json|config\.json|task\.json|metrics\.json|tokenizer(_config)?\.json|"
                          r"special_tokens_map\.json|generation_config\.json|vocab\.txt|README\.md|loss\.png|"
@@ -230,9 +230,9 @@ def folder_info(kind: str, task: str | None = None, labels: list[str] | None = N
       ``diffusion``, ``gan`` or ``custom`` (a task of the user's own);
     * ``task``: the task name (required for ``task`` and ``custom``, null otherwise);
     * ``labels``: the label of each output row of the head, or null;
-    * ``pooling``: how token states become one vector (``mean`` or ``cls``), or null;
+    * ``pooling``: how token states become one vector (a mode of :func:`kexue.heads.pooling.pool`), or null;
     * ``post_processing``: ``{name: {...}}`` applied to the outputs in order, e.g. ``{"whitening": {"file":
-      "whitening.safetensors", "beta": 0.0, ...}}``; a ``file`` it names must be one of the folder's files.
+      "whitening.safetensors", "beta": 0.0, ...}}``, an encoder's ``{"normalize": {}}`` (L2); a ``file`` it names must be one of the folder's files.
     """
     info = {"kind": kind, "task": task, "labels": labels, "pooling": pooling, "post_processing": post_processing or {}}
     _check_info(info, "folder_info")

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import torch
 
+from kexue.models.weights import LoadReport, check_fit
 from kexue.data.batching import index_batches
 from kexue.generative.gan import D_NORMS, GAN, GeneratorEMA, build_gan
 from kexue.io import FolderError, check_folder, check_type, folder_info, read_json, safetensors_header, \
@@ -112,9 +113,7 @@ def load_gan(directory: str | Path) -> tuple[GAN, dict]:
     safetensors_header(directory / MODEL_FILE)
     gan = build_gan(config["size"], config["channels"], config["z_dim"], config["width"], config["selfmod"],
                     config["d_norm"])
-    state, want = load_file(str(directory / MODEL_FILE)), gan.state_dict()
-    bad = sorted(set(state) ^ set(want)) + sorted(k for k in set(state) & set(want) if state[k].shape != want[k].shape)
-    if bad:
-        raise FolderError(f"{directory / MODEL_FILE} does not fit the GAN of {path}: {', '.join(bad[:5])}")
+    state = load_file(str(directory / MODEL_FILE))
+    check_fit(LoadReport.compare(gan.state_dict(), state), str(directory / MODEL_FILE), f"the GAN of {path}")
     gan.load_state_dict(state)
     return gan.eval().requires_grad_(False), config

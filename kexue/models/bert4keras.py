@@ -13,6 +13,13 @@ Chinese BERTs are released that way. Each bert4keras model maps onto a kexue fam
                                     (gpt/...: BERT layers with the causal mask, embeddings summed without
                                     a norm, LM head tied to the embedding without bias: GPT-1 / CDial-GPT)
     t5.1.1        -> t5 (T5 v1.1)   (mesh-TF names; mt5.1.1 the same with rms_norm)
+    gpt2_ml       -> gpt2_ml        (newslm/...: norms after the embeddings and around the FFN, ε = 1e-5)
+    gau_alpha     -> gau_alpha      (GAU_alpha/encoder/layer_i/gau/...: RoFormer-v2 with GAU layers, ε = 1e-7)
+
+``keep_tokens`` / ``compound_tokens`` (JSON files, :mod:`kexue.models.vocab`) trim or extend the
+vocabulary exactly as bert4keras's ``load_embeddings`` does, on every vocabulary-indexed tensor; the
+vocabulary written beside the weights is then the trimmed one, and ``decoder_start_id`` / ``eos_id``
+(ids of the checkpoint's vocabulary) move to their new ids.
 
 Two bert4keras conventions are kept exactly: its T5 decoder multiplies the output by d^-1/2 before
 the untied head (``scale_decoder_outputs``), and its cross-attention adds the decoder's
@@ -34,6 +41,7 @@ import torch
 
 from kexue.models.checkpoints import save_pretrained
 from kexue.models.family import REGISTRY, build_model
+from kexue.models.vocab import read_token_list, trim_model, trim_tokens
 from kexue.models.weights import CheckpointError, LoadReport, check_fit
 
 # bert4keras model= name -> kexue family, read off the family records (their ``bert4keras`` names)
@@ -69,7 +77,11 @@ def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:
             if key in ("attention_head_size", "attention_key_size") and \
                     b4k[key] == b4k["hidden_size"] // b4k["num_attention_heads"]:
                 continue
-            raise ValueError(f"bert4keras config field {key!r} is not supported by kexue")
+            if key == "attention_key_size" and MODELS[model] == "gau_alpha":
+                continue  # GAU-α's s, a config field of its own
+            hint = f" in config.json; pass it as a file: --{key.replace('_', '-')} FILE" \
+                if key in ("keep_tokens", "compound_tokens") else ""
+            raise ValueError(f"bert4keras config field {key!r} is not supported by kexue{hint}")
     act = b4k.get("hidden_act", "gelu")
     acts = act if isinstance(act, list) else [act]
     for a in acts:
@@ -97,6 +109,20 @@ def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:
         return config, {"cross_position_bias": True}
     if len(acts) != 1:
         raise ValueError(f"bert4keras hidden_act {act!r}: a list (gated FFN) is only supported for T5")
+    if family in ("gpt2_ml", "gau_alpha") and b4k.get("embedding_size") not in (None, b4k["hidden_size"]):
+        raise ValueError(f"bert4keras config field 'embedding_size' != hidden_size is not supported for {model}")
+    if family == "gpt2_ml":  # token ids only, every norm ε = 1e-5
+        return {**size, "model_type": family, "hidden_act": ACTIVATIONS[acts[0]], "type_vocab_size": 0,
+                "max_position_embeddings": b4k.get("max_position", b4k.get("max_position_embeddings", 512)),
+                "layer_norm_eps": 1e-5, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}, {}
+    if family == "gau_alpha":  # single-head GAU of key size s, Keras's ε
+        config = {**size, "model_type": family, "hidden_act": ACTIVATIONS[acts[0]],
+                  "type_vocab_size": b4k.get("segment_vocab_size", b4k.get("type_vocab_size", 2)),
+                  "max_position_embeddings": b4k.get("max_position", b4k.get("max_position_embeddings", 512)),
+                  "layer_norm_eps": KERAS_EPSILON, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+        if b4k.get("attention_key_size"):
+            config["attention_key_size"] = b4k["attention_key_size"]
+        return config, {}
     config = {**size, "model_type": family, "hidden_act": ACTIVATIONS[acts[0]],
               "max_position_embeddings": b4k.get("max_position", b4k.get("max_position_embeddings", 512)),
               "type_vocab_size": b4k.get("segment_vocab_size", b4k.get("type_vocab_size", 2)),
@@ -158,13 +184,17 @@ def _cond_options(variables: dict[str, np.ndarray]) -> dict:
 
 def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: str | Path,
             application: str = "encoder", vocab: str | Path | None = None, lowercase: bool = True,
-            decoder_start_id: int | None = None, eos_id: int | None = None, **options) -> Path:
+            decoder_start_id: int | None = None, eos_id: int | None = None, keep_tokens: str | Path | None = None,
+            compound_tokens: str | Path | None = None, **options) -> Path:
     """Convert a bert4keras checkpoint into an HF-layout folder that ``build_model(checkpoint=out)`` loads.
     ``options`` are kexue block keys (with_pool, with_mlm, hierarchical_alpha, cond_hidden_act, ...);
-    ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint)."""
+    ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint);
+    ``keep_tokens`` / ``compound_tokens``: JSON files (:mod:`kexue.models.vocab`), applied as bert4keras does."""
     with open(config_path, encoding="utf-8") as f:
         b4k = json.load(f)
     config, implied = convert_config(b4k, model)
+    keep = read_token_list(keep_tokens, "keep_tokens") if keep_tokens is not None else None
+    compound = read_token_list(compound_tokens, "compound_tokens") if compound_tokens is not None else None
     family = MODELS[model]
     for name, value in (("decoder_start_token_id", decoder_start_id), ("eos_token_id", eos_id)):
         if value is not None:
@@ -178,7 +208,7 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     if family != "t5":
         if application in ("lm", "unilm"):
             options["with_mlm"] = True  # bert4keras's LM / UniLM always carry the MLM head
-        if family == "gpt":
+        if family in ("gpt", "gpt2_ml"):
             application = "lm"
     options = {**implied, **_cond_options(variables), **{k: v for k, v in options.items() if v is not None}}
     kexue_model = build_model(config=config, family=family, application=None if family == "t5" else application,
@@ -188,7 +218,12 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     kexue_model.load_state_dict(state_from_tf(kexue_model, variables, model, str(checkpoint)), strict=True)
     tokenizer = None
     if vocab is not None:
-        from kexue.text.tokenizer import Tokenizer
+        from kexue.text.tokenizer import Tokenizer, load_vocab
 
-        tokenizer = Tokenizer(vocab, lowercase=lowercase)
+        tokens = load_vocab(vocab)
+        if keep is not None or compound is not None:
+            tokens = trim_tokens(tokens, keep, compound)
+        tokenizer = Tokenizer(tokens, lowercase=lowercase)
+    if keep is not None or compound is not None:
+        kexue_model = trim_model(kexue_model, keep, compound, REGISTRY[family].build)
     return save_pretrained(kexue_model, out, tokenizer=tokenizer)

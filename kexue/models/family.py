@@ -25,13 +25,21 @@ from kexue.models.bert import REFUSED as BERT_REFUSED
 from kexue.models.bert import bert4keras_rules as bert_tf_rules
 from kexue.models.config import ConfigError, Options, TransformerConfig, read_config
 from kexue.models.files import load_checkpoint
+from kexue.models.gau_alpha import REFUSED as GAU_REFUSED
+from kexue.models.gau_alpha import GAUAlpha, GAUConfig
+from kexue.models.gau_alpha import bert4keras_rules as gau_tf_rules
 from kexue.models.gpt import GPT
 from kexue.models.gpt import REFUSED as GPT_REFUSED
 from kexue.models.gpt import bert4keras_rules as gpt_tf_rules
+from kexue.models.gpt2_ml import REFUSED as GPT2_ML_REFUSED
+from kexue.models.gpt2_ml import GPT2ML
+from kexue.models.gpt2_ml import bert4keras_rules as gpt2_ml_tf_rules
 from kexue.models.t5 import REFUSED as T5_REFUSED
 from kexue.models.t5 import T5, T5Config, folder_tokenizer
 from kexue.models.t5 import bert4keras_rules as t5_tf_rules
+from kexue.models.vocab import Compound, parse_compound_tokens, parse_keep_tokens, trim_model
 from kexue.models.weights import Bert4kerasNames, LoadReport, WeightMap, load_state
+from kexue.text import load_tokenizer
 from kexue.text.tokenizer import Tokenizer
 from kexue.hub import resolve  # hub ids -> local folders (floor 1)
 
@@ -103,11 +111,20 @@ REGISTRY: dict[str, Family] = {f.name: f for f in (
     Family("gpt", GPT, TransformerConfig, GPT.parse_config, GPT_REFUSED, GPT.hf_config_fields,
            model_types=("gpt2", "gpt"), weight_map=GPT.weight_map,
            bert4keras=Bert4kerasNames(("gpt",), gpt_tf_rules, BERT4KERAS_OPTIONAL),
-           tokenizer=Tokenizer.from_pretrained, decoding={"lm": CAUSAL}),
+           tokenizer=load_tokenizer, decoding={"lm": CAUSAL}),
     Family("t5", T5, T5Config, T5.parse_config, T5_REFUSED, T5.hf_config_fields,
            model_types=("t5", "mt5"), weight_map=T5.weight_map,
            bert4keras=Bert4kerasNames(("t5.1.1", "mt5.1.1"), t5_tf_rules),
            tokenizer=folder_tokenizer, decoding={"seq2seq": ENCODER_DECODER}),
+    # GPT2-ML (bert4keras gpt2_ml) and GAU-α (the GAU-α release on bert4keras)
+    Family("gpt2_ml", GPT2ML, TransformerConfig, GPT2ML.parse_config, GPT2_ML_REFUSED, GPT2ML.hf_config_fields,
+           model_types=("gpt2_ml",), weight_map=GPT2ML.weight_map,
+           bert4keras=Bert4kerasNames(("gpt2_ml",), gpt2_ml_tf_rules), tokenizer=load_tokenizer,
+           decoding={"lm": CAUSAL}),
+    Family("gau_alpha", GAUAlpha, GAUConfig, GAUAlpha.parse_config, GAU_REFUSED, GAUAlpha.hf_config_fields,
+           model_types=("gau_alpha",), weight_map=GAUAlpha.weight_map,
+           bert4keras=Bert4kerasNames(("gau_alpha",), gau_tf_rules, BERT4KERAS_OPTIONAL), tokenizer=load_tokenizer,
+           decoding=_ENCODER_DECODING),
 )}
 
 # Tables read off the records (the names kexue.models.config held before the records did)
@@ -171,6 +188,8 @@ def build_model(
     family: str | None = None,
     application: str | None = None,
     strict: bool = True,
+    keep_tokens: list[int] | None = None,
+    compound_tokens: list | None = None,
     **options: Any,
 ) -> nn.Module:
     """Build a model of any family and, given ``checkpoint`` (an HF-layout folder, or a hub id
@@ -181,7 +200,9 @@ def build_model(
     ``family`` defaults to the kexue block's, else the HF ``model_type``. ``application``:
     ``encoder`` | ``lm`` | ``unilm`` (BERT family), ``lm`` (GPT), ``seq2seq`` (T5); lm / unilm always
     build the output head. ``options``: the kexue block's keys (:class:`Options`), overriding the
-    file's (``None`` leaves the file's value).
+    file's (``None`` leaves the file's value). ``keep_tokens`` / ``compound_tokens``: bert4keras's, applied
+    to the loaded weights (:mod:`kexue.models.vocab`: rows of every vocabulary-indexed tensor gathered, or
+    averaged into new tokens; the model's ``vocab_size`` becomes theirs).
     """
     path = None
     # a hub id (org/name[@revision]) becomes its cached snapshot folder; local paths stay as they are
@@ -235,6 +256,12 @@ def build_model(
     model = fam.build(cfg, opts)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint, strict=strict)
+    if keep_tokens is not None or compound_tokens is not None:
+        keep = parse_keep_tokens(list(keep_tokens)) if keep_tokens is not None else None
+        compound = None
+        if compound_tokens is not None:
+            compound = [c if isinstance(c, Compound) else parse_compound_tokens([c])[0] for c in compound_tokens]
+        model = trim_model(model, keep, compound, fam.build)
     return model
 
 

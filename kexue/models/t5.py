@@ -31,6 +31,7 @@ from kexue.layers import FeedForward
 from kexue.models.base import check_ids
 from kexue.models.config import ACTIVATION_NAMES, Options, check_refused, check_type, refuse
 from kexue.models.weights import Rule, WeightMap, load_state
+from kexue.text.hf import load_tokenizer
 from kexue.text.tokenizer import Tokenizer, jieba_words
 
 REFUSED = {"is_decoder": (False, "a decoder-only T5 stack"), "use_bfloat16": (False, "bfloat16 computation"),
@@ -155,7 +156,8 @@ def relative_position_bucket(relative_position: Tensor, bidirectional: bool, num
 
 class RelativePositionBias(nn.Module):
     """Learned scalar bias per (bucket, head): returns ``[1, H, q_len, k_len]`` for queries at
-    positions ``offset .. offset+q_len-1`` against keys ``0 .. k_len-1``."""
+    positions ``offset .. offset+q_len-1`` against keys ``0 .. k_len-1``, or ``[B, H, q_len, k_len]``
+    against per-row key positions ``key_positions [B, k_len]``."""
 
     def __init__(self, config: T5Config, bidirectional: bool):
         super().__init__()
@@ -164,9 +166,13 @@ class RelativePositionBias(nn.Module):
         self.max_distance = config.relative_attention_max_distance
         self.embedding = nn.Embedding(self.num_buckets, config.num_heads)
 
-    def forward(self, q_len: int, k_len: int, offset: int = 0) -> Tensor:
+    def forward(self, q_len: int, k_len: int, offset: int = 0, key_positions: Tensor | None = None) -> Tensor:
         device = self.embedding.weight.device
         q = torch.arange(offset, offset + q_len, device=device)[:, None]
+        if key_positions is not None:
+            rel = key_positions[:, None, :] - q[None]  # [B, q, K]
+            b = relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
+            return self.embedding(b).permute(0, 3, 1, 2)
         k = torch.arange(k_len, device=device)[None, :]
         b = relative_position_bucket(k - q, self.bidirectional, self.num_buckets, self.max_distance)
         return self.embedding(b).permute(2, 0, 1).unsqueeze(0)
@@ -299,7 +305,9 @@ class T5(nn.Module):
         cross_mask = padding_mask(encoder_mask) if encoder_mask is not None else None
         cross_bias = None
         if self.options.cross_position_bias:  # bert4keras: the decoder's table, query i vs encoder key j
-            cross_bias = self.decoder_bias(t, encoder_hidden.shape[1], offset=past)
+            # j counts the row's real encoder tokens, so a left-padded row gets the bias it has unpadded
+            keys = None if encoder_mask is None else (encoder_mask.long().cumsum(1) - 1).clamp(min=0)
+            cross_bias = self.decoder_bias(t, encoder_hidden.shape[1], offset=past, key_positions=keys)
         for layer in self.decoder_layers:
             x = layer(x, encoder_hidden, self_mask, bias, cross_mask, cache, cross_bias)
         x = self.dropout(self.decoder_norm(x))
@@ -396,6 +404,9 @@ def t5_pegasus_tokenizer(vocab: str | Path | list[str], lowercase: bool = False)
     return Tokenizer(vocab, lowercase=lowercase, pre_tokenize=jieba_words)
 
 
-def folder_tokenizer(directory: str | Path) -> Tokenizer:
-    """The T5 family's tokenizer of a model folder: T5 PEGASUS's word+char ``vocab.txt``."""
-    return t5_pegasus_tokenizer(Path(directory) / "vocab.txt")
+def folder_tokenizer(directory: str | Path):
+    """The T5 family's tokenizer of a model folder: T5 PEGASUS's word+char ``vocab.txt``, else the folder's
+    ``tokenizer.json`` or SentencePiece ``spiece.model`` (T5, mT5; :func:`kexue.text.load_tokenizer`)."""
+    if (Path(directory) / "vocab.txt").is_file():
+        return t5_pegasus_tokenizer(Path(directory) / "vocab.txt")
+    return load_tokenizer(directory)

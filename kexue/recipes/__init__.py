@@ -65,6 +65,8 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("dialogue", "multi-turn dialogue with a causal LM, response perplexity", "kexue.recipes.dialogue",
        predictor="DialoguePredictor"),
     _R("similarity", "sentence encoder on labelled pairs: CoSENT / SBERT / cosine loss", "kexue.recipes.similarity"),
+    _R("whiten", "fit BERT-whitening (β, γ, k) on a corpus and store it in an encoder folder",
+       "kexue.recipes.whiten"),
     # --- folders without a task: encoders and text generators (any HF-layout folder too)
     _R("encoder", "sentence encoder: embed, search, pair similarity", "kexue.recipes.encoder", None,
        predictor="EncoderPredictor"),
@@ -74,6 +76,8 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("pretrain", "MLM (whole-word masking) / UniLM pretraining on a folder of text", "kexue.recipes.pretrain"),
     _R("zh-mini", "rebuild kexue-zh-mini, the shipped Chinese RoFormer, from scratch", "kexue.recipes.zh_mini"),
     _R("diffusion", "train a diffusion/flow model on digits or images, save samples", "kexue.recipes.diffusion"),
+    _R("multimodal", "one Transformer: text -> image by a flow on patches, image -> caption (digits or a class folder)",
+       "kexue.recipes.multimodal", predictor="MultimodalPredictor"),
     _R("gan", "train a GAN (DCGAN/SELF-MOD; hinge/WGAN-GP/reflow) on digits or images", "kexue.recipes.gan"),
     # --- checkpoints
     _R("convert", "bert4keras TF checkpoint -> HF-layout folder (kexue convert bert4keras ...)",
@@ -85,7 +89,7 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("search", "nearest sentences: over a saved index, or a corpus file with an encoder", "kexue.cli.use",
        "search_main"),
     _R("index", "build / extend a persistent search index (the corpus embedded once)", "kexue.cli.index"),
-    _R("serve", "serve a saved model over HTTP (FastAPI): /predict, /health", "kexue.cli.serve"),
+    _R("serve", "serve a saved model over HTTP (FastAPI): /predict, /search, the OpenAI /v1 API", "kexue.cli.serve"),
 )
 del _R
 

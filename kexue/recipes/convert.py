@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="bert4keras layer_norm_cond_hidden_act of Conditional LayerNorm (default linear)")
     p.add_argument("--decoder-start-id", type=int, default=None, help="T5: decoder start token (T5 PEGASUS: [CLS])")
     p.add_argument("--eos-id", type=int, default=None, help="T5: end token (T5 PEGASUS: [SEP])")
-    p.add_argument("--vocab", default=None, help="vocab.txt to copy into the folder")
+    p.add_argument("--keep-tokens", default=None, metavar="FILE",
+                   help="JSON list of the token ids to keep (bert4keras keep_tokens): the vocabulary shrinks to them")
+    p.add_argument("--compound-tokens", default=None, metavar="FILE",
+                   help="JSON list of new tokens, each the (weighted) mean of kept tokens (bert4keras compound_tokens)")
+    p.add_argument("--vocab", default=None, help="vocab.txt to copy into the folder (trimmed by --keep-tokens)")
     p.add_argument("--cased", action="store_true", help="the tokenizer keeps case (do_lower_case=false)")
     p.add_argument("--out", required=True, help="output folder")
     argv = list(argv or [])
@@ -36,12 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     options = {"with_pool": True if args.with_pool else None, "with_mlm": args.with_mlm or None,
                "pool_act": args.with_pool if args.with_pool not in (None, "tanh") else None,
                "hierarchical_alpha": args.hierarchical_alpha, "cond_hidden_act": args.cond_hidden_act}
-    generator = args.application != "encoder" or MODELS.get(args.model) == "t5"
-    info = folder_info("generator" if generator else "encoder", pooling=None if generator else "mean")
+    generator = args.application != "encoder" or MODELS.get(args.model) in ("t5", "gpt", "gpt2_ml")  # LMs always
+    info = folder_info("generator" if generator else "encoder", pooling=None if generator else "mean",
+                       post_processing=None if generator else {"normalize": {}})
     try:
         with write_folder(args.out, info, overwrite=True) as stage:
             convert(args.config, args.checkpoint, args.model, stage, args.application, args.vocab,
-                    not args.cased, args.decoder_start_id, args.eos_id, **options)
+                    not args.cased, args.decoder_start_id, args.eos_id, args.keep_tokens, args.compound_tokens,
+                    **options)
     except (ImportError, ValueError, FileNotFoundError) as e:
         print(f"kexue convert bert4keras: {e}", file=sys.stderr)
         return 2

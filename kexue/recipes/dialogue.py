@@ -31,7 +31,7 @@ from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card
 from kexue.data.files import read_dialogues
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.generation import GenerationOptions, PrefixDecoding, decode_state
-from kexue.recipes.sampling import special_ids, task_options
+from kexue.recipes.sampling import Decoding, special_ids, task_options
 
 _SPEAKER = re.compile(r"^[^：:]{1,6}[：:]\S")
 
@@ -91,14 +91,20 @@ def reply_options(given: dict, defaults: dict | None = None) -> GenerationOption
     return task_options(given, {"max_new_tokens": 32, **(defaults or {})}, min_new_tokens=MIN_REPLY)
 
 
+def reply_state(model, tokenizer, context: list[str], maxlen: int, options: GenerationOptions) -> PrefixDecoding:
+    """The decoding state of the reply to ``context``: ``[CLS] u_1 [SEP] … u_n [SEP]`` (oldest turns dropped
+    so that ``max_new_tokens`` fit in ``maxlen``), the reply spoken by speaker ``len(context) % 2``."""
+    ids, segs = encode(tokenizer, context, maxlen - options.max_new_tokens)
+    return PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=special_ids(tokenizer),
+                          new_segment=len(context) % 2)  # the reply is spoken by the next speaker
+
+
 @torch.no_grad()
 def reply(model, tokenizer, context: list[str], maxlen: int = 128, options: GenerationOptions | None = None) -> str:
     """The next turn after ``context`` (spoken by speaker ``len(context) % 2``); ``options`` default to
     :func:`reply_options` ``({})``."""
     options = options or reply_options({})
-    ids, segs = encode(tokenizer, context, maxlen - options.max_new_tokens)
-    state = PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=special_ids(tokenizer),
-                           new_segment=len(context) % 2)  # the reply is spoken by the next speaker
+    state = reply_state(model, tokenizer, context, maxlen, options)
     return tokenizer.decode(decode_state(state, options, tokenizer.sep_id)[0])
 
 
@@ -126,12 +132,22 @@ class DialoguePredictor(Predictor):
             raise ValueError("a dialogue input is a non-empty list of turns (strings), or one turn")
         return item
 
-    def _predict(self, items: list[list[str]], **options) -> list[dict]:
+    def decodings(self, items: list[list[str]], **options) -> list[Decoding]:
         options = reply_options(options, self.defaults)
         if options.max_new_tokens >= self.maxlen - 2:
             raise ValueError(f"max_new_tokens must stay below maxlen - 2 = {self.maxlen - 2}")
-        return [{"context": ctx, "reply": reply(self.lm, self.tokenizer, ctx, self.maxlen, options)}
-                for ctx in tqdm(items, desc="replying", unit="input", disable=not self.progress)]
+        tok, out = self.tokenizer, []
+        for ctx in items:
+            state = reply_state(self.lm, tok, ctx, self.maxlen, options)
+            output = (lambda ctx: lambda rows: {"context": ctx, "reply": tok.decode(rows[0])})(ctx)
+            out.append(Decoding(state, options, tok.sep_id, tok.decode, output, int(state.ids.shape[1])))
+        return out
+
+    @torch.no_grad()
+    def _predict(self, items: list[list[str]], **options) -> list[dict]:
+        return [d.output(decode_state(d.state, d.options, d.eos_id))
+                for d in tqdm(self.decodings(items, **options), desc="replying", unit="input",
+                              disable=not self.progress)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from kexue.recipes import args as at
 from kexue.recipes.common import plan_run
 from kexue.diffusion import methods
 from kexue.data.images import digits, image_folder, save_grid
-from kexue.diffusion.train import save_model
+from kexue.diffusion.folder import save_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=at.positive_int, default=1)
     ap.add_argument("--out", default="runs/diffusion", metavar="DIR",
                     help="output folder: samples.png, the trained model (model.safetensors + config.json + "
-                         "manifest.json, read back by kexue.diffusion.train.load_model) and train/ (the resumable run)")
+                         "manifest.json, read back by kexue.diffusion.folder.load_model) and train/ (the resumable run)")
     ap.add_argument("--checkpoint-every", type=at.positive_int, default=200, help="training steps between checkpoints")
     at.run_folder_args(ap)
     args = ap.parse_args(argv)

@@ -14,7 +14,11 @@ Layout:
   (head type, maxlen, decoding options);
 * ``metrics.json``, ``loss.png`` (training loss per step), ``README.md`` (a short model card) and
   ``eval_predictions.jsonl`` (the recipe's evaluation predictions, in the format of ``kexue predict``);
-* ``whitening.safetensors`` — an encoder's BERT-whitening, recorded as its ``post_processing``.
+* ``whitening.safetensors`` — an encoder's BERT-whitening, recorded as its ``post_processing`` (after its
+  ``normalize`` step);
+* an encoder's sentence-transformers modules (``modules.json``, ``1_Pooling/``, ``2_Normalize/``, ``3_Dense/``
+  for the whitening, ``sentence_bert_config.json``; :mod:`kexue.recipes.st_folder`), consistent with the
+  manifest's ``pooling`` and ``post_processing``, so ``SentenceTransformer(folder)`` gives the same vectors.
 
 A folder written by an older kexue (no manifest; task and labels in both ``config.json``'s ``"kexue"`` block
 and ``task.json``) still loads: both copies must agree. :func:`check_model_folder` cross-checks every
@@ -35,7 +39,7 @@ from torch import nn
 
 from kexue.io import (MANIFEST, FolderError, atomic_write, check_folder, check_type, folder_info, read_json,
                       recover_folder, safetensors_header, save_safetensors, write_folder, write_json, write_text)
-from kexue.models import Transformer, build_model
+from kexue.models import Transformer, build_model, family_of
 from kexue.models.checkpoints import CheckpointError, save_pretrained
 from kexue.models.weights import LoadReport, check_fit
 from kexue.text.tokenizer import Tokenizer
@@ -44,7 +48,7 @@ TASK_FILE, HEAD_FILE, WHITENING_FILE = "task.json", "head.safetensors", "whiteni
 GENERATOR_APPLICATIONS = ("lm", "unilm", "seq2seq")
 #: the predictor (a key of :data:`kexue.recipes.TASKS`) of each kind of folder that has no task of its own
 KIND_PREDICTOR = {"encoder": "encoder", "generator": "generate"}
-USED_BY = {"diffusion": "`kexue diffusion` (load it with kexue.diffusion.train.load_model)",
+USED_BY = {"diffusion": "`kexue diffusion` (load it with kexue.diffusion.folder.load_model)",
            "gan": "`kexue gan` (load it with kexue.generative.gan_train.load_gan)"}
 FileContent = Callable[[Path], Any] | str | dict | list
 
@@ -81,40 +85,58 @@ def save_model_folder(out: str | Path, info: dict[str, Any], *, backbone: nn.Mod
                 write_text(path, content)
             else:
                 write_json(path, content)
+        if info.get("kind") == "encoder" and backbone is not None:  # sentence-transformers reads it too
+            from kexue.recipes.st_folder import write_st_modules
+
+            config = getattr(backbone, "config", None)
+            positions = getattr(config, "max_position_embeddings", None)
+            maxlen = (settings or {}).get("maxlen") or 256
+            write_st_modules(stage, info, int(config.hidden_size),
+                             min(maxlen, positions) if isinstance(positions, int) else maxlen)
     return out
 
 
 def save_task_model(out: Path, task: str, backbone: Transformer, tokenizer: Tokenizer, head: dict[str, torch.Tensor],
                     labels: list[str] | None, settings: dict[str, Any], metrics: dict[str, Any],
                     step_losses: list[float], card: dict[str, Any], predictions: list[dict] | None = None,
-                    overwrite: bool = True) -> Path:
+                    overwrite: bool = True, extra: dict[str, FileContent] | None = None) -> Path:
     """Write the self-contained folder of a trained task model (see the module docstring), with the
-    evaluation ``predictions`` as ``eval_predictions.jsonl``; ``task="encoder"``: a sentence encoder."""
+    evaluation ``predictions`` as ``eval_predictions.jsonl`` and ``extra`` files of the task (e.g. a sample
+    grid); ``task="encoder"``: a sentence encoder."""
     kind = "encoder" if task == "encoder" else "task"
     info = folder_info(kind, None if kind == "encoder" else task, labels,
-                       pooling={"encoder": "mean", "classify": "cls"}.get(task))
+                       pooling={"encoder": "mean", "classify": "cls"}.get(task),
+                       post_processing={"normalize": {}} if kind == "encoder" else None)
     files: dict[str, FileContent] = {
         "metrics.json": metrics,
         "loss.png": lambda path: plot_loss(step_losses, path, f"kexue {task}"),
         "README.md": model_card(task, labels, settings, metrics, card)}
     if predictions is not None:
         files["eval_predictions.jsonl"] = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in predictions)
+    files.update(extra or {})
     return save_model_folder(out, info, backbone=backbone, tokenizer=tokenizer, head=head, settings=settings,
                              files=files, overwrite=overwrite)
 
 
+def whitening_step(whitening: Any) -> dict[str, Any]:
+    """The manifest's ``post_processing.whitening`` record of a fitted Whitening (its file, β, γ, k, dim)."""
+    return {"file": WHITENING_FILE, "beta": float(whitening.beta), "gamma": float(whitening.gamma),
+            "k": whitening.k, "dim": int(whitening.mu.numel())}
+
+
 def save_encoder(out: str | Path, model: nn.Module, tokenizer: Tokenizer, *, maxlen: int | None = None,
-                 whitening: Any = None, files: dict[str, FileContent] | None = None, overwrite: bool = True) -> Path:
-    """A sentence-encoder folder (``kexue embed / search / serve``): mean pooling over real tokens; a
-    :class:`~kexue.similarity.whitening.Whitening` is stored as its post-processing (``whitening.safetensors``
-    + its β, γ, k in the manifest)."""
-    post = {}
+                 whitening: Any = None, files: dict[str, FileContent] | None = None, overwrite: bool = True,
+                 pooling: str = "mean", normalize: bool = True) -> Path:
+    """A sentence-encoder folder (``kexue embed / search / serve``, and ``SentenceTransformer(out)``): the
+    token vectors pooled by ``pooling`` (:func:`kexue.heads.pooling.pool`), L2-normalised if ``normalize``;
+    a :class:`~kexue.similarity.whitening.Whitening` is stored as its post-processing (``whitening.safetensors``
+    + its β, γ, k in the manifest), applied after the normalisation."""
+    post: dict[str, dict] = {"normalize": {}} if normalize else {}
     files = dict(files or {})
     if whitening is not None:
-        post["whitening"] = {"file": WHITENING_FILE, "beta": float(whitening.beta), "gamma": float(whitening.gamma),
-                             "k": whitening.k, "dim": int(whitening.mu.numel())}
+        post["whitening"] = whitening_step(whitening)
         files[WHITENING_FILE] = whitening.save
-    return save_model_folder(out, folder_info("encoder", pooling="mean", post_processing=post), backbone=model,
+    return save_model_folder(out, folder_info("encoder", pooling=pooling, post_processing=post), backbone=model,
                              tokenizer=tokenizer, settings={"maxlen": maxlen} if maxlen else None, files=files,
                              overwrite=overwrite)
 
@@ -391,11 +413,12 @@ def kexue_block(directory: str | Path) -> dict[str, Any]:
 
 def load_backbone(directory: str | Path, application: str | None = None) -> tuple[Transformer, Tokenizer]:
     """The Transformer and tokenizer of a model folder, every weight loaded (strict: never random)."""
-    if not (Path(directory) / "vocab.txt").is_file():
-        raise CheckpointError(f"{directory} has no vocab.txt: kexue predicts with WordPiece vocabularies "
-                              "(a GPT-2 / SentencePiece tokenizer is not supported)")
-    model = build_model(checkpoint=Path(directory), application=application)  # the kexue block's settings
-    return model.eval(), Tokenizer.from_pretrained(directory)
+    directory = Path(directory)
+    if not any((directory / name).is_file() for name in ("vocab.txt", "tokenizer.json", "spiece.model")):
+        raise CheckpointError(f"{directory} has no tokenizer: kexue reads vocab.txt (WordPiece), tokenizer.json "
+                              "or spiece.model (SentencePiece)")
+    model = build_model(checkpoint=directory, application=application)  # the kexue block's settings
+    return model.eval(), family_of(model).tokenizer(directory)  # the family's: vocab.txt, tokenizer.json, ...
 
 
 def load_head(directory: str | Path, module: nn.Module, backbone: str) -> nn.Module:
@@ -414,4 +437,4 @@ def load_head(directory: str | Path, module: nn.Module, backbone: str) -> nn.Mod
 
 __all__ = ["FolderInfo", "HEAD_FILE", "TASK_FILE", "WHITENING_FILE", "check_model_folder", "check_task",
            "embedding_rows", "head_state", "kexue_block", "load_backbone", "load_head", "model_card", "plot_loss",
-           "read_task", "save_encoder", "save_model_folder", "save_task_model"]
+           "read_task", "save_encoder", "save_model_folder", "save_task_model", "whitening_step"]

@@ -8,8 +8,9 @@ The folder is checked first (:mod:`kexue.recipes.folder`). A folder without a ta
 """
 from __future__ import annotations
 
+from argparse import ArgumentTypeError
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from kexue.generation import GenerationOptions
 from kexue.hub import resolve
@@ -23,6 +24,8 @@ class Predictor:
 
     task: str = ""
     options: tuple[str, ...] = ()
+    # options of this task alone (not generation options): name -> a function reading and checking its text
+    task_options: dict[str, Callable[[str], Any]] = {}
     progress: bool = False
     model_attr: str = ""  # the attribute holding the nn.Module
     #: ``task.json`` settings the predictor reads: name -> JSON type (:func:`kexue.io.check_type`)
@@ -63,12 +66,18 @@ class Predictor:
         field (a ``ValueError`` naming the option)."""
         out = {}
         for name, value in options.items():
-            if name not in self.options:
-                known = ", ".join(sorted(self.options)) or "none"
+            if name not in self.options and name not in self.task_options:
+                known = ", ".join(sorted((*self.options, *self.task_options))) or "none"
                 raise ValueError(f"option {name!r} does not apply to {self.task} models (options: {known})")
             if isinstance(value, (bool, dict, list)) or value is None:
                 raise ValueError(f"option {name}: expected a number, got {value!r}")
-            out[name] = GenerationOptions.parse(name, str(value))
+            if name in self.options:
+                out[name] = GenerationOptions.parse(name, str(value))
+                continue
+            try:
+                out[name] = self.task_options[name](str(value))
+            except (TypeError, ValueError, ArithmeticError, ArgumentTypeError) as e:  # argparse-style type functions
+                raise ValueError(f"option {name}: {e}") from None
         return out
 
     def predict(self, inputs: list, **options) -> list[dict]:
@@ -82,6 +91,13 @@ class Predictor:
 
     def _predict(self, items: list, **options) -> list[dict]:
         raise NotImplementedError
+
+    def decodings(self, items: list, **options) -> list | None:
+        """For tasks that generate token by token (greedy decoding or sampling): one
+        :class:`~kexue.recipes.sampling.Decoding` per checked input, built from the checked ``options`` as
+        ``_predict`` builds them, so a server can decode many requests in shared steps and stream tokens.
+        ``None``: this task (or these options, e.g. beam search) runs through ``predict`` only."""
+        return None
 
 
 def load(directory: str | Path, quantize: str | None = None) -> Predictor:

@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                   **preset.fit_options(settings))
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         kind = "generator" if application == "unilm" else "encoder"
-        save_model_folder(out, folder_info(kind, pooling="mean" if kind == "encoder" else None), backbone=model,
+        save_model_folder(out, folder_info(kind, pooling="mean" if kind == "encoder" else None,
+                                           post_processing={"normalize": {}} if kind == "encoder" else None), backbone=model,
                           tokenizer=tok, overwrite=True)
         losses = history["loss"]
         k = max(1, len(losses) // 10)

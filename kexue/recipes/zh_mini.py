@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = dict(settings=s, steps=args.steps, passages_train=len(train), passages_heldout=len(held),
                    vocab_size=tok.vocab_size, heldout_mlm_loss=round(loss, 4), train_hours_this_run=round(hours, 3),
                    final_train_loss=round(sum(history["loss"][-50:]) / max(1, len(history["loss"][-50:])), 4))
-    save_model_folder(out, folder_info("encoder", pooling="mean"), backbone=model.half(), tokenizer=tok,
+    save_model_folder(out, folder_info("encoder", pooling="mean", post_processing={"normalize": {}}), backbone=model.half(), tokenizer=tok,
                       files={"metrics.json": metrics, "README.md": model_card(metrics)})  # one unit, manifest last
     print(f"held-out MLM loss {loss:.4f} (ppl {math.exp(loss):.1f}); saved to {out}")
     return 0

@@ -18,6 +18,7 @@ GPT2 = dict(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=16, model
 T5 = dict(vocab_size=50, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4, model_type="t5")
 CONFIGS = {"bert": BERT, "roformer": {**BERT, "model_type": "roformer"},
            "roformer_v2": {**BERT, "model_type": "roformer_v2"}, "gpt": GPT2, "t5": T5}
+CONFIGS.update({"gpt2_ml": {**BERT, "model_type": "gpt2_ml"}, "gau_alpha": {**BERT, "model_type": "gau_alpha"}})
 
 
 def _write(tmp_path, d):

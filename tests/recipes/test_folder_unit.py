@@ -431,7 +431,7 @@ def test_recipe_out_holding_a_half_written_old_folder_says_so(old_format, tmp_pa
 
 def test_diffusion_and_gan_folders_are_not_read_as_encoders(tmp_path):
     from kexue.diffusion import methods
-    from kexue.diffusion.train import load_model, save_model
+    from kexue.diffusion.folder import load_model, save_model
     from kexue.generative.gan import build_gan
     from kexue.generative.gan_train import load_gan, save_gan
 
@@ -472,10 +472,11 @@ def test_encoder_folder_records_its_whitening_as_post_processing(tmp_path):
     save_encoder(tmp_path / "enc", model, tok, maxlen=48, whitening=w)
     m = json.loads((tmp_path / "enc" / MANIFEST).read_text(encoding="utf-8"))
     assert (m["kind"], m["task"], m["pooling"]) == ("encoder", None, "mean")
-    assert m["post_processing"] == {"whitening": {"file": "whitening.safetensors", "beta": 0.0, "gamma": 0.0, "k": 16,
-                                                  "dim": 32}}
+    assert m["post_processing"] == {"normalize": {}, "whitening": {"file": "whitening.safetensors", "beta": 0.0,
+                                                                   "gamma": 0.0, "k": 16, "dim": 32}}
     got = torch.tensor([r["embedding"] for r in kexue.load(tmp_path / "enc").predict(texts[:5])])
-    assert torch.equal(got, vectors[:5])
+    assert torch.allclose(got, w.transform(vectors[:5]), atol=1e-6)  # the folder's post-processing is applied
+    assert torch.equal(kexue.load(tmp_path / "enc").embed(texts[:5], post_processing=False), vectors[:5])
     back = Whitening.from_folder(tmp_path / "enc")
     assert torch.equal(back.transform(vectors), w.transform(vectors))
     edit_json(tmp_path / "enc" / MANIFEST, lambda m: m["post_processing"]["whitening"].update(k=8))

@@ -199,7 +199,7 @@ def test_diffusion_save_load_round_trip_without_pickle(tmp_path):
 
     from kexue.cli import main as cli
     from kexue.diffusion import methods
-    from kexue.diffusion.train import load_model, save_model
+    from kexue.diffusion.folder import load_model, save_model
 
     out = tmp_path / "model"
     assert cli(["diffusion", "--method", "ddim", "--train-steps", "2", "--width", "8", "--n", "4", "--nfe", "2",
