@@ -67,10 +67,13 @@ def task_command(name: str, files: dict, epochs: int = 3, dev: bool = True, *ext
 
 
 def other_command(name: str, files: dict) -> list[str]:
-    """A tiny run of ``pretrain`` / ``zh-mini`` / ``diffusion`` / ``gan`` (6 updates)."""
+    """A tiny run of ``pretrain`` / ``zh-mini`` / ``multimodal`` / ``diffusion`` / ``gan`` (6 updates)."""
     if name == "pretrain":
         return ["pretrain", "--data", str(files["pretrain"]["train"]), "--hidden", "32", "--layers", "1", "--maxlen",
                 "32", "--batch-size", "8", "--steps", "6", "--no-progress"]
+    if name == "multimodal":
+        return ["multimodal", "--steps", "6", "--limit", "60", "--hidden", "32", "--layers", "1", "--heads", "4",
+                "--sample-steps", "2", "--batch-size", "16", "--no-progress"]
     if name == "zh-mini":
         return ["zh-mini", "--steps", "6", "--no-progress"]
     if name == "diffusion":

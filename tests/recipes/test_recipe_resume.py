@@ -1,6 +1,6 @@
 """Every recipe killed with ``kill -9`` in the middle of its run and started again with the same command saves
 the same model, bit for bit, as an uninterrupted run: the task recipes (with --dev, so the best-epoch weights
-kept in the checkpoints resume too), ``pretrain``, ``zh-mini``, ``diffusion`` and ``gan``.
+kept in the checkpoints resume too), ``pretrain``, ``zh-mini``, ``multimodal``, ``diffusion`` and ``gan``.
 
 The killed run is a subprocess paused right after its second checkpoint and one more update (so the resumed
 run replays an update that was lost); the resumed and uninterrupted runs run here."""
@@ -105,6 +105,6 @@ def test_task_recipe_killed_and_rerun_equals_uninterrupted(files, tmp_path, name
                                                                   "perplexity" else -1), -r["step"]))["step"]
 
 
-@pytest.mark.parametrize("name", ["pretrain", "zh-mini", "diffusion", "gan"])
+@pytest.mark.parametrize("name", ["pretrain", "zh-mini", "multimodal", "diffusion", "gan"])
 def test_other_recipe_killed_and_rerun_equals_uninterrupted(files, tmp_path, name):
     check_same(tmp_path, other_command(name, files))

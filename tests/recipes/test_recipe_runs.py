@@ -102,6 +102,7 @@ def test_resume_on_a_finished_run_changes_nothing_and_says_so(files, tmp_path, n
     ("similarity", ["--loss", "sbert"], ["architecture.loss: \"cosent\" -> \"sbert\""]),
     ("pretrain", ["--hidden", "64", "--heads", "4"], ["hidden: 32 -> 64", "heads: 2 -> 4"]),
     ("diffusion", ["--width", "16"], ["architecture.width: 8 -> 16"]),
+    ("multimodal", ["--layers", "2"], ["architecture.layers: 1 -> 2"]),
 ])
 def test_resume_refuses_a_changed_model_shape_by_name(files, tmp_path, name, change, words, capsys):
     out = tmp_path / "out"
