@@ -99,13 +99,13 @@ def port(text: str) -> int:
     return value
 
 
-def run_folder_args(parser: argparse.ArgumentParser) -> None:
-    """``--resume`` / ``--overwrite`` (exclusive) for a command whose ``--out`` holds a run folder of
+def run_folder_args(parser: argparse.ArgumentParser, where: str = "--out") -> None:
+    """``--resume`` / ``--overwrite`` (exclusive) for a command whose ``where`` holds a run folder of
     :func:`kexue.train.fit`: what to do when its recorded settings differ from this command line."""
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
-                       help="continue the run in --out even though its recorded settings differ")
-    again.add_argument("--overwrite", action="store_true", help="start the run in --out over")
+                       help=f"continue the run in {where} even though its recorded settings differ")
+    again.add_argument("--overwrite", action="store_true", help=f"start the run in {where} over")
 
 
 def input_file(text: str) -> str:

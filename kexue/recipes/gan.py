@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=at.positive_int, default=100, help="samples in the grid")
     ap.add_argument("--seed", type=at.nonnegative_int, default=0)
     ap.add_argument("--threads", type=at.positive_int, default=1)
+    ap.add_argument("--checkpoint-every", type=at.positive_int, default=200, help="training steps between checkpoints")
     ap.add_argument("--out", default="runs/gan", metavar="DIR",
                     help="output folder: the GAN (model.safetensors, config.json, manifest.json), samples.png, "
                          "metrics.json (digits: Fréchet distance) and train/ (fit's resumable run folder)")
@@ -52,13 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         x = digits()[0]
     else:
         x = image_folder(args.data, args.size, args.channels)
+    from kexue.io import fingerprint
+    from kexue.recipes.common import plan_run
+
+    # checked against out/train before any model is built: what the model's shape depends on cannot change
+    # under --resume; --resume on a finished run with nothing left to train leaves --out as it is
+    record = {"architecture": {"size": args.size, "channels": args.channels, "width": args.width, "z_dim": args.z_dim,
+                               "selfmod": args.selfmod, "d_norm": args.d_norm},
+              "data": fingerprint(x), "loss": args.loss, "batch_size": args.batch_size, "n_critic": args.n_critic,
+              "reflow_step": args.reflow_step, "dynamics_weight": args.dynamics_weight}
+    overwrite = plan_run(out / "train", out, {**record, "steps": args.steps}, resume=args.resume,
+                         overwrite=args.overwrite, desc="kexue gan")
+    if overwrite is None:
+        return 0
     t0 = time.perf_counter()
     gan, history = train_gan(x, loss=args.loss, selfmod=args.selfmod, d_norm=args.d_norm, steps=args.steps,
                              batch_size=args.batch_size, z_dim=args.z_dim, width=args.width, lr_g=args.lr,
                              lr_d=args.lr, n_critic=args.n_critic, reflow_step=args.reflow_step,
                              dynamics_weight=args.dynamics_weight, ema_decay=args.ema or None, seed=args.seed,
-                             checkpoint_dir=out / "train", progress=True,
-                             resume=args.resume, overwrite=args.overwrite)
+                             checkpoint_dir=out / "train", progress=True, checkpoint_every=args.checkpoint_every,
+                             resume=args.resume, overwrite=overwrite, settings=record)
     seconds = time.perf_counter() - t0
     samples = gan.sample(max(args.n, 1000 if args.data == "digits" else args.n), torch.Generator().manual_seed(args.seed))
     files = {"samples.png": lambda path: save_grid(samples[:args.n], path)}
