@@ -177,15 +177,28 @@ def check_type(value: Any, spec: str, path: str | os.PathLike, field: str) -> An
     return value
 
 
+class NotUTF8Error(ValueError):
+    """A text file that is not UTF-8; the message is ``FILE:LINE: not UTF-8 text (byte N)``."""
+
+
+def read_utf8(path: str | os.PathLike, error: type[ValueError] = NotUTF8Error) -> str:
+    """The text of a UTF-8 file; bytes that are not UTF-8 raise ``error`` naming the file, the line and the byte
+    offset of the first bad one (``FileNotFoundError`` / ``OSError`` pass through)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """Parse a JSON file; a missing file, bad UTF-8 or invalid JSON is a :class:`FolderError` naming it."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_utf8(path, FolderError))
     except FileNotFoundError:
         raise FolderError(f"{path}: missing") from None
-    except UnicodeDecodeError as e:
-        raise FolderError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise FolderError(f"{path}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
@@ -223,7 +236,7 @@ def safetensors_header(path: str | os.PathLike, metadata: bool = False) -> Any:
 
 
 def folder_info(kind: str, task: str | None = None, labels: list[str] | None = None, pooling: str | None = None,
-                post_processing: dict[str, dict] | None = None) -> dict[str, Any]:
+                post_processing: dict[str, dict] | None = None, task_module: str | None = None) -> dict[str, Any]:
     """What a model folder holds, as its manifest records it (checked like a manifest read back):
 
     * ``kind``: ``task`` (a recipe's task model), ``encoder`` (sentence vectors), ``generator`` (a text LM),
@@ -232,11 +245,19 @@ def folder_info(kind: str, task: str | None = None, labels: list[str] | None = N
     * ``labels``: the label of each output row of the head, or null;
     * ``pooling``: how token states become one vector (a mode of :func:`kexue.heads.pooling.pool`), or null;
     * ``post_processing``: ``{name: {...}}`` applied to the outputs in order, e.g. ``{"whitening": {"file":
-      "whitening.safetensors", "beta": 0.0, ...}}``, an encoder's ``{"normalize": {}}`` (L2); a ``file`` it names must be one of the folder's files.
+      "whitening.safetensors", "beta": 0.0, ...}}``, an encoder's ``{"normalize": {}}`` (L2); a ``file`` it names must be one of the folder's files;
+    * ``task_module`` (``custom`` only, optional): where the task is declared, ``"package.module:ATTRIBUTE"``,
+      imported by name when the folder is loaded (:mod:`kexue.recipes.custom`); never a file of the folder.
     """
     info = {"kind": kind, "task": task, "labels": labels, "pooling": pooling, "post_processing": post_processing or {}}
+    if task_module is not None:
+        info["task_module"] = task_module
     _check_info(info, "folder_info")
     return info
+
+
+#: ``task_module``: a dotted module path and the attribute holding the task
+TASK_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 def _check_info(m: dict, where: str | os.PathLike) -> None:
@@ -254,6 +275,11 @@ def _check_info(m: dict, where: str | os.PathLike) -> None:
     pooling = check_type(m.get("pooling"), "string or null", where, "pooling")
     if pooling is not None and pooling not in POOLINGS:
         raise FolderError(f"{where}: field 'pooling' must be one of {', '.join(POOLINGS)} or null, got {pooling!r}")
+    ref = check_type(m.get("task_module"), "string or null", where, "task_module")
+    if ref is not None and kind != "custom":
+        raise FolderError(f"{where}: field 'task_module' is only for a folder of kind 'custom', not {kind!r}")
+    if ref is not None and not TASK_MODULE.fullmatch(ref):
+        raise FolderError(f"{where}: field 'task_module' must be 'package.module:ATTRIBUTE', got {ref!r}")
     for name, step in check_type(m.get("post_processing", {}), "object", where, "post_processing").items():
         check_type(step, "object", where, f"post_processing.{name}")
         check_type(step.get("file"), "string or null", where, f"post_processing.{name}.file")
@@ -548,7 +574,8 @@ def write_folder(out: str | os.PathLike, info: dict[str, Any], *, overwrite: boo
     if out == Path(out.anchor) or Path.cwd().resolve().is_relative_to(out.resolve() if out.exists() else out):
         raise FolderError(f"{out} is the current folder or holds it; a model folder is replaced as a whole, so it "
                           "needs a folder of its own")
-    info = folder_info(**{k: info.get(k) for k in ("kind", "task", "labels", "pooling", "post_processing")})
+    info = folder_info(**{k: info.get(k) for k in ("kind", "task", "labels", "pooling", "post_processing",
+                                                   "task_module")})
     out.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(out)
     if not overwrite and holds_model(out):

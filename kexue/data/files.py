@@ -54,6 +54,17 @@ def read_lines(path: str | Path) -> list[str]:
 
 
 
+def require(items, minimum: int, source: str | Path, what: str, why: str = ""):
+    """``items`` if there are at least ``minimum`` of them; else :class:`DataError`
+    ``SOURCE: N WHATs; at least MINIMUM needed (why)`` — data too small to learn or evaluate anything from is
+    refused before any training, naming where it came from and the minimum."""
+    n = len(items)
+    if n < minimum:
+        raise DataError(f"{source}: {n} {what if n == 1 else what + 's'}; at least {minimum} needed"
+                        + (f" ({why})" if why else ""))
+    return items
+
+
 def read_labelled(path: str | Path) -> list[tuple[str | tuple[str, str], str]]:
     """``(text, label)`` or ``((text_a, text_b), label)`` rows of a 2- or 3-column TSV."""
     rows, width = [], None
@@ -80,13 +91,15 @@ def read_labelled(path: str | Path) -> list[tuple[str | tuple[str, str], str]]:
 
 
 def read_tagged(path: str | Path) -> list[tuple[list[str], list[str]]]:
-    """NER sentences ``(chars, tags)`` from ``char TAG`` lines (BIO / BIOES / BMES)."""
-    sents, chars, tags = [], [], []
+    """NER sentences ``(chars, tags)`` from ``char TAG`` lines (BIO / BIOES / BMES); every tag sequence is
+    checked (:func:`check_tag_sequence`): an impossible transition is refused naming its line, never guessed."""
+    sents, lines, chars, tags, numbers = [], [], [], [], []
     for n, line in enumerate(read_lines(path) + [""], 1):
         if not line.strip():
             if chars:
                 sents.append((chars, tags))
-            chars, tags = [], []
+                lines.append(numbers)
+            chars, tags, numbers = [], [], []
             continue
         parts = line.rsplit(None, 1) if line[0] != " " else [" ", line.strip()]
         if len(parts) != 2:
@@ -99,9 +112,44 @@ def read_tagged(path: str | Path) -> list[tuple[list[str], list[str]]]:
             raise DataError(f"{path}:{n}: bad tag {tag!r} (expected O or B-/I-/E-/S-/M-TYPE)")
         chars.append(ch)
         tags.append(tag)
+        numbers.append(n)
     if not sents:
         raise DataError(f"{path}: no sentences")
+    closing = next(((t, n) for (_, ts), ns in zip(sents, lines) for t, n in zip(ts, ns) if t[0] in "EMS"), None)
+    scheme = "BIOES" if closing else "BIO"
+    for (_, ts), ns in zip(sents, lines):
+        bad = check_tag_sequence(ts, scheme)
+        if bad is not None:
+            i, message = bad
+            why = f" (the file uses E-/S-/M- tags, e.g. {closing[0]} on line {closing[1]})" if closing else ""
+            raise DataError(f"{path}:{ns[i]}: {message}{why}")
     return sents
+
+
+def check_tag_sequence(tags: list[str], scheme: str) -> tuple[int, str] | None:
+    """The first impossible transition of a sentence's tags, ``(index, message)``, or None.
+
+    ``BIO`` (IOB2): ``I-X`` only after ``B-X`` or ``I-X``. ``BIOES`` (also BMES, ``M-`` = ``I-``): an entity is
+    ``S-X`` or ``B-X (I-X|M-X)* E-X``: ``I-/M-/E-X`` only after ``B-X`` or ``I-/M-X``, and after ``B-`` or
+    ``I-/M-`` only the entity's continuation (not ``O``, ``B-``, ``S-``, another type, nor the sentence end)."""
+    def opens(tag: str) -> bool:
+        return tag[0] in ("BIM" if scheme == "BIOES" else "")
+
+    prev = "O"
+    for i, tag in enumerate(list(tags) + ["O"]):
+        head, kind = tag[0], tag[2:]
+        end = i == len(tags)
+        shown = "the sentence end" if end else repr(tag)
+        where = "the sentence start" if i == 0 else repr(prev)
+        continues = head in "IME"
+        if continues and not (prev[0] in "BIM" and prev[2:] == kind):
+            verb = "ends" if head == "E" else "continues"
+            return i, f"bad transition {where} -> {shown}: {head}-{kind} {verb} an entity begun by B-{kind} ({scheme})"
+        if opens(prev) and not (continues and prev[2:] == kind):
+            return (i - 1 if end else i), (f"bad transition {where} -> {shown}: the {prev[2:]} entity begun before "
+                                           f"is not closed by E-{prev[2:]} (BIOES)")
+        prev = tag
+    return None
 
 
 def _loc(text: str, pos: int) -> int:

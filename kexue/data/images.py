@@ -34,6 +34,8 @@ def image_folder(path: str | Path, size: int = 32, channels: int = 3) -> torch.T
     files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     mode = {1: "L", 3: "RGB"}[channels]
     arrs = [np.asarray(Image.open(f).convert(mode).resize((size, size), Image.BICUBIC), dtype=np.float32)
             for f in files]

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kexue.io import read_utf8
 from kexue.models.checkpoints import save_pretrained
 from kexue.models.family import REGISTRY, build_model
 from kexue.models.vocab import read_token_list, trim_model, trim_tokens
@@ -295,8 +296,10 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     ``options`` are kexue block keys (with_pool, with_mlm, hierarchical_alpha, cond_hidden_act, ...);
     ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint);
     ``keep_tokens`` / ``compound_tokens``: JSON files (:mod:`kexue.models.vocab`), applied as bert4keras does."""
-    with open(config_path, encoding="utf-8") as f:
-        b4k = json.load(f)
+    try:
+        b4k = json.loads(read_utf8(config_path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path} is not valid JSON: {e}") from None
     if options.get("with_nsp"):
         raise ValueError(f"bert4keras option 'with_nsp' is not supported by kexue: {WHY['with_nsp']}")
     config, implied = convert_config(b4k, model)

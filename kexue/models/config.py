@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kexue.io import read_utf8
 from kexue.layers.ffn import ACTIVATIONS
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
@@ -189,9 +190,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
         path = path / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no config.json at {path}")
+    text = read_utf8(path, ConfigError)  # not UTF-8: FILE:LINE named
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path} must hold a JSON object, got {type(d).__name__}")

@@ -20,12 +20,35 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from kexue.io import atomic_write, save_safetensors, write_json
+from kexue.io import atomic_write, read_utf8, save_safetensors, write_json
 from kexue.models.weights import CheckpointError, LoadReport, check_fit, load_state
 
 INDEX = {"safetensors": "model.safetensors.index.json", "bin": "pytorch_model.bin.index.json"}
 SINGLE = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}
 SHARD = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
+
+
+def shard_index(path: str | Path) -> tuple[Path, dict[str, str]] | None:
+    """``(index file, {tensor: shard file name})`` of a sharded checkpoint folder (None when the folder holds a
+    single weight file, or no index); an index that is not JSON, not UTF-8 or not ``{"weight_map": {name:
+    file}}`` is a :class:`CheckpointError` naming it."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    for fmt in ("safetensors", "bin"):
+        if (path / SINGLE[fmt]).exists():
+            return None
+        index = path / INDEX[fmt]
+        if index.exists():
+            try:
+                weight_map = json.loads(read_utf8(index, CheckpointError))["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise CheckpointError(f"{index} is not a valid shard index: {e!r}") from None
+            if not isinstance(weight_map, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                           for k, v in weight_map.items()):
+                raise CheckpointError(f"{index}: field 'weight_map' must map tensor names to shard file names")
+            return index, weight_map
+    return None
 
 
 def weight_files(path: str | Path) -> list[Path]:
@@ -36,37 +59,72 @@ def weight_files(path: str | Path) -> list[Path]:
     if not path.is_dir():
         raise FileNotFoundError(f"no checkpoint at {path}")
     for fmt in ("safetensors", "bin"):
-        for name in (SINGLE[fmt], INDEX[fmt]):
-            if not (path / name).exists():
-                continue
-            if name == SINGLE[fmt]:
-                return [path / name]
-            try:
-                shards = json.loads((path / name).read_text())["weight_map"].values()
-            except (json.JSONDecodeError, KeyError, AttributeError) as e:
-                raise CheckpointError(f"{path / name} is not a valid shard index: {e!r}") from None
-            files = [path / s for s in sorted(set(shards))]
+        if (path / SINGLE[fmt]).exists():
+            return [path / SINGLE[fmt]]
+        if (path / INDEX[fmt]).exists():
+            index, weight_map = shard_index(path)
+            files = [path / s for s in sorted(set(weight_map.values()))]
             absent = [str(f) for f in files if not f.exists()]
             if absent:
-                raise CheckpointError(f"{path / name} lists shards that do not exist: {absent}")
+                raise CheckpointError(f"{index} lists shards that do not exist: {absent}")
             return files
     raise FileNotFoundError(f"{path} holds neither model.safetensors nor pytorch_model.bin (nor a shard index)")
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a checkpoint folder (all shards) or weight file, by its stored name."""
+def read_state_dict(path: str | Path, origins: dict[str, Path] | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint folder (all shards) or weight file, by its stored name (``origins`` is
+    filled with the file each came from). In a sharded checkpoint every shard holds exactly the tensors its
+    index maps to it: a tensor the index maps elsewhere (or not at all), or one missing from its shard, is a
+    :class:`CheckpointError` naming the shard and the tensor — never a silent pick of one copy."""
+    index = shard_index(path)
     state: dict[str, torch.Tensor] = {}
     for f in weight_files(path):
         if f.suffix == ".safetensors":
-            state.update(load_file(str(f)))
+            tensors = load_file(str(f))
         else:
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
+            tensors = torch.load(f, map_location="cpu", weights_only=True)
+        if index is not None:
+            name = index[0].name
+            weight_map = {k: Path(v).as_posix() for k, v in index[1].items()}  # "./a" and "a" are one file
+            shard = f.relative_to(Path(path)).as_posix()
+            for key in tensors:
+                if weight_map.get(key) != shard:
+                    where = f"it maps it to {weight_map[key]}" if key in weight_map else "it does not list it"
+                    raise CheckpointError(f"{f}: tensor {key!r} is not mapped to this shard by {name} ({where})")
+            lacking = [key for key, s in weight_map.items() if s == shard and key not in tensors]
+            if lacking:
+                raise CheckpointError(f"{f}: no tensor {lacking[0]!r}, which {name} maps to this shard")
+        if origins is not None:
+            origins.update((key, f) for key in tensors)
+        state.update(tensors)
     return state
 
 
+def check_dtypes(model: nn.Module, state: dict[str, torch.Tensor], origins: dict[str, Path]) -> None:
+    """A floating-point weight is never filled from an integer (or boolean) tensor — copying would cast it
+    silently (an int32 ``1`` becoming ``1.0``): :class:`CheckpointError` naming the file and the tensor.
+    Floating tensors of another precision (fp16, bf16) are read as usual."""
+    wm = model.weight_map()
+    own = model.state_dict()
+    targets = {hf: names for hf, (names, _) in wm.plan.items()}
+    targets.update({alias: targets[hf] for hf, alias in wm.aliases.items() if hf in targets})
+    for key, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            continue
+        floats = [n for n in targets.get(wm.short_name(key), []) if own[n].is_floating_point()]
+        if floats:
+            raise CheckpointError(f"{origins.get(key, 'checkpoint')}: tensor {key!r} is {str(t.dtype)[6:]}, but the "
+                                  f"model's {floats[0]} is {str(own[floats[0]].dtype)[6:]}: integer weights are not cast "
+                                  "into a float model (a quantized or wrongly saved checkpoint?)")
+
+
 def load_checkpoint(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
-    """Copy an HF-layout checkpoint into ``model``; raise :class:`CheckpointError` if it does not fit."""
-    return load_state(model, read_state_dict(path), strict=strict, source=str(path))
+    """Copy an HF-layout checkpoint into ``model``; raise :class:`CheckpointError` if it does not fit (by name,
+    shape, or an integer tensor for a float weight: :func:`check_dtypes`)."""
+    origins: dict[str, Path] = {}
+    state = read_state_dict(path, origins)
+    check_dtypes(model, state, origins)
+    return load_state(model, state, strict=strict, source=str(path))
 
 
 def load_checkpoint_except(model: nn.Module, path: str | Path, may_miss: str,
@@ -148,5 +206,5 @@ def remove_stale_weights(directory: str | Path, written: list[str]) -> None:
             p.unlink()
 
 
-__all__ = ["INDEX", "SINGLE", "load_checkpoint", "load_checkpoint_except", "parse_size", "read_state_dict",
-           "remove_stale_weights", "weight_files", "write_weights"]
+__all__ = ["INDEX", "SINGLE", "check_dtypes", "load_checkpoint", "load_checkpoint_except", "parse_size", "read_state_dict",
+           "remove_stale_weights", "shard_index", "weight_files", "write_weights"]

@@ -7,7 +7,9 @@ class that :func:`kexue.load` returns for that folder's task. ``kexue <name>``, 
 
 Task recipes (``ner``, ``classify``, ``reading``, ``poem``, ``dialogue``) read the user's data
 (:mod:`kexue.data.files`), train through :func:`kexue.train.fit` and save a model folder
-(:mod:`kexue.recipes.folder`) whose predictor reproduces the recipe's own evaluation.
+(:mod:`kexue.recipes.folder`) whose predictor reproduces the recipe's own evaluation. A task of the user's
+own is a :class:`~kexue.recipes.custom.Task` (``kexue.recipes.Task``, :func:`register_task`): its folders
+are served the same way (:mod:`kexue.recipes.custom`).
 """
 from __future__ import annotations
 
@@ -72,6 +74,9 @@ REGISTRY: tuple[Recipe, ...] = (
        predictor="EncoderPredictor"),
     _R("generate", "text generator (application lm / unilm / seq2seq)", "kexue.recipes.encoder", None,
        predictor="GenerationPredictor"),
+    # --- folders of a task of the user's own (kexue.recipes.Task; kind "custom" in the manifest)
+    _R("custom", "a task of your own: declared as a Task, trained with fit, served", "kexue.recipes.custom", None,
+       predictor="CustomPredictor"),
     # --- pretraining and generative models
     _R("pretrain", "MLM (whole-word masking) / UniLM pretraining on a folder of text", "kexue.recipes.pretrain"),
     _R("zh-mini", "rebuild kexue-zh-mini, the shipped Chinese RoFormer, from scratch", "kexue.recipes.zh_mini"),
@@ -104,4 +109,14 @@ def recipe(name: str) -> Recipe:
     return COMMANDS[name]
 
 
-__all__ = ["COMMANDS", "REGISTRY", "Recipe", "TASKS", "recipe"]
+#: names this package hands out from :mod:`kexue.recipes.custom`, imported when first used (like the recipes)
+_CUSTOM = ("CustomPredictor", "Task", "TaskError", "TaskModel", "register_task")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CUSTOM:
+        return getattr(importlib.import_module("kexue.recipes.custom"), name)
+    raise AttributeError(f"module 'kexue.recipes' has no attribute {name!r}")
+
+
+__all__ = ["COMMANDS", "REGISTRY", "Recipe", "TASKS", "recipe", *_CUSTOM]

@@ -24,7 +24,7 @@ from kexue.recipes.predictor import Predictor
 from kexue.io import fingerprint
 from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card, command, parse, recipe_args, setup,
                                   start_run, tokenizer_for, vocabulary)
-from kexue.data.files import read_labelled
+from kexue.data.files import read_labelled, require
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 
 
@@ -133,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         train, test = train[: args.limit], test[: args.limit]
     labels = sorted({lab for _, lab in train})
-    if len(labels) < 2:
+    if len(labels) == 1:
         raise ValueError(f"{args.train or 'the training data'}: only one label ({labels[0]!r}); need at least 2")
+    require(labels, 2, args.train or "the training data", "label", "among the training examples" + ("" if args.dev
+            else "; the stratified 20 % hold-out takes one example of every label first: give every label 2 or more "
+            "examples, or give --dev"))
     index = {lab: i for i, lab in enumerate(labels)}
     flat = lambda t: t if isinstance(t, str) else t[0] + t[1]  # noqa: E731
     tokenizer = tokenizer_for(args, [flat(t) for t, _ in train])

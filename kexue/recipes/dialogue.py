@@ -28,7 +28,7 @@ from kexue.recipes.predictor import Predictor
 from kexue.io import fingerprint
 from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card, command, pad, parse, recipe_args,
                                   setup, start_run, tokenizer_for, vocabulary)
-from kexue.data.files import read_dialogues
+from kexue.data.files import read_dialogues, require
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.generation import GenerationOptions, PrefixDecoding, decode_state
 from kexue.recipes.sampling import Decoding, special_ids, task_options
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         test, train = dialogues[:n_test], dialogues[n_test:]
     if args.limit:
         train, test = train[: args.limit], test[: max(2, args.limit // 5)]
-    if not train:
-        raise ValueError("no training dialogues left after holding out the evaluation ones; give --dev or more data")
+    require(train, 1, args.train or "the shipped dialogues", "training dialogue", "" if args.dev else
+            "the evaluation hold-out takes 10 % of them, at least 2: give 3 or more dialogues, or give --dev")
     tokenizer = tokenizer_for(args, [t for d in train for t in d])
     run = start_run(args, out, "dialogue", n_train=len(train), architecture={"vocabulary": vocabulary(tokenizer)},
                     settings={"data": fingerprint(train), "eval_data": fingerprint(test), "maxlen": args.maxlen})

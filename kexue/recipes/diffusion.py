@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", choices=sorted(methods.SAMPLERS), default="ddim")
     ap.add_argument("--data", default="digits", help="'digits' (sklearn, offline) or an image folder")
     ap.add_argument("--size", type=at.positive_int, default=8, help="image side (power-of-two multiple of 4)")
-    ap.add_argument("--channels", type=at.positive_int, default=1, help="1 or 3, for image folders")
+    ap.add_argument("--channels", type=at.positive_int, choices=(1, 3), default=1,
+                    help="1 (grayscale) or 3 (RGB), for image folders")
     ap.add_argument("--train-steps", type=at.positive_int, default=1000)
     ap.add_argument("--width", type=at.positive_int, default=32)
     ap.add_argument("--nfe", type=at.positive_int, default=10, help="network evaluations when sampling")
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-every", type=at.positive_int, default=200, help="training steps between checkpoints")
     at.run_folder_args(ap)
     args = ap.parse_args(argv)
+    if args.data == "digits" and args.channels != 1:
+        ap.error("--channels 3: --data digits is grayscale (--channels 1); 3 channels are for an image folder")
     torch.set_num_threads(args.threads)
     out = at.check_output_dir(args.out)
     x = digits(args.size)[0] if args.data == "digits" else image_folder(args.data, args.size, args.channels)

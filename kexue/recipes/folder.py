@@ -42,12 +42,12 @@ from kexue.io import (MANIFEST, FolderError, atomic_write, check_folder, check_t
 from kexue.models import Transformer, build_model, family_of
 from kexue.models.checkpoints import CheckpointError, save_pretrained
 from kexue.models.weights import LoadReport, check_fit
-from kexue.text.tokenizer import Tokenizer
+from kexue.text.tokenizer import Tokenizer, load_vocab
 
 TASK_FILE, HEAD_FILE, WHITENING_FILE = "task.json", "head.safetensors", "whitening.safetensors"
 GENERATOR_APPLICATIONS = ("lm", "unilm", "seq2seq")
 #: the predictor (a key of :data:`kexue.recipes.TASKS`) of each kind of folder that has no task of its own
-KIND_PREDICTOR = {"encoder": "encoder", "generator": "generate"}
+KIND_PREDICTOR = {"encoder": "encoder", "generator": "generate", "custom": "custom"}
 USED_BY = {"diffusion": "`kexue diffusion` (load it with kexue.diffusion.folder.load_model)",
            "gan": "`kexue gan` (load it with kexue.generative.gan_train.load_gan)"}
 FileContent = Callable[[Path], Any] | str | dict | list
@@ -181,7 +181,9 @@ def model_card(task: str, labels: list[str] | None, settings: dict, metrics: dic
 @dataclass
 class FolderInfo:
     """What :func:`check_model_folder` found: ``predictor`` is the key of :data:`kexue.recipes.TASKS`
-    (None for diffusion / GAN folders), ``manifest`` None for a folder of an older kexue."""
+    (None for diffusion / GAN folders) and ``predictor_class`` the class that serves the folder (for a
+    ``custom`` folder, the one of its :class:`~kexue.recipes.custom.Task`, named by ``task_module`` or
+    registered in this process); ``manifest`` None for a folder of an older kexue."""
 
     directory: Path
     kind: str
@@ -192,6 +194,8 @@ class FolderInfo:
     pooling: str | None = None
     post_processing: dict[str, dict] = field(default_factory=dict)
     manifest: dict | None = None
+    task_module: str | None = None
+    predictor_class: Any = None
 
 
 def _config(directory: Path) -> dict[str, Any]:
@@ -268,9 +272,10 @@ def check_model_folder(directory: str | Path) -> FolderInfo:
             return info
     else:
         tj = _task_json(directory)
-        predictor = manifest["task"] if manifest["kind"] in ("task", "custom") else KIND_PREDICTOR.get(manifest["kind"])
+        predictor = manifest["task"] if manifest["kind"] == "task" else KIND_PREDICTOR.get(manifest["kind"])
         info = FolderInfo(directory, manifest["kind"], manifest["task"], manifest["labels"], predictor,
-                          tj["settings"] if tj else None, manifest["pooling"], manifest["post_processing"], manifest)
+                          tj["settings"] if tj else None, manifest["pooling"], manifest["post_processing"], manifest,
+                          manifest.get("task_module"))
     if (directory / "tokenizer_config.json").exists():
         check_type(read_json(directory / "tokenizer_config.json"), "object", directory / "tokenizer_config.json",
                    "(top level)")
@@ -288,8 +293,9 @@ def _check_predictor(info: FolderInfo) -> None:
     if info.predictor not in TASKS:
         where = info.directory / (MANIFEST if info.manifest is not None else "config.json")
         raise FolderError(f"{where}: unknown task {info.predictor!r} (known: {', '.join(sorted(TASKS))})")
-    cls = TASKS[info.predictor].predictor_class()
+    cls = TASKS[info.predictor].predictor_class().for_folder(info)  # a custom folder: its own task's class
     check_task(info, cls)
+    info.predictor_class = cls
     if info.pooling not in (None, *cls.poolings):
         raise FolderError(f"{info.directory / MANIFEST}: field 'pooling' is {info.pooling!r}; the "
                           f"{info.predictor} predictor pools by {', '.join(cls.poolings) or 'nothing'}")
@@ -311,11 +317,7 @@ def _check_vocab(directory: Path, config: dict) -> None:
     path = directory / "vocab.txt"
     if not path.is_file():
         return
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = [line.rstrip("\n") for line in f]
-    except UnicodeDecodeError as e:
-        raise FolderError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    tokens = load_vocab(path, FolderError)
     seen: dict[str, int] = {}
     for i, tok in enumerate(tokens, 1):
         if tok in seen:
@@ -363,7 +365,8 @@ def check_task(info: FolderInfo, predictor: type) -> None:
         else:
             for key, spec in schema.items():
                 if key not in info.settings:
-                    if not getattr(predictor, "settings_optional", False):
+                    if not getattr(predictor, "settings_optional", False) and \
+                            key not in getattr(predictor, "settings_defaults", {}):
                         raise FolderError(f"{path}: field 'settings.{key}' is missing")
                     continue
                 check_type(info.settings[key], spec, path, f"settings.{key}")

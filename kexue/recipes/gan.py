@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = at.ArgumentParser(prog="kexue gan", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default="digits", help="'digits' (sklearn, offline) or an image folder")
     ap.add_argument("--size", type=at.positive_int, default=8, help="image side, a power of two >= 8")
-    ap.add_argument("--channels", type=at.positive_int, default=1, help="1 or 3, for image folders")
+    ap.add_argument("--channels", type=at.positive_int, choices=(1, 3), default=1,
+                    help="1 (grayscale) or 3 (RGB), for image folders")
     ap.add_argument("--loss", choices=LOSSES, default="hinge")
     ap.add_argument("--selfmod", action="store_true", help="SELF-MOD: BN in G modulated by z")
     ap.add_argument("--d-norm", choices=D_NORMS, default="spectral")
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = at.check_output_dir(args.out)
+    from kexue.data.files import require
     from kexue.data.images import digits, image_folder, save_grid
     from kexue.generative.gan_train import digit_scorer, save_gan, train_gan
 
@@ -53,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         x = digits()[0]
     else:
         x = image_folder(args.data, args.size, args.channels)
+        require(x, args.batch_size, args.data, "image", f"one full batch of --batch-size {args.batch_size}")
     from kexue.io import fingerprint
     from kexue.recipes.common import plan_run
 

@@ -26,7 +26,7 @@ from kexue.recipes.classify import poem_data, stratified_split
 from kexue.io import fingerprint
 from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card, command, parse, recipe_args, setup,
                                   start_run, tokenizer_for, vocabulary)
-from kexue.data.files import read_poems
+from kexue.data.files import read_poems, require
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.sampling import special_ids, task_options
 
@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             test = read_poems(args.dev)
     if args.limit:
         train, test = train[: args.limit], test[: max(2, args.limit // 5)]
+    require(train, 1, args.train or "the shipped poems", "training poem", "" if args.dev else "the stratified "
+            "10 % hold-out takes one poem of every class first: give every class 2 or more poems, or give --dev")
     labels = sorted({lab for _, lab in train})
     index = {lab: i for i, lab in enumerate(labels)}
     unseen = sorted({lab for _, lab in test} - set(index))

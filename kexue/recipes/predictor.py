@@ -14,7 +14,6 @@ from typing import Any, Callable, Mapping
 
 from kexue.generation import GenerationOptions
 from kexue.hub import resolve
-from kexue.recipes import TASKS
 
 
 class Predictor:
@@ -31,6 +30,7 @@ class Predictor:
     #: ``task.json`` settings the predictor reads: name -> JSON type (:func:`kexue.io.check_type`)
     settings_schema: dict[str, str] = {}
     settings_optional: bool = False  # True: task.json and each setting may be absent (defaults apply)
+    settings_defaults: dict[str, Any] = {}  # settings a folder may lack (one written before they existed)
     settings_choices: dict[str, tuple] = {}  # settings with a closed set of values
     needs_labels: bool = False  # the folder must record its labels (one per output row of the head)
     poolings: tuple[str, ...] = ()  # the manifest's ``pooling`` values this predictor implements
@@ -39,6 +39,12 @@ class Predictor:
     def head_rows(cls, settings: dict, labels: list[str] | None) -> dict[str, int]:
         """``{tensor of head.safetensors: its output rows}`` implied by ``labels`` (checked before loading)."""
         return {}
+
+    @classmethod
+    def for_folder(cls, info) -> type["Predictor"]:
+        """The class serving the checked folder ``info`` (:class:`kexue.recipes.folder.FolderInfo`): ``cls``
+        itself, except for predictors of many tasks (a custom folder's class is that of its own task)."""
+        return cls
 
     @property
     def model(self):
@@ -118,7 +124,7 @@ def load(directory: str | Path, quantize: str | None = None) -> Predictor:
     if info.kind in USED_BY:
         raise FolderError(f"{info.directory} is a {info.kind} model folder, written by {USED_BY[info.kind]}; "
                           "kexue.load / predict serve text models")
-    predictor = TASKS[info.predictor].predictor_class().from_folder(info.directory)
+    predictor = info.predictor_class.from_folder(info.directory)
     if quantize:
         from kexue.tools.quantize import quantize as quantize_model
 

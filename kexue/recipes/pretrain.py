@@ -66,6 +66,23 @@ def _vocab_for_run(args: argparse.Namespace, texts: list[str], out: Path, settin
     return build_char_vocab(texts, working)
 
 
+#: the shortest --maxlen under which each objective has something to learn
+MIN_MAXLEN = {"mlm": (3, "[CLS], one token to mask, [SEP]"),
+              "unilm": (5, "[CLS] source [SEP] target [SEP], one token of each")}
+
+
+def check_learnable(args: argparse.Namespace, texts: list[str] | None = None, collate=None) -> None:
+    """Refuse, naming the setting, a run that could learn nothing and would save its initial weights as
+    pretrained: a ``--maxlen`` too short to hold a token to predict (checked first, ``texts=None``), or (MLM) a
+    corpus none of whose texts has a word that fits in it (every batch would mask nothing: loss 0, no gradient)."""
+    need, why = MIN_MAXLEN[args.objective]
+    if args.maxlen < need:
+        raise at.UsageError(f"--maxlen {args.maxlen}: {args.objective} needs at least {need} ({why})")
+    if texts is not None and args.objective == "mlm" and not any(collate.word_ids(t) for t in texts):
+        raise at.UsageError(f"--data {args.data}: no text has a word that fits in --maxlen {args.maxlen} "
+                            f"({args.maxlen - 2} token{'s' if args.maxlen > 3 else ''} besides [CLS] and [SEP]): nothing could be masked")
+
+
 def main(argv: list[str] | None = None) -> int:
     from kexue.io import folder_info
     from kexue.models import build_model
@@ -105,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     at.run_folder_args(ap)
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
+    check_learnable(args)
 
     out = Path(args.out)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -128,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                    max_position_embeddings=max(512, args.maxlen), type_vocab_size=2)
         model = build_model(cfg, application=application, with_mlm=True)
     collate = WholeWordMLM(tok, args.maxlen) if args.objective == "mlm" else UniLMPairs(tok, args.maxlen)
+    check_learnable(args, texts, collate)
     data = torch.utils.data.DataLoader(texts, batch_size=args.batch_size, shuffle=True, collate_fn=collate,
                                        drop_last=len(texts) >= args.batch_size)
     preset = adamw_preset(model.parameters(), args.lr, args.steps, warmup=args.warmup, weight_decay=args.weight_decay,

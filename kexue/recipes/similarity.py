@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+from kexue.data.files import require
 from kexue.data.pairs import read_pairs
 from kexue.io import fingerprint
 from kexue.models.pretrained import embed
@@ -31,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     timer = Timer()
     train = read_pairs(args.train)[: args.limit]
     dev = read_pairs(args.dev)[: args.limit] if args.dev else None
+    if args.loss != "cosine":  # both compare pairs of different labels: one label teaches nothing
+        require(sorted({q.score for q in train}), 2, args.train, "distinct label",
+                "CoSENT ranks pairs of different labels" if args.loss == "cosent" else "SBERT tells labels apart")
+    if dev is not None:
+        require(dev, 2, args.dev, "pair", "Spearman's correlation needs 2")
     tokenizer = tokenizer_for(args, [s for q in train for s in (q.a, q.b)])
     run = start_run(args, out, "similarity", n_train=len(train),
                     architecture={"vocabulary": vocabulary(tokenizer), "loss": args.loss},

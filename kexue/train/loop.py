@@ -264,7 +264,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     per_epoch = _micro_batches_per_epoch(batches, 0)
     steps_per_epoch = per_epoch // grad_accum if per_epoch is not None else None
     if steps_per_epoch == 0:
-        raise ValueError(f"fewer batches ({per_epoch}) than grad_accum ({grad_accum})")
+        raise ValueError(f"fit: an epoch has {per_epoch} batch{'' if per_epoch == 1 else 'es'}, fewer than grad_accum "
+                         f"({grad_accum}): the data is empty or too small for one optimizer step")
     if steps is None:
         if steps_per_epoch is None:
             raise ValueError("batches has no len(): pass steps=")

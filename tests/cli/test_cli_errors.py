@@ -84,6 +84,8 @@ def test_missing_input_file(capsys, out, tmp_path):
     ("ner", "a.bio", "中 B-LOC\n国 I-LOC\n\n人 X-PER\n", ":4:", "bad tag"),
     ("ner", "b.bio", "中国 B-LOC\n", ":1:", "one character"),
     ("ner", "c.bio", "中\n", ":1:", "char TAG"),
+    ("ner", "d.bioes", "中 B-LOC\n国 E-LOC\n\n人 B-PER\n民 O\n", ":5:", "bad transition 'B-PER' -> 'O'"),
+    ("ner", "e.bio", "中 O\n国 I-LOC\n", ":2:", "bad transition 'O' -> 'I-LOC'"),
     ("reading", "a.json", '[\n{"question": "q",\n "passages": [}\n]', ":3:", "invalid JSON"),
     ("reading", "b.json", '[{"question": "谁", "passages": [{"passage": "x", "answer": "y"}]},\n'
                           ' {"question": "哪里", "passages": []}]', ":2:", "no passages"),
@@ -105,6 +107,76 @@ def test_not_utf8(capsys, out, tmp_path):
 def test_single_label(capsys, out, tmp_path):
     fails(capsys, ["classify", "--train", write(tmp_path, "one.tsv", "好\tpos\n妙\tpos\n"), "--out", str(out)],
           "only one label", out=out)
+
+
+# -- data too small to learn from: refused before training, naming the file and the minimum ----------
+@pytest.mark.parametrize("argv, files, words", [
+    (["classify", "--train", "{d}/a.tsv"], {"a.tsv": "好\tpos\n坏\tneg\n"},
+     ["a.tsv: 0 labels; at least 2 needed", "hold-out", "--dev"]),
+    (["poem", "--train", "{d}/a.txt"], {"a.txt": "唐\t床前明月光\n"},
+     ["a.txt: 0 training poems; at least 1 needed", "--dev"]),
+    (["dialogue", "--train", "{d}/a.txt"], {"a.txt": "你好\n你好啊\n"},
+     ["a.txt: 0 training dialogues; at least 1 needed", "--dev"]),
+    (["similarity", "--train", "{d}/a.tsv"], {"a.tsv": "甲\t乙\t1\n丙\t丁\t1\n"},
+     ["a.tsv: 1 distinct label; at least 2 needed (CoSENT"]),
+    (["similarity", "--train", "{d}/a.tsv", "--loss", "sbert"], {"a.tsv": "甲\t乙\t0\n丙\t丁\t0\n"},
+     ["a.tsv: 1 distinct label; at least 2 needed (SBERT"]),
+    (["similarity", "--train", "{d}/a.tsv", "--dev", "{d}/b.tsv"], {"a.tsv": "甲\t乙\t1\n丙\t丁\t0\n",
+                                                                    "b.tsv": "甲\t乙\t1\n"},
+     ["b.tsv: 1 pair; at least 2 needed (Spearman"]),
+    (["pretrain", "--data", "{d}/corpus"], {"corpus/a.txt": "\n  \n", "corpus/b.txt": "\n"},
+     ["corpus: no text (its 2 *.txt files hold only blank lines)"]),
+    (["pretrain", "--data", "{d}/corpus", "--maxlen", "1"], {"corpus/a.txt": "北京欢迎你\n"},
+     ["--maxlen 1: mlm needs at least 3"]),
+    (["pretrain", "--data", "{d}/corpus", "--maxlen", "4", "--objective", "unilm"], {"corpus/a.txt": "北京欢迎你\n"},
+     ["--maxlen 4: unilm needs at least 5"]),
+    (["zh-mini", "--steps", "0"], {}, ["--steps", "positive integer"]),
+    (["diffusion", "--channels", "2"], {}, ["--channels", "invalid choice: 2 (choose from 1, 3)"]),
+    (["diffusion", "--channels", "3"], {}, ["--channels 3", "--data digits is grayscale"]),
+    (["gan", "--channels", "2"], {}, ["--channels", "invalid choice: 2 (choose from 1, 3)"]),
+])
+def test_too_small_data_or_settings_that_learn_nothing(capsys, out, tmp_path, argv, files, words):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    fails(capsys, [a.format(d=tmp_path) for a in argv] + ["--out", str(out)], *words, out=out)
+
+
+def test_pretrain_corpus_with_nothing_to_mask(capsys, tmp_path):
+    """Every text's first word is longer than --maxlen 3 leaves room for (1 token): nothing to mask, refused
+    before a step is taken, and no model is saved."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("北京欢迎你\n中华人民共和国\n", encoding="utf-8")
+    out = tmp_path / "out"
+    fails(capsys, ["pretrain", "--data", str(corpus), "--maxlen", "3", "--out", str(out)],
+          f"--data {corpus}: no text has a word that fits in --maxlen 3 (1 token besides [CLS] and [SEP]): "
+          "nothing could be masked")
+    assert not (out / "model.safetensors").exists() and not (out / "manifest.json").exists()
+
+
+def test_evaluate_and_gan_name_the_file_and_the_minimum(capsys, tmp_path):
+    pairs = write(tmp_path, "one.tsv", "甲\t乙\t3\n")
+    fails(capsys, ["evaluate", "--pairs", pairs, "--model", "zh-mini"], f"{pairs}: 1 pair; at least 2 needed")
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("L", (8, 8), 128).save(images / "a.png")
+    from kexue.data.images import image_folder
+
+    with pytest.raises(ValueError, match="channels must be 1 \\(grayscale\\) or 3 \\(RGB\\), got 2"):
+        image_folder(images, 8, 2)
+    fails(capsys, ["gan", "--data", str(images), "--out", str(tmp_path / "g")],
+          f"{images}: 1 image; at least 64 needed (one full batch of --batch-size 64)")
+
+
+def test_not_utf8_corpus_names_file_and_line(capsys, out, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes("北京\n上海\n".encode() + "广州\n".encode("gbk"))
+    fails(capsys, ["pretrain", "--data", str(corpus), "--out", str(out)], f"{corpus / 'a.txt'}:3: not UTF-8 text",
+          out=out)
 
 
 # -- output folders --------------------------------------------------------------------------------

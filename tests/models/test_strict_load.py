@@ -3,6 +3,8 @@ load under a recipe's extra parts (``load_checkpoint_except``), a bert4keras TF 
 (``state_from_tf``) and a plain state dict (``LoadReport.compare``, the task head of a saved folder) all end
 in ``check_fit``: one ``CheckpointError`` whose message and ``report`` name every missing, unexpected and
 mis-shaped tensor together."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,68 @@ def test_same_named_state_dicts_compare_and_fit():
         check_fit(report, "head.safetensors", "the task head")
     assert check_fit(LoadReport.compare(want, dict(want)), "x", "y").ok
     assert check_fit(LoadReport(missing=["p.pooler.w"]), "x", "y", may_miss=r"\.pooler\.").missing == ["p.pooler.w"]
+
+
+# --- the weight-file reader: integer tensors and shards against their index ----------------------------------
+def test_an_integer_tensor_is_not_cast_into_float_weights(tmp_path):
+    save_pretrained(build_model(TINY), tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state[Q1] = state[Q1].round().to(torch.int32)  # same names and shapes: only the dtype is wrong
+    save_file(state, tmp_path / "model.safetensors")
+    model = build_model(TINY)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(model, tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'model.safetensors'}: tensor {Q1!r} is int32, but the model's "
+                              "layers.1.attn.q.weight is float32: integer weights are not cast into a "
+                              "float model (a quantized or wrongly saved checkpoint?)")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # nothing was copied
+    with pytest.raises(CheckpointError, match="is int32, but the model's"):
+        build_model(checkpoint=tmp_path)
+    # half precision is a precision, not a type: read as usual
+    save_file({k: v.half() for k, v in load_file(tmp_path / "model.safetensors").items() if k != Q1}
+              | {Q1: torch.zeros(32, 32, dtype=torch.float16)}, tmp_path / "model.safetensors")
+    assert load_checkpoint(build_model(TINY), tmp_path).ok
+
+
+def _sharded(tmp_path):
+    save_pretrained(build_model(TINY), tmp_path, max_shard_size="20KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text(encoding="utf-8"))
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 3
+    return index, shards
+
+
+def test_every_shard_holds_exactly_what_its_index_maps_to_it(tmp_path):
+    index, shards = _sharded(tmp_path)
+    full = build_model(checkpoint=tmp_path).state_dict()  # the clean folder loads
+    first, second = shards[0], shards[1]
+    a, b = load_file(tmp_path / first), load_file(tmp_path / second)
+    name = sorted(b)[0]  # a tensor of the second shard, copied (changed) into the first too: which one wins?
+    save_file({**a, name: b[name] + 1}, tmp_path / first)
+    with pytest.raises(CheckpointError) as err:
+        build_model(checkpoint=tmp_path)
+    assert str(err.value) == (f"{tmp_path / first}: tensor {name!r} is not mapped to this shard by "
+                              f"model.safetensors.index.json (it maps it to {second})")
+    save_file({**a, "stray.weight": torch.zeros(2)}, tmp_path / first)  # a tensor the index does not list
+    with pytest.raises(CheckpointError, match=r"tensor 'stray.weight' is not mapped to this shard by "
+                                              r"model.safetensors.index.json \(it does not list it\)"):
+        build_model(checkpoint=tmp_path)
+    gone = sorted(a)[0]
+    save_file({k: v for k, v in a.items() if k != gone}, tmp_path / first)  # a tensor missing from its shard
+    with pytest.raises(CheckpointError, match=f"{first}: no tensor {gone!r}, which model.safetensors.index.json "
+                                              "maps to this shard"):
+        build_model(checkpoint=tmp_path)
+    save_file(a, tmp_path / first)
+    assert all(torch.equal(v, build_model(checkpoint=tmp_path).state_dict()[k]) for k, v in full.items())
+
+
+def test_a_shard_index_that_is_not_utf8_or_not_a_map_is_named(tmp_path):
+    _sharded(tmp_path)
+    path = tmp_path / "model.safetensors.index.json"
+    path.write_bytes(b'{"weight_map": {"\xff": "x"}}')
+    with pytest.raises(CheckpointError, match=f"{path}:1: not UTF-8 text"):
+        build_model(checkpoint=tmp_path)
+    path.write_text('{"weight_map": ["a"]}', encoding="utf-8")
+    with pytest.raises(CheckpointError, match="field 'weight_map' must map tensor names to shard file names"):
+        build_model(checkpoint=tmp_path)

@@ -79,6 +79,45 @@ def test_ner_reads_bioes_and_survives_an_unseen_type(ner_model, tmp_path):
                    for e in p["entities"])
 
 
+def test_ner_flat_decoding(ner_model, tmp_path_factory, tmp_path):
+    """--decode flat: the saved folder reproduces the evaluation, whose spans never overlap and are the greedy
+    by-score subset of the nested spans of the same model; a folder written before --decode decodes nested."""
+    import hashlib
+
+    _, test_s = ner_model
+    data = tmp_path_factory.mktemp("ner-flat-data")
+    write_tagged(data / "train.bio", [s for s in datasets.ner_peoples_daily("dev") if any(t != "O" for t in s[1])][:24])
+    write_tagged(data / "dev.bio", test_s)
+    out = train(tmp_path_factory, "ner", "--train", str(data / "train.bio"), "--dev", str(data / "dev.bio"),
+                "--maxlen", "48", "--decode", "flat")
+    assert json.loads((out / "task.json").read_text(encoding="utf-8"))["settings"]["decode"] == "flat"
+    texts = ["".join(c) for c, _ in test_s]
+    flat = check_same(out, texts, tmp_path)
+    predictor = kexue.load(out)
+    predictor.tagger.decode = "nested"
+    nested = predictor.predict(texts)
+    key = lambda e: (e["type"], e["start"], e["end"])  # noqa: E731
+    assert sum(len(p["entities"]) for p in nested) > sum(len(p["entities"]) for p in flat) > 0
+    for f, n in zip(flat, nested):
+        ents = sorted(f["entities"], key=lambda e: e["start"])
+        assert all(x["end"] <= y["start"] for x, y in zip(ents, ents[1:]))  # no shared character
+        assert {key(e) for e in f["entities"]} <= {key(e) for e in n["entities"]}
+    # the folder as an older kexue wrote it (no 'decode' setting): nested decoding
+    task = json.loads((out / "task.json").read_text(encoding="utf-8"))
+    del task["settings"]["decode"]
+    raw = (json.dumps(task, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    (out / "task.json").write_bytes(raw)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["task.json"] = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert kexue.load(out).predict(texts) == nested
+
+
+def test_ner_decode_flat_is_refused_with_a_crf(tmp_path, capsys):
+    assert cli(["ner", "--head", "crf", "--decode", "flat", "--out", str(tmp_path / "m")]) == 2
+    assert "--decode applies to the GlobalPointer heads" in capsys.readouterr().err
+
+
 def test_bioes_reads_as_the_same_spans_as_bio():
     for _, tags in datasets.ner_peoples_daily("dev")[:200]:
         assert bio_to_spans(bioes(tags)) == bio_to_spans(tags)

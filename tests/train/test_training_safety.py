@@ -247,3 +247,14 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+@pytest.mark.parametrize("data, accum, n", [([], 1, "0 batches"), (_data(2), 3, "2 batches")])
+def test_empty_or_too_small_data_is_named(data, accum, n):
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=f"fit: an epoch has {n}, fewer than grad_accum \\({accum}\\): the data is "
+                                         "empty or too small for one optimizer step"):
+        fit(model, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), data, grad_accum=accum, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
