@@ -23,6 +23,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        if action.required and action.option_strings:
+            return text + " (required)"
         if "(default" in text.lower() or action.nargs == 0 or action.default is argparse.SUPPRESS \
                 or not action.option_strings:
             return text

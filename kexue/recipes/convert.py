@@ -3,20 +3,20 @@ families it has, transformers) loads (:mod:`kexue.models.bert4keras`), written a
 ``manifest.json`` (:func:`kexue.io.write_folder`)."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from kexue.io import folder_info, write_folder
 from kexue.models.bert4keras import MODELS, convert
+from kexue.recipes import args as at
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="kexue convert bert4keras",
+    p = at.ArgumentParser(prog="kexue convert bert4keras",
                                 description="bert4keras TF checkpoint -> HF-layout folder for kexue")
     p.add_argument("--config", required=True, help="bert4keras config.json")
     p.add_argument("--checkpoint", required=True, help="TF checkpoint prefix (e.g. bert_model.ckpt) or its folder")
     p.add_argument("--model", required=True, choices=sorted(MODELS), help="bert4keras model name")
-    p.add_argument("--application", default="encoder", choices=["encoder", "lm", "unilm"])
+    p.add_argument("--application", default="encoder", choices=["encoder", "lm", "unilm"], help="what the converted model computes: encoder, causal LM or UniLM seq2seq")
     p.add_argument("--with-pool", nargs="?", const="tanh", default=None, metavar="ACT",
                    help="keep the pooler ([CLS] dense + ACT, tanh by default; SimBERT: linear)")
     p.add_argument("--with-mlm", action="store_true", help="keep the MLM head")

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=at.positive_int, default=3000, help="optimizer updates")
     ap.add_argument("--checkpoint-every", type=at.positive_int, default=100, help="updates between checkpoints")
     ap.add_argument("--threads", type=at.positive_int, default=1, help="torch CPU threads")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     at.run_folder_args(ap, where="--work")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -250,17 +250,24 @@ def option_helps(text: str) -> dict[str, tuple[bool, str]]:
     return helps
 
 
-@pytest.mark.parametrize("name", ["ner", "classify", "poem", "reading", "dialogue", "similarity", "predict", "embed",
-                                  "search", "chat", "serve", "evaluate"])
+def _every_help() -> list[str]:
+    """Every command of the registry, and the subcommands of those that have them."""
+    from kexue.recipes import COMMANDS
+
+    subcommands = {"index": ["index build", "index add"], "convert": ["convert bert4keras"]}
+    return sorted(c for name in COMMANDS for c in subcommands.get(name, [name]))
+
+
+@pytest.mark.parametrize("name", _every_help())
 def test_help_shows_defaults_and_describes_every_option(capsys, name):
     capsys.readouterr()
-    assert cli([name, "--help"]) == 0
+    assert cli([*name.split(), "--help"]) == 0
     helps = option_helps(capsys.readouterr().out)
-    assert len(helps) > 3 and "--help" in helps
+    assert len(helps) >= 3 and "--help" in helps
     for option, (takes_value, text) in helps.items():
         assert text, f"kexue {name} {option} has no description"
         if takes_value:
-            assert "default" in text.lower(), f"kexue {name} {option}: default not shown"
+            assert "default" in text.lower() or "(required)" in text, f"kexue {name} {option}: default not shown"
 
 
 def test_version_and_debug(capsys, out):
