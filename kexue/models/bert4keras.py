@@ -306,6 +306,13 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     keep = read_token_list(keep_tokens, "keep_tokens") if keep_tokens is not None else None
     compound = read_token_list(compound_tokens, "compound_tokens") if compound_tokens is not None else None
     family = MODELS[model]
+    if vocab is not None:  # checked before any weight is read: the vocabulary must be this model's
+        from kexue.text.tokenizer import load_vocab
+
+        rows, want = len(load_vocab(vocab)), int(config["vocab_size"])
+        if rows != want:
+            raise ValueError(f"--vocab {vocab}: {rows} tokens, but {config_path} gives vocab_size {want} (the "
+                             "checkpoint's embedding rows): not this model's vocabulary")
     if family == "electra" and (options.get("with_mlm") or options.get("with_pool")):
         raise ValueError("bert4keras's electra has no MLM head or pooler (it deletes with_mlm / with_pool); its head is "
                          "--with-discriminator")
