@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 
-from ledger import J, MD, Post, Rx, Where
+from ledger_sources import J, MD, Post, Rx, Where
 
 SIMBERT = "experiments/results/simbert_zh/simbert_zh.json"
 COSENT = "experiments/results/cosent_zh/results.json"

@@ -4,7 +4,7 @@ generative_zoo.json (every model at its usual NFE, short equal training), jose_z
 quality measure is the Fréchet distance in a digit classifier's features (lower is better)."""
 from __future__ import annotations
 
-from ledger import J, Post, Rx, Where
+from ledger_sources import J, Post, Rx, Where
 
 STEPS = "experiments/results/diffusion_steps.json"
 ZOO = "experiments/results/generative_zoo.json"

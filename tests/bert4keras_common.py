@@ -30,6 +30,8 @@ ORACLE = REPO / "tests" / "oracles" / "bert4keras_oracle.py"
 TF_ORACLE = REPO / "tests" / "oracles" / "tf_checkpoint_oracle.py"
 # GPT2-ML, GAU-α, keep_tokens / compound_tokens (imports ORACLE's helpers)
 VARIANTS_ORACLE = REPO / "tests" / "oracles" / "bert4keras_variants_oracle.py"
+# ALBERT, NEZHA, ELECTRA, RoBERTa (imports ORACLE's helpers)
+ENCODERS_ORACLE = REPO / "tests" / "oracles" / "bert4keras_encoders_oracle.py"
 
 
 def _pad(rows: list[list[int]], length: int | None = None) -> np.ndarray:
@@ -177,6 +179,12 @@ def oracle_run(tmp_path_factory, script: Path = ORACLE) -> tuple[Path, Path, dic
 def variants_oracle(tmp_path_factory):
     """As ``oracle``, for ``tests/oracles/bert4keras_variants_oracle.py`` (GPT2-ML, GAU-α, keep_tokens)."""
     return oracle_run(tmp_path_factory, VARIANTS_ORACLE)
+
+
+@pytest.fixture(scope="session")
+def encoders_oracle(tmp_path_factory):
+    """As ``oracle``, for ``tests/oracles/bert4keras_encoders_oracle.py`` (ALBERT, NEZHA, ELECTRA, RoBERTa)."""
+    return oracle_run(tmp_path_factory, ENCODERS_ORACLE)
 
 
 @pytest.fixture(scope="session")

@@ -206,7 +206,7 @@ def test_folder_info_and_check_type_refuse_wrong_fields():
     with pytest.raises(FolderError, match="lists 'a' twice"):
         folder_info("task", task="t", labels=["a", "b", "a"])
     with pytest.raises(FolderError, match="field 'pooling' must be one of mean, cls"):
-        folder_info("encoder", pooling="max")
+        folder_info("encoder", pooling="sum")
     with pytest.raises(FolderError, match=r"f.json: field 'n' must be an integer, got true"):
         check_type(True, "integer", "f.json", "n")
     assert check_type(None, "integer or null", "f.json", "n") is None

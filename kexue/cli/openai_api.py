@@ -282,16 +282,20 @@ async def run_choices(ctx, decodings: list, n: int, stops: list[str]):
                 g, d = gens[i], decodings[i]
                 if g.error is not None:
                     raise g.error
-                reasons = g.finish_reasons() if g.done else [None] * len(g.tokens)
-                for j, row in enumerate(g.tokens):
+                # one snapshot: the engine thread may finish between reading its rows and its state; a row read
+                # before the end is re-read at the final update (waited for below), never taken as final
+                done = g.done
+                rows = [list(r) for r in g.tokens]
+                reasons = g.finish_reasons() if done else [None] * len(rows)
+                for j, row in enumerate(rows):
                     c = choices[i * n + j]
                     was = c.reason
                     delta = c.update(d.text(row), len(row), reasons[j])
                     if delta or (c.reason is not None and was is None):
                         yield c, delta
-                if g.done:
+                if done:
                     continue
-                if all(choices[i * n + j].reason is not None for j in range(len(g.tokens))) and g.tokens:
+                if all(choices[i * n + j].reason is not None for j in range(len(rows))) and rows:
                     ctx.engine.cancel([g])  # every row of this input hit a stop string: stop decoding it
                     continue
                 waiters[asyncio.ensure_future(g.updates.get())] = i

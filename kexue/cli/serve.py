@@ -273,17 +273,34 @@ def app_from_args(args):
                       api_key=api_key, index=index, created=int((model / "config.json").stat().st_mtime))
 
 
+def listen(host: str, port: int):
+    """The server's socket, bound before the model loads: a busy or forbidden address is one usage error
+    (``kexue: error: --port …``, exit 2) instead of a server that fails after loading."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free; a listening one is not
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise at.UsageError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e})") from None
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     import uvicorn
 
+    sock = listen(args.host, args.port)
     app = app_from_args(args)
     served = app.state.served
     extra = f", index {served.index.folder} ({len(served.index)} sentences)" if served.index is not None else ""
     print(f"kexue serve: {served.predictor.task} model {served.model_name}{extra} as {served.served_name!r} on "
           f"http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
     return 0
 
 
-__all__ = ["Batcher", "Limits", "app_from_args", "create_app", "main", "parser"]
+__all__ = ["Batcher", "Limits", "app_from_args", "create_app", "listen", "main", "parser"]

@@ -22,7 +22,7 @@ from kexue.models.config import Options, TransformerConfig
 class TransformerOutput:
     hidden: Tensor  # [B, L, hidden] last layer
     pooled: Tensor | None = None  # [B, hidden] pooler output ([CLS] -> dense -> tanh), if built
-    logits: Tensor | None = None  # [B, L, vocab] MLM / LM logits, if built
+    logits: Tensor | None = None  # [B, L, vocab] MLM / LM logits, if built ([B, L]: ELECTRA's discriminator)
     all_hidden: list[Tensor] | None = None  # embeddings + every layer, if asked for
 
 

@@ -121,6 +121,9 @@ class BERT(Transformer):
     bias = True
     learned_positions = True
     has_pooler = True
+    config_class = TransformerConfig
+    refused = REFUSED  # HF fields refused unless at the allowed value (config.check_refused)
+    hf_defaults: dict[str, Any] = {}  # the HF config class's defaults where they differ from TransformerConfig's
 
     # -- config.json -------------------------------------------------------------------------------
     @classmethod
@@ -128,13 +131,13 @@ class BERT(Transformer):
         """An HF ``BertConfig`` / ``RoFormerConfig`` dict -> :class:`TransformerConfig`, refusing what the
         family does not compute (errors name the field and ``path``)."""
         d = {k: v for k, v in d.items() if k != "kexue"}
-        check_refused(d, REFUSED, path)
+        check_refused(d, cls.refused, path)
         if cls.learned_positions and d.get("rotary_value"):
             refuse("rotary_value", d["rotary_value"], "BERT has no rotary positions (use family roformer)", path)
         for name in FOREIGN:
             if name in d:
                 refuse(name, d[name], f"a GPT-2 / T5 field in a {cls.family} config (wrong model_type?)", path)
-        return TransformerConfig.from_dict({**d, "model_type": cls.family}, path)
+        return cls.config_class.from_dict({**cls.hf_defaults, **d, "model_type": cls.family}, path)
 
     def hf_config_fields(self) -> dict[str, Any]:
         """The HF fields of ``config.json``; ``model_type`` is ``kexue_<family>`` when transformers cannot
@@ -162,10 +165,14 @@ class BERT(Transformer):
             c.max_position_embeddings if self.learned_positions else None, c.hidden_size,
             c.hidden_dropout_prob, c.pad_token_id, bias=self.bias, hierarchical_alpha=o.hierarchical_alpha,
         )
-        self.layers = nn.ModuleList(self.build_layer(i) for i in range(c.num_hidden_layers))
+        self.build_stack()
         self.pooler = nn.Linear(c.hidden_size, c.hidden_size, bias=self.bias) if self.with_pool else None
         self.mlm = self.build_mlm(dim) if self.with_mlm else None
         self.init_weights()
+
+    def build_stack(self) -> None:
+        """The layers between the embeddings and the heads (ALBERT shares them)."""
+        self.layers = nn.ModuleList(self.build_layer(i) for i in range(self.config.num_hidden_layers))
 
     def build_layer(self, i: int) -> TransformerBlock:
         c = self.config

@@ -211,6 +211,7 @@ class Options:
     rope / pre_norm / final_norm: GPT only (pre_norm=final_norm=False is bert4keras's ``gpt``).
     rope_tie: RoPE-Tie (true = 2 axes, or 3) for RoPE models: position ids may be [B, L, axes].
     pool_act: the pooler's activation (tanh, HF's; bert4keras's ``with_pool='linear'`` for SimBERT).
+    with_discriminator: ELECTRA only, the replaced-token detection head (bert4keras's ``with_discriminator``).
     cross_position_bias: T5 only, bert4keras's default: cross-attention adds the decoder's relative-position
     bias of query i and encoder key j (T5 PEGASUS was trained with it; transformers has no such option).
     """
@@ -229,6 +230,7 @@ class Options:
     rope_tie: bool | int = False
     cross_position_bias: bool = False
     pool_act: str = "tanh"
+    with_discriminator: bool = False
     task: str | None = None
     labels: list | None = None
 
@@ -236,9 +238,9 @@ class Options:
              "cond_hidden": "opt_int", "cond_hidden_act": "str", "hierarchical_alpha": "opt_float",
              "entropy_train_len": "opt_int", "rope": "bool", "pre_norm": "bool", "final_norm": "bool",
              "rope_tie": "tie", "task": "opt_str", "labels": "opt_list", "cross_position_bias": "bool",
-             "pool_act": "str"}
+             "pool_act": "str", "with_discriminator": "bool"}
     BASE = ("family", "application", "task", "labels")  # every family's; the rest depends on the family
-    QUIET = {"pool_act": "tanh", "cross_position_bias": False}  # written only when not at this default
+    QUIET = {"pool_act": "tanh", "cross_position_bias": False, "with_discriminator": False}  # written only when not at this default
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], path=None) -> "Options":

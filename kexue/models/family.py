@@ -14,6 +14,7 @@ plus one record (docs/adding-a-family.md).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from kexue.models.bert import BERT, BERT4KERAS_OPTIONAL, RoFormer, RoFormerV2
 from kexue.models.bert import REFUSED as BERT_REFUSED
 from kexue.models.bert import bert4keras_rules as bert_tf_rules
 from kexue.models.config import ConfigError, Options, TransformerConfig, read_config
+from kexue.models import albert, electra, nezha
 from kexue.models.files import load_checkpoint
 from kexue.models.gau_alpha import REFUSED as GAU_REFUSED
 from kexue.models.gau_alpha import GAUAlpha, GAUConfig
@@ -38,6 +40,7 @@ from kexue.models.t5 import REFUSED as T5_REFUSED
 from kexue.models.t5 import T5, T5Config, folder_tokenizer
 from kexue.models.t5 import bert4keras_rules as t5_tf_rules
 from kexue.models.vocab import Compound, parse_compound_tokens, parse_keep_tokens, trim_model
+from kexue.models.tf_checkpoint import list_variables
 from kexue.models.weights import Bert4kerasNames, LoadReport, WeightMap, load_state
 from kexue.text import load_tokenizer
 from kexue.text.tokenizer import Tokenizer
@@ -98,7 +101,7 @@ _ENCODER_DECODING = {"lm": CAUSAL, "unilm": PREFIX}
 REGISTRY: dict[str, Family] = {f.name: f for f in (
     Family("bert", BERT, TransformerConfig, BERT.parse_config, BERT_REFUSED, BERT.hf_config_fields,
            model_types=("bert",), weight_map=BERT.weight_map,
-           bert4keras=Bert4kerasNames(("bert",), bert_tf_rules, BERT4KERAS_OPTIONAL),
+           bert4keras=Bert4kerasNames(("bert", "roberta"), bert_tf_rules, BERT4KERAS_OPTIONAL),
            tokenizer=Tokenizer.from_pretrained, decoding=_ENCODER_DECODING),
     Family("roformer", RoFormer, TransformerConfig, RoFormer.parse_config, BERT_REFUSED, RoFormer.hf_config_fields,
            model_types=("roformer",), weight_map=RoFormer.weight_map,
@@ -125,7 +128,22 @@ REGISTRY: dict[str, Family] = {f.name: f for f in (
            model_types=("gau_alpha",), weight_map=GAUAlpha.weight_map,
            bert4keras=Bert4kerasNames(("gau_alpha",), gau_tf_rules, BERT4KERAS_OPTIONAL), tokenizer=load_tokenizer,
            decoding=_ENCODER_DECODING),
+    # ALBERT (bert4keras's albert and albert_unshared), NEZHA, ELECTRA
+    Family("albert", albert.ALBERT, albert.AlbertConfig, albert.ALBERT.parse_config, albert.ALBERT.refused,
+           albert.ALBERT.hf_config_fields, model_types=("albert",), weight_map=albert.ALBERT.weight_map,
+           bert4keras=albert.BERT4KERAS_NAMES, tokenizer=Tokenizer.from_pretrained, decoding=_ENCODER_DECODING),
+    Family("nezha", nezha.NEZHA, nezha.NezhaConfig, nezha.NEZHA.parse_config, nezha.REFUSED,
+           nezha.NEZHA.hf_config_fields, model_types=("nezha",), weight_map=nezha.NEZHA.weight_map,
+           bert4keras=nezha.BERT4KERAS_NAMES, tokenizer=Tokenizer.from_pretrained, decoding=_ENCODER_DECODING),
+    Family("electra", electra.ELECTRA, TransformerConfig, electra.ELECTRA.parse_config, electra.ELECTRA.refused,
+           electra.ELECTRA.hf_config_fields, model_types=("electra",), weight_map=electra.ELECTRA.weight_map,
+           bert4keras=electra.BERT4KERAS_NAMES, tokenizer=Tokenizer.from_pretrained, decoding={}),
 )}
+# other names of a family: bert4keras's roberta is BERT (Chinese RoBERTa-wwm checkpoints have BERT's layout)
+ALIASES = {"roberta": "bert"}
+# HF model_type values that name another computation than the kexue family of the same name
+FOREIGN_MODEL_TYPES = {"roberta": "transformers' RoBERTa offsets position ids by padding_idx + 1, which BERT does "
+                                  "not; Chinese RoBERTa-wwm checkpoints are BERT: set model_type 'bert'"}
 
 # Tables read off the records (the names kexue.models.config held before the records did)
 FAMILIES = {name: f.model for name, f in REGISTRY.items()}
@@ -138,6 +156,7 @@ MODEL_TYPES = {**{t: f.name for f in REGISTRY.values() for t in f.model_types},
 
 
 def _family(name: str) -> Family:
+    name = ALIASES.get(name, name)
     if name not in REGISTRY:
         raise ValueError(f"unknown model family {name!r}; known: {sorted(REGISTRY)}")
     return REGISTRY[name]
@@ -149,10 +168,41 @@ def _family_name(d: dict[str, Any], path=None) -> str:
     if isinstance(block, dict) and block.get("family"):
         return block["family"]
     model_type = d.get("model_type", "bert")
+    if model_type in FOREIGN_MODEL_TYPES:
+        raise ConfigError(f"config field 'model_type'={model_type!r}{' in ' + str(path) if path else ''} is not "
+                          f"supported: {FOREIGN_MODEL_TYPES[model_type]}")
     if model_type not in MODEL_TYPES:
         raise ConfigError(f"config field 'model_type'={model_type!r}{' in ' + str(path) if path else ''} is not a "
                           f"kexue family; known: {sorted(MODEL_TYPES)}")
     return MODEL_TYPES[model_type]
+
+
+def bert4keras_folder_hint(path: str | Path) -> str | None:
+    """For a folder holding a bert4keras TF checkpoint (``*config*.json`` + ``*.index``) and no ``config.json``:
+    one line naming the command that converts it (``--model`` read off the family records' marks when they
+    identify one family); None for any other path."""
+    folder = Path(path)
+    if not folder.is_dir() or (folder / "config.json").exists():
+        return None
+    index = sorted(folder.glob("*.index"))
+    configs = sorted(p for p in folder.glob("*.json") if "config" in p.name)
+    if not index or not configs:
+        return None
+    prefix = index[0].with_suffix("")
+    try:
+        b4k = json.loads(configs[0].read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # unreadable: its keys name no model
+        b4k = {}
+    try:
+        names = [name for name, _ in list_variables(prefix)]
+    except (OSError, ValueError):
+        names = []
+    found = [f for f in REGISTRY.values() if isinstance(b4k, dict) and f.bert4keras.identified_by(b4k, names)]
+    model = found[0].bert4keras.models[0] if len(found) == 1 else \
+        "{" + ",".join(m for f in REGISTRY.values() for m in f.bert4keras.models) + "}"
+    return (f"{folder} holds a bert4keras TF checkpoint ({configs[0].name}, {index[0].name}), not a kexue / HF "
+            f"folder: convert it first with `kexue convert bert4keras --config {configs[0]} --checkpoint {prefix} "
+            f"--model {model} --out DIR`")
 
 
 def family_of(model: nn.Module) -> Family:
@@ -208,12 +258,16 @@ def build_model(
     # a hub id (org/name[@revision]) becomes its cached snapshot folder; local paths stay as they are
     checkpoint = resolve(checkpoint) if isinstance(checkpoint, str) else checkpoint
     config = resolve(config) if isinstance(config, str) else config
+    family = ALIASES.get(family, family)
     if config is None:
         if checkpoint is None:
             raise ValueError("build_model needs a config or a checkpoint folder holding config.json")
         config = checkpoint
     config_classes = tuple({f.config for f in REGISTRY.values()})
     if isinstance(config, (str, Path)):
+        hint = bert4keras_folder_hint(config)
+        if hint:
+            raise FileNotFoundError(hint)
         path = Path(config) / "config.json" if Path(config).is_dir() else Path(config)
         d = read_config(path)
     elif isinstance(config, dict):
@@ -290,6 +344,6 @@ def t5_from_pretrained(path: str | Path) -> T5:
 GPT.from_hf_gpt2 = staticmethod(from_hf_gpt2)
 T5.from_pretrained = staticmethod(t5_from_pretrained)
 
-__all__ = ["APPLICATIONS", "CAUSAL", "DECODING_KINDS", "ENCODER_DECODER", "FAMILIES", "FAMILY_NAMES", "Family",
-           "LoadReport", "MODEL_TYPES", "PREFIX", "REFUSED", "REGISTRY", "build_model", "decoding_kind",
+__all__ = ["ALIASES", "APPLICATIONS", "CAUSAL", "DECODING_KINDS", "ENCODER_DECODER", "FAMILIES", "FAMILY_NAMES", "Family",
+           "LoadReport", "MODEL_TYPES", "PREFIX", "REFUSED", "REGISTRY", "bert4keras_folder_hint", "build_model", "decoding_kind",
            "family_of", "from_hf_gpt2", "from_state", "hf_config", "t5_from_pretrained"]

@@ -49,10 +49,23 @@ class Bert4kerasNames:
 
     ``models``: the bert4keras ``model=`` names that convert into the family; ``rules(model)``: pairs
     (kexue name regex, TF variable template with ``{0}`` = the layer index); ``optional``: TF variables
-    (regexes) a checkpoint may carry for heads the kexue model was built without."""
+    (regexes) a checkpoint may carry for heads the kexue model was built without. ``marks``: TF variables
+    (regexes) and ``config_marks``: ``bert_config.json`` keys that only this family's checkpoints hold, so a
+    checkpoint converted under another ``--model`` is refused with the reason (:meth:`identified_by`).
+    A rule's TF side may be a tuple of templates: the first one the checkpoint holds is read."""
     models: tuple[str, ...]
-    rules: Callable[[str], list[tuple[str, str]]]
+    rules: Callable[[str], list[tuple[str, str | tuple[str, ...]]]]
     optional: tuple[str, ...] = ()
+    marks: tuple[str, ...] = ()
+    config_marks: tuple[str, ...] = ()
+
+    def identified_by(self, config: dict, variables) -> str | None:
+        """Why ``config`` (a bert4keras config dict) or ``variables`` (TF names) are this family's, or None."""
+        keys = [k for k in self.config_marks if k in config]
+        if keys:
+            return f"its config holds {', '.join(map(repr, keys))}"
+        hit = next((v for v in sorted(variables) if any(re.fullmatch(p, v) for p in self.marks)), None)
+        return None if hit is None else f"it holds variable {hit!r}"
 
 
 @dataclass

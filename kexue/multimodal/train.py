@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from kexue.optim.ema import RampedEMA
-from kexue.optim.schedules import PiecewiseLinear, lambda_lr
+from kexue.optim.preset import adamw_preset
 from kexue.train.loop import fit
 
 
@@ -47,16 +47,15 @@ def train_multimodal(model: nn.Module, images: torch.Tensor, captions: Sequence[
         raise ValueError(f"generate_fraction must be in (0, 1), got {generate_fraction}")
     warmup = max(1, min(warmup, steps))
     ema = RampedEMA(model, ema_decay)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = lambda_lr(opt, PiecewiseLinear({0: 1.0 / warmup, warmup - 1: 1.0, max(steps, warmup): 0.1}))
+    # AdamW, warm-up, then linear decay to 10 % of lr at the last step, clipping at 1 (kexue.optim's one preset)
+    preset = adamw_preset(model.parameters(), lr, steps, warmup=warmup, schedule="decay", final=0.1)
 
     def step(m: nn.Module, batch) -> dict:
         idx, generate = batch
         return loss(m, images[idx], [captions[i] for i in idx.tolist()], generate)
 
-    history = fit(model, step, CaptionedBatches(len(images), batch_size, steps, generate_fraction), optimizer=opt,
-                  steps=steps, scheduler=sched, ema=ema, clip_norm=1.0, progress=progress, desc="multimodal",
-                  seed=seed, **fit_options)
+    history = fit(model, step, CaptionedBatches(len(images), batch_size, steps, generate_fraction), steps=steps,
+                  ema=ema, progress=progress, desc="multimodal", seed=seed, **preset.fit_options(), **fit_options)
     averaged = copy.deepcopy(model).eval().requires_grad_(False)
     ema.copy_to(averaged)
     return averaged, history

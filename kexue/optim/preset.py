@@ -10,6 +10,7 @@ Hutter's AdamW):
     lr_t = lr · f(t),  t = 0, 1, …  the update index (``LambdaLR`` steps once per update)
     schedule="linear":   f(t) = t / w  for t < w,  then 1 − (t − w) / (T − w), 0 from T on     (WarmupLinear)
     schedule="constant": f(t) = min(1, (t + 1) / w)                                            (PiecewiseLinear)
+    schedule="decay":    as "constant" up to t = w − 1, then linear to ``final`` at t = T, ``final`` after
     global gradient norm clipped at ``clip_norm`` before each update (None: no clipping)
 
 ``linear`` serves runs that know their length ``T`` (recipes, pair training, pretraining); its first update
@@ -34,7 +35,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from kexue.optim.schedules import PiecewiseLinear, WarmupLinear, lambda_lr
 
-SCHEDULES = ("linear", "constant")
+SCHEDULES = ("linear", "constant", "decay")
 
 
 class Preset(NamedTuple):
@@ -66,11 +67,12 @@ def warmup_steps(warmup: int | float, total_steps: int) -> int:
 
 def adamw_preset(params: Iterable, lr: float, total_steps: int, *, warmup: int | float = 0.1,
                  weight_decay: float = 0.01, schedule: str = "linear", clip_norm: float | None = 1.0,
-                 optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW) -> Preset:
+                 optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW, final: float = 0.0) -> Preset:
     """AdamW (or ``optimizer_class`` with the same ``(params, lr=, weight_decay=)`` signature, e.g.
     :class:`kexue.optim.Lion`) on ``params`` (tensors or param groups; a group's own ``lr`` is scaled by
     the same schedule), ``schedule`` over ``total_steps`` updates with ``warmup`` (see the module doc),
-    and the gradient ``clip_norm`` for :func:`kexue.train.fit`."""
+    and the gradient ``clip_norm`` for :func:`kexue.train.fit`; ``final``: the lr fraction the ``decay`` schedule
+    ends at."""
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}")
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or \
@@ -83,14 +85,21 @@ def adamw_preset(params: Iterable, lr: float, total_steps: int, *, warmup: int |
     if clip_norm is not None and (isinstance(clip_norm, bool) or not isinstance(clip_norm, numbers.Real)
                                   or not (math.isfinite(clip_norm) and clip_norm > 0)):
         raise ValueError(f"clip_norm must be a positive finite number or None, got {clip_norm!r}")
+    if isinstance(final, bool) or not isinstance(final, numbers.Real) or not (math.isfinite(final) and final >= 0):
+        raise ValueError(f"final must be a finite number >= 0, got {final!r}")
+    if final and schedule != "decay":
+        raise ValueError(f"final={final!r} applies to schedule='decay' only, not {schedule!r}")
     w = warmup_steps(warmup, int(total_steps))
     optimizer = optimizer_class(params, lr=lr, weight_decay=weight_decay)
     if schedule == "linear":
         fn = WarmupLinear(w, total_steps)
+    elif schedule == "decay":
+        fn = PiecewiseLinear({0: 1.0 / max(w, 1), max(w, 1) - 1: 1.0, max(int(total_steps), w): float(final)})
     else:
         fn = PiecewiseLinear({0: 1.0 / w, w - 1: 1.0}) if w > 1 else PiecewiseLinear({0: 1.0})
     settings = {"optimizer": optimizer_class.__name__, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
-                "warmup": w, "total_steps": int(total_steps), "clip_norm": clip_norm}
+                "warmup": w, "total_steps": int(total_steps), "clip_norm": clip_norm,
+                **({"final": float(final)} if schedule == "decay" else {})}
     return Preset(optimizer, lambda_lr(optimizer, fn), clip_norm, settings)
 
 

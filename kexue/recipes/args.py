@@ -23,6 +23,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        if action.required and action.option_strings:
+            return text + " (required)"
         if "(default" in text.lower() or action.nargs == 0 or action.default is argparse.SUPPRESS \
                 or not action.option_strings:
             return text
@@ -99,13 +101,13 @@ def port(text: str) -> int:
     return value
 
 
-def run_folder_args(parser: argparse.ArgumentParser) -> None:
-    """``--resume`` / ``--overwrite`` (exclusive) for a command whose ``--out`` holds a run folder of
+def run_folder_args(parser: argparse.ArgumentParser, where: str = "--out") -> None:
+    """``--resume`` / ``--overwrite`` (exclusive) for a command whose ``where`` holds a run folder of
     :func:`kexue.train.fit`: what to do when its recorded settings differ from this command line."""
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
-                       help="continue the run in --out even though its recorded settings differ")
-    again.add_argument("--overwrite", action="store_true", help="start the run in --out over")
+                       help=f"continue the run in {where} even though its recorded settings differ")
+    again.add_argument("--overwrite", action="store_true", help=f"start the run in {where} over")
 
 
 def input_file(text: str) -> str:
@@ -134,7 +136,10 @@ def model_dir(text: str) -> str:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such model folder: {text}")
     if not (path / "config.json").is_file():
-        raise argparse.ArgumentTypeError(f"{text} holds no config.json (not a saved model folder)")
+        from kexue.models.family import bert4keras_folder_hint
+
+        raise argparse.ArgumentTypeError(bert4keras_folder_hint(path)
+                                         or f"{text} holds no config.json (not a saved model folder)")
     return text
 
 

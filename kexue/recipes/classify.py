@@ -21,7 +21,9 @@ from kexue.heads.pooling import pool
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card, command, parse, recipe_args, setup,
+                                  start_run, tokenizer_for, vocabulary)
 from kexue.data.files import read_labelled, require
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", choices=["dynasty", "poet"], default="dynasty",
                    help="label of the fortunes-zh poems (without --train)")
     p.add_argument("--maxlen", type=at.positive_int, default=160, help="longest input in tokens")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     out = setup(args)
     timer = Timer()
     rows = read_labelled(args.train) if args.train else poem_data(args.by)
@@ -138,30 +140,39 @@ def main(argv: list[str] | None = None) -> int:
             "examples, or give --dev"))
     index = {lab: i for i, lab in enumerate(labels)}
     flat = lambda t: t if isinstance(t, str) else t[0] + t[1]  # noqa: E731
-    encoder, tokenizer = model_and_tokenizer(args, [flat(t) for t, _ in train])
-    model = Classifier(encoder, len(labels))
+    tokenizer = tokenizer_for(args, [flat(t) for t, _ in train])
+    run = start_run(args, out, "classify", n_train=len(train),
+                    architecture={"vocabulary": vocabulary(tokenizer), "labels": labels},
+                    settings={"data": fingerprint(train), "eval_data": fingerprint(test), "maxlen": args.maxlen})
+    if run is None:
+        return 0
+    model = Classifier(backbone(args, tokenizer), len(labels))
 
     def step(chunk):
         batch = tokenizer.encode_batch([t for t, _ in chunk], maxlen=args.maxlen)
         return F.cross_entropy(model(batch), torch.tensor([index[lab] for _, lab in chunk]))
 
-    progress = not args.no_progress
-    history, steps = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite,
-                         length=lambda r: len(flat(r[0])))
-    preds = classify(model, tokenizer, [t for t, _ in test], labels, args.maxlen, progress)
+    def accuracy(preds) -> float:
+        return sum(p["label"] == lab for p, (_, lab) in zip(preds, test)) / max(1, len(test))
+
+    texts = [t for t, _ in test]
+    metric = Metric("accuracy", lambda: {"accuracy": accuracy(classify(model, tokenizer, texts, labels, args.maxlen))})
+    trained = run.train(model, train, step, metric, length=lambda r: len(flat(r[0])))
+    preds = classify(model, tokenizer, texts, labels, args.maxlen, not args.no_progress)
     majority = Counter(lab for _, lab in train).most_common(1)[0][0]
     data = {"train": args.train or f"fortunes-zh poems by {args.by}", "eval": args.dev or "stratified 20 % of train"}
     metrics = {"task": "classify", **data, "labels": labels, "pair": pair,
                "n_train": len(train), "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs,
-               "loss": history, "accuracy": sum(p["label"] == lab for p, (_, lab) in zip(preds, test)) / max(1, len(test)),
+               "lr": args.lr, "loss": trained.epoch_losses, "accuracy": accuracy(preds),
                "majority_baseline": sum(lab == majority for _, lab in test) / max(1, len(test)),
                "eval_labels_unseen_in_training": sorted({lab for _, lab in test} - set(labels)),
-               "seconds": timer.seconds()}
-    save_task_model(out, "classify", encoder, tokenizer, head_state(model, "encoder"), labels,
-                    {"maxlen": args.maxlen, "pair": pair}, metrics, steps,
-                    {"command": command(argv, "classify"), "data": data, "out": str(out),
-                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "checkpoint": args.checkpoint or args.family + " from scratch"}},
-                    predictions=preds, overwrite=args.overwrite)
-    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss",)}, ensure_ascii=False))
+               **trained.metrics(), "seconds": timer.seconds()}
+    card = checked_card(run, trained, {
+        "command": command(argv, "classify"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    save_task_model(out, "classify", model.encoder, tokenizer, head_state(model, "encoder"), labels,
+                    {"maxlen": args.maxlen, "pair": pair}, metrics, trained.losses, card, predictions=preds,
+                    overwrite=True)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "dev_curve")}, ensure_ascii=False))
     return 0

@@ -3,23 +3,25 @@ families it has, transformers) loads (:mod:`kexue.models.bert4keras`), written a
 ``manifest.json`` (:func:`kexue.io.write_folder`)."""
 from __future__ import annotations
 
-import argparse
 import sys
 
 from kexue.io import folder_info, write_folder
 from kexue.models.bert4keras import MODELS, convert
+from kexue.recipes import args as at
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="kexue convert bert4keras",
+    p = at.ArgumentParser(prog="kexue convert bert4keras",
                                 description="bert4keras TF checkpoint -> HF-layout folder for kexue")
     p.add_argument("--config", required=True, help="bert4keras config.json")
     p.add_argument("--checkpoint", required=True, help="TF checkpoint prefix (e.g. bert_model.ckpt) or its folder")
     p.add_argument("--model", required=True, choices=sorted(MODELS), help="bert4keras model name")
-    p.add_argument("--application", default="encoder", choices=["encoder", "lm", "unilm"])
+    p.add_argument("--application", default="encoder", choices=["encoder", "lm", "unilm"], help="what the converted model computes: encoder, causal LM or UniLM seq2seq")
     p.add_argument("--with-pool", nargs="?", const="tanh", default=None, metavar="ACT",
                    help="keep the pooler ([CLS] dense + ACT, tanh by default; SimBERT: linear)")
     p.add_argument("--with-mlm", action="store_true", help="keep the MLM head")
+    p.add_argument("--with-discriminator", action="store_true",
+                   help="electra: keep the replaced-token detection head (bert4keras with_discriminator)")
     p.add_argument("--hierarchical-alpha", type=float, default=None,
                    help="bert4keras hierarchical_position (True = 0.4)")
     p.add_argument("--cond-hidden-act", default=None,
@@ -38,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the source format comes first: kexue convert bert4keras --config ... (known: bert4keras)")
     args = p.parse_args(argv[1:])
     options = {"with_pool": True if args.with_pool else None, "with_mlm": args.with_mlm or None,
+               "with_discriminator": args.with_discriminator or None,
                "pool_act": args.with_pool if args.with_pool not in (None, "tanh") else None,
                "hierarchical_alpha": args.hierarchical_alpha, "cond_hidden_act": args.cond_hidden_act}
     generator = args.application != "encoder" or MODELS.get(args.model) in ("t5", "gpt", "gpt2_ml")  # LMs always

@@ -25,7 +25,9 @@ from kexue.losses.language_model import next_token_loss
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card, command, pad, parse, recipe_args,
+                                  setup, start_run, tokenizer_for, vocabulary)
 from kexue.data.files import read_dialogues, require
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.generation import GenerationOptions, PrefixDecoding, decode_state
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fortunes-zh stand-in corpus when no --train is given")
     p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest dialogue in tokens (oldest turns dropped)")
     p.add_argument("--top-k", type=at.positive_int, default=8, help="replies sample from the k most likely characters")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.maxlen < 40:
         p.error("--maxlen must be at least 40 (32 tokens are kept for the reply)")
     out = setup(args)
@@ -175,30 +177,41 @@ def main(argv: list[str] | None = None) -> int:
         train, test = train[: args.limit], test[: max(2, args.limit // 5)]
     require(train, 1, args.train or "the shipped dialogues", "training dialogue", "" if args.dev else
             "the evaluation hold-out takes 10 % of them, at least 2: give 3 or more dialogues, or give --dev")
-    model, tokenizer = model_and_tokenizer(args, [t for d in train for t in d], application="lm", with_mlm=True)
+    tokenizer = tokenizer_for(args, [t for d in train for t in d])
+    run = start_run(args, out, "dialogue", n_train=len(train), architecture={"vocabulary": vocabulary(tokenizer)},
+                    settings={"data": fingerprint(train), "eval_data": fingerprint(test), "maxlen": args.maxlen})
+    if run is None:
+        return 0
+    model = backbone(args, tokenizer, application="lm", with_mlm=True)
     enc = lambda ds: [encode(tokenizer, d, args.maxlen) for d in ds]  # noqa: E731
     train_enc, test_enc = enc(train), enc(test)
-    progress = not args.no_progress
-    history, steps = fit(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0], args.epochs, args.lr,
-                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]))
-    nll = n = 0
-    with torch.no_grad():
+
+    def perplexity(progress: bool = False) -> dict[str, float]:
+        """Per-token perplexity of the held-out responses."""
+        nll = n = 0
         for chunk in tqdm(list(batches(test_enc, 32)), desc="scoring", unit="batch", disable=not progress):
             s, k = response_loss(model, tokenizer, chunk, reduction="sum")
             nll, n = nll + float(s), n + k
+        return {"perplexity": math.exp(min(nll / max(1, n), 700))}
+
+    trained = run.train(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0],
+                        Metric("perplexity", perplexity, higher=False), length=lambda e: len(e[0]))
+    with torch.no_grad():
+        final = perplexity(not args.no_progress)
     generation = {"top_k": args.top_k, "max_new_tokens": 32, "seed": args.seed}
     options = reply_options({}, generation)
     replies = [{"context": d[:-1], "reply": reply(model, tokenizer, d[:-1], args.maxlen, options)} for d in test[:5]]
     examples = [{"context": d[:-1][-3:], "gold": d[-1], "reply": r["reply"]} for d, r in zip(test, replies)]
     data = {"train": args.train or f"fortunes-zh ({args.data})", "eval": args.dev or "held-out 10 % of train"}
     metrics = {"task": "dialogue", **data, "n_train": len(train),
-               "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
-               "eval_response_perplexity": math.exp(nll / max(1, n)), "examples": examples,
-               "decoder": f"kexue.generation top-{args.top_k} sampling", "seconds": timer.seconds()}
+               "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs, "lr": args.lr,
+               "loss": trained.epoch_losses, "eval_response_perplexity": final["perplexity"], "examples": examples,
+               "decoder": f"kexue.generation top-{args.top_k} sampling", **trained.metrics(), "seconds": timer.seconds()}
+    card = checked_card(run, trained, {
+        "command": command(argv, "dialogue"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "checkpoint": args.checkpoint or args.family + " from scratch"}})
     save_task_model(out, "dialogue", model, tokenizer, {}, None, {"maxlen": args.maxlen, "generation": generation},
-                    metrics, steps, {"command": command(argv, "dialogue"), "data": data, "out": str(out),
-                                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}},
-                    predictions=replies, overwrite=args.overwrite)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
+                    metrics, trained.losses, card, predictions=replies, overwrite=True)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "dev_curve")}, ensure_ascii=False))
     return 0

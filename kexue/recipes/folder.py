@@ -168,6 +168,8 @@ def model_card(task: str, labels: list[str] | None, settings: dict, metrics: dic
         lines += [f"- labels ({len(labels)}): {shown}"]
     lines += ["", "## Settings", ""] + [f"- {k}: {v}" for k, v in {**card.get("settings", {}), **settings}.items()]
     lines += ["", "## Scores", ""] + [f"- {k}: {v:.4f}" for k, v in scores.items()]
+    if card.get("training"):  # the run: dev curve, which weights were saved, early stopping, before/after
+        lines += ["", "## Training", ""] + [f"- {line}" for line in card["training"]]
     lines += ["", "![training loss](loss.png)", "", "## Use", "", "```",
               f"kexue predict {card.get('out', 'DIR')} \"...\"",
               f"python -c \"import kexue; print(kexue.load('{card.get('out', 'DIR')}').predict([...]))\"", "```", ""]

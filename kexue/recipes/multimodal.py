@@ -30,7 +30,8 @@ from kexue.data.images import digits, labelled_image_folder, save_grid
 from kexue.multimodal import (END_IMG, IMG, ImageSpec, MultimodalTransformer, batch_loss, build_backbone,
                               caption_images, generate_images, train_multimodal)
 from kexue.recipes import args as at
-from kexue.recipes.common import Timer, command, setup
+from kexue.io import fingerprint
+from kexue.recipes.common import Timer, command, plan_run, setup, vocabulary
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.predictor import Predictor
 from kexue.text.tokenizer import SPECIAL_TOKENS, Tokenizer, build_vocab
@@ -222,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=at.positive_int, default=None, help="use only N images (after shuffling)")
     p.add_argument("--sample-steps", type=at.positive_int, default=20, help="Euler steps when drawing an image")
     p.add_argument("--out", default="runs/multimodal", metavar="DIR", help="output folder: the model, metrics.json, "
-                   "samples.png, loss.png, README.md")
-    p.add_argument("--overwrite", action="store_true", help="replace a model already saved in --out")
+                   "samples.png, loss.png, README.md, and train/ (the resumable run: rerun the same command to "
+                   "continue it after an interruption)")
+    p.add_argument("--checkpoint-every", type=at.positive_int, default=200, help="training steps between checkpoints")
+    at.run_folder_args(p)
     p.add_argument("--seed", type=at.nonnegative_int, default=0, help="seed of initialisation, batches and sampling")
     p.add_argument("--threads", type=at.positive_int, default=1, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -250,11 +253,23 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = make_tokenizer(texts)
     caption_ids = {lab: text_ids(tokenizer, t) for lab, t in zip(labels, texts)}
     spec = ImageSpec(args.size, args.patch, x.shape[1])
+    captions = [caption_ids[names[i]] for i in train.tolist()]
+    # checked against out/train before the model is built: the shape cannot change under --resume, and --resume
+    # on a finished run with nothing left to train leaves --out as it is
+    image = {"size": spec.size, "patch": spec.patch, "channels": spec.channels}
+    record = {"architecture": {"vocabulary": vocabulary(tokenizer), "image": image, "hidden": args.hidden,
+                               "layers": args.layers, "heads": args.heads},
+              "data": fingerprint([x[train], captions]), "batch_size": args.batch_size, "lr": args.lr}
+    overwrite = plan_run(out / "train", out, {**record, "steps": args.steps}, resume=args.resume,
+                         overwrite=args.overwrite, desc=f"kexue {TASK}")
+    if overwrite is None:
+        return 0
     model = MultimodalTransformer(build_backbone(tokenizer.vocab_size, args.hidden, args.layers, args.heads),
                                   spec, special_ids(tokenizer))
-    ema, history = train_multimodal(model, x[train], [caption_ids[names[i]] for i in train.tolist()], batch_loss,
-                                    args.steps, args.batch_size, args.lr, seed=args.seed,
-                                    progress=not args.no_progress)
+    ema, history = train_multimodal(model, x[train], captions, batch_loss, args.steps, args.batch_size, args.lr,
+                                    seed=args.seed, progress=not args.no_progress, checkpoint_dir=out / "train",
+                                    checkpoint_every=args.checkpoint_every, resume=args.resume, overwrite=overwrite,
+                                    settings=record)
     settings = {"image": {"size": spec.size, "patch": spec.patch, "channels": spec.channels}, "caption": caption,
                 "sample_steps": args.sample_steps, "max_new_tokens": max(len(v) for v in caption_ids.values()) + 2,
                 "seed": args.seed, "model": {"hidden": args.hidden, "layers": args.layers, "heads": args.heads}}

@@ -25,7 +25,9 @@ from kexue.heads import CRF, EfficientGlobalPointer, GlobalPointer, decode_spans
 from kexue.losses import globalpointer_crossentropy
 from kexue.losses import globalpointer_kl
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, char_ids, command, fit, model_and_tokenizer, pad, recipe_args, setup
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, char_ids, checked_card, command, pad, parse, recipe_args,
+                                  setup, start_run, tokenizer_for, vocabulary)
 from kexue.data.files import read_tagged
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.metrics import bio_to_spans, span_prf, spans_to_bio
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode", choices=["nested", "flat"], default=None,
                    help="GlobalPointer spans: nested (every span over the threshold) or flat (greedy by score, "
                         "no overlap; for flat data) (default: nested)")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.rdrop and args.head == "crf":
         p.error("--rdrop applies to the GlobalPointer heads")
     if args.decode and args.head == "crf":
@@ -198,26 +200,38 @@ def main(argv: list[str] | None = None) -> int:
     types = sorted({k for _, tags in train_s for k, _, _ in bio_to_spans(tags)})
     if not types:
         raise ValueError(f"{args.train or 'the training data'}: no entity in the training sentences")
-    encoder, tokenizer = model_and_tokenizer(args, ["".join(c) for c, _ in train_s])
+    tokenizer = tokenizer_for(args, ["".join(c) for c, _ in train_s])
+    run = start_run(args, out, "ner", n_train=len(train_s),
+                    architecture={"vocabulary": vocabulary(tokenizer), "types": types, "head": args.head,
+                                  "head_size": args.head_size},
+                    settings={"data": fingerprint(train_s), "eval_data": fingerprint(test_s), "maxlen": args.maxlen,
+                              "rdrop": args.rdrop})
+    if run is None:
+        return 0
+    encoder = backbone(args, tokenizer)
     tagger = Tagger(encoder, args.head, types, args.head_size, args.decode or "nested")
     train, test = encode(tokenizer, train_s, args.maxlen), encode(tokenizer, test_s, args.maxlen)
+    gold = [it["spans"] for it in test]
+    metric = Metric("f1", lambda: span_prf(predict(tagger, test, tokenizer.pad_id), gold))
+    trained = run.train(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
+                        metric, length=lambda it: len(it["ids"]))
     progress = not args.no_progress
-    history, steps = fit(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
-                         args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda it: len(it["ids"]))
     preds = predict(tagger, test, tokenizer.pad_id, progress=progress)
-    scores = span_prf(preds, [it["spans"] for it in test])
+    scores = span_prf(preds, gold)
     unseen = sorted({k for it in test for k, _, _ in it["spans"]} - set(types))
     data = {"train": args.train or "ner-peoples-daily/example.dev", "eval": args.dev or "ner-peoples-daily/example.test"}
     metrics = {"task": "ner", "head": args.head, "rdrop": args.rdrop, **data, "n_train": len(train), "n_eval": len(test),
                "types": types, "eval_types_unseen_in_training": unseen, "checkpoint": args.checkpoint,
-               "epochs": args.epochs, "loss": history, **scores, "seconds": timer.seconds()}
+               "epochs": args.epochs, "lr": args.lr, "loss": trained.epoch_losses, **scores, **trained.metrics(),
+               "seconds": timer.seconds()}
     settings = {"head": args.head, "head_size": args.head_size, "maxlen": args.maxlen,
                 **({"decode": args.decode or "nested"} if args.head != "crf" else {})}
-    save_task_model(out, "ner", encoder, tokenizer, head_state(tagger, "encoder"), types, settings, metrics, steps,
-                    {"command": command(argv, "ner"), "data": data, "out": str(out),
-                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "rdrop": args.rdrop, "checkpoint": args.checkpoint or args.family + " from scratch"}},
-                    predictions=[entities("".join(c), p, len(c) > args.maxlen - 2) for (c, _), p in zip(test_s, preds)],
-                    overwrite=args.overwrite)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
+    card = checked_card(run, trained, {
+        "command": command(argv, "ner"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "rdrop": args.rdrop, "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    save_task_model(out, "ner", encoder, tokenizer, head_state(tagger, "encoder"), types, settings, metrics,
+                    trained.losses, card, overwrite=True,
+                    predictions=[entities("".join(c), p, len(c) > args.maxlen - 2) for (c, _), p in zip(test_s, preds)])
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "dev_curve")}, ensure_ascii=False))
     return 0

@@ -113,9 +113,13 @@ def load(directory: str | Path, quantize: str | None = None) -> Predictor:
     manifest and hashes, the vocabulary against the embedding, the labels against the head, typed JSON);
     a diffusion or GAN folder is refused with the command that uses it."""
     from kexue.io import FolderError
+    from kexue.models.family import bert4keras_folder_hint
     from kexue.recipes.folder import USED_BY, check_model_folder
 
     directory = resolve(directory)  # a hub id (org/name[@revision]) -> its cached snapshot
+    hint = bert4keras_folder_hint(directory)  # a bert4keras TF checkpoint: the command that converts it
+    if hint:
+        raise FolderError(hint)
     info = check_model_folder(Path(directory))  # the task's own checks included
     if info.kind in USED_BY:
         raise FolderError(f"{info.directory} is a {info.kind} model folder, written by {USED_BY[info.kind]}; "

@@ -15,6 +15,7 @@ from kexue.io import folder_info
 from kexue.models import build_model
 from kexue.optim import adamw_preset
 from kexue.recipes import args as at
+from kexue.recipes.common import plan_run
 from kexue.recipes.folder import save_model_folder
 from kexue.pretraining.objectives import WholeWordMLM, build_char_vocab, mlm_loss
 from kexue.pretraining.zh_mini import SETTINGS, corpus, heldout_loss, split_corpus
@@ -28,13 +29,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="folder for the finished model (config, weights, vocab, card)")
     ap.add_argument("--work", default="runs/zh-mini", help="run folder: vocab, resumable training state")
     ap.add_argument("--steps", type=at.positive_int, default=3000, help="optimizer updates")
+    ap.add_argument("--checkpoint-every", type=at.positive_int, default=100, help="updates between checkpoints")
     ap.add_argument("--threads", type=at.positive_int, default=1, help="torch CPU threads")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    at.run_folder_args(ap, where="--work")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(s["seed"])
     random.seed(s["seed"])
     work, out = Path(args.work), Path(args.out)
+    overwrite = plan_run(work / "train", out, {"steps": args.steps}, resume=args.resume, overwrite=args.overwrite,
+                         desc="kexue zh-mini")
+    if overwrite is None:  # --resume on a finished run with nothing left to train
+        return 0
     train, held = split_corpus(corpus())
     vocab = work / "vocab.txt"
     tok = build_char_vocab(train, vocab)
@@ -47,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     preset = adamw_preset(model.parameters(), s["lr"], args.steps, warmup=s["warmup"], weight_decay=s["weight_decay"],
                           schedule="linear", clip_norm=1.0)
     t0 = time.time()
-    history = fit(model, mlm_loss, data, steps=args.steps, checkpoint_dir=work / "train", checkpoint_every=100,
-                  progress=not args.no_progress, seed=s["seed"], **preset.fit_options())
+    history = fit(model, mlm_loss, data, steps=args.steps, checkpoint_dir=work / "train", checkpoint_every=args.checkpoint_every,
+                  progress=not args.no_progress, seed=s["seed"], resume=args.resume, overwrite=overwrite,
+                  **preset.fit_options())
     hours = (time.time() - t0) / 3600
     loss = heldout_loss(model, tok, held)
     metrics = dict(settings=s, steps=args.steps, passages_train=len(train), passages_heldout=len(held),

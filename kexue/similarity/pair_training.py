@@ -73,7 +73,7 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
                        eval_every: int | None = None, progress: bool = True, *, seconds: float | None = None,
                        batching: str = "shuffle", schedule: str = "linear", warmup: int | float = 0.1,
                        clip_norm: float | None = 1.0, scale: float = 20.0, freeze_token_embeddings: bool = False,
-                       desc: str | None = None, **fit_options) -> dict[str, list]:
+                       desc: str | None = None, callbacks: Sequence = (), **fit_options) -> dict[str, list]:
     """Fine-tune ``encoder`` on scored ``pairs`` through :func:`kexue.train.fit`; returns fit's history.
 
     Planned for ``steps`` updates (default ``epochs`` passes) and cut at ``seconds`` of wall-clock time if
@@ -84,8 +84,9 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     ``clip_norm``); the defaults are ``kexue similarity``'s: 10 % warm-up, linear decay, clip 1.
     ``freeze_token_embeddings`` keeps the vocabulary matrix fixed during the run. With ``dev``, the
     Spearman of cosine on it is recorded every ``eval_every`` updates and at the end (``history["eval"]``:
-    ``{"step", "spearman"}``). Other keyword arguments go to ``fit`` (``checkpoint_dir``, ``resume``,
-    ``grad_accum``, ``ema``, ``bf16``, ``settings`` ...). The encoder is left in eval mode."""
+    ``{"step", "spearman"}``); ``callbacks`` run at the same points after it. Other keyword arguments go
+    to ``fit`` (``checkpoint_dir``, ``resume``, ``grad_accum``, ``ema``, ``bf16``, ``settings``,
+    ``state_objects`` ...). The encoder is left in eval mode."""
     from kexue.io import fingerprint
     from kexue.optim.preset import adamw_preset
     from kexue.train.loop import fit
@@ -126,8 +127,9 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
         preset = adamw_preset([p for p in module.parameters() if p.requires_grad], lr, total, warmup=warmup,
                               weight_decay=0.01, schedule=schedule, clip_norm=clip_norm)
         return fit(module, step, epoch_batches, steps=total, max_seconds=seconds,
-                   callbacks=[spearman_on_dev] if dev else (), eval_every=eval_every, progress=progress, seed=seed,
-                   desc=desc or f"{loss} pairs", **preset.fit_options(settings), **fit_options)
+                   callbacks=([spearman_on_dev] if dev else []) + list(callbacks), eval_every=eval_every,
+                   progress=progress, seed=seed, desc=desc or f"{loss} pairs", **preset.fit_options(settings),
+                   **fit_options)
     finally:
         module.eval()
         for p in frozen:

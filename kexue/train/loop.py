@@ -66,7 +66,7 @@ from kexue.hardware import native_bf16
 from kexue.io import fingerprint, save_safetensors
 from kexue.optim.ema import EMA
 from kexue.train.adversarial import Adversarial
-from kexue.train.state import check_run, get_rng_state, jsonable, load_state, save_state, set_rng_state, start_run
+from kexue.train.state import SettingsMismatch, check_run, get_rng_state, jsonable, load_state, save_state, set_rng_state, start_run
 
 Batch = Any
 STATE_FILE = "state.safetensors"
@@ -78,13 +78,16 @@ class NonFiniteError(ValueError):
 
 
 class FitState:
-    """What callbacks see: ``model`` (unwrapped), ``step``, ``epoch``, ``history``, ``ema``, ``rank``."""
+    """What callbacks see: ``model`` (unwrapped), ``step``, ``epoch``, ``history``, ``ema``, ``rank``.
+    A callback sets ``stop = True`` to end the run after this evaluation (early stopping): the run is
+    checkpointed as finished, and rerunning it (same settings) trains no further."""
 
     def __init__(self, model: nn.Module, ema: EMA | None, rank: int):
         self.model, self.ema, self.rank = model, ema, rank
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0  # micro-batches consumed in the current epoch
+        self.stop = False
         self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval": [], "skipped": []}
 
 
@@ -214,7 +217,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         settings: dict | None = None, on_nonfinite: Literal["stop", "skip"] = "stop",
         max_seconds: float | None = None, progress: bool = True, desc: str = "fit", seed: int = 0,
         shard_batches: bool = True, wrap_ddp: bool = True,
-        adversarial: Adversarial | None = None) -> dict[str, list]:
+        adversarial: Adversarial | None = None, state_objects: dict[str, Any] | None = None) -> dict[str, list]:
     """Train; returns the history ``{"step", "loss", "lr", "eval", "skipped"}`` (+ the extra keys of a
     dict-returning ``loss_fn``); ``lr`` is the learning rate each step used, ``eval`` the callbacks'
     dicts with their step, ``skipped`` the steps dropped by ``on_nonfinite="skip"``.
@@ -226,7 +229,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     the run folder (e.g. a data fingerprint, model size). ``wrap_ddp=False`` leaves a multi-process
     model as given (e.g. already FSDP-wrapped). ``adversarial``: an object of
     :mod:`kexue.train.adversarial` (FGM, PGD, VAT, GradientPenalty) that runs each micro-batch's
-    passes on the perturbed token-embedding table and restores it exactly."""
+    passes on the perturbed token-embedding table and restores it exactly. ``state_objects``: name ->
+    an object with ``state_dict()`` / ``load_state_dict()`` (e.g. the best weights a callback keeps)
+    saved in every checkpoint and restored on resume, so what callbacks keep resumes exactly too.
+    A callback may set ``state.stop = True`` (:class:`FitState`) to end training early."""
     for name, value in (("grad_accum", grad_accum), ("epochs", epochs), ("steps", steps),
                         ("checkpoint_every", checkpoint_every), ("eval_every", eval_every)):
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
@@ -276,6 +282,11 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
             recorded["adversarial"] = adversarial.settings()
         recorded.update(settings or {})
         changed = check_run(run, recorded, resume=resume, overwrite=overwrite, state_file=STATE_FILE)
+        reshaped = [d for d in changed if d.startswith("model.")]
+        if reshaped:
+            raise SettingsMismatch(f"{desc}: resume continues the model in {run}, but this one differs "
+                                   f"({'; '.join(reshaped)}); pass overwrite=True (--overwrite) to start over",
+                                   reshaped)
         if world > 1:
             dist.barrier()  # every rank has read the old settings before rank 0 replaces them
         if rank == 0:
@@ -299,6 +310,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         state.batch_in_epoch = saved["progress"]["batch_in_epoch"]
         state.history = saved["history"]
         state.history.setdefault("skipped", [])
+        state.stop = bool(saved["progress"].get("stopped", False)) and not changed  # new settings: train on
+        for name, obj in (state_objects or {}).items():
+            if name in saved.get("objects", {}):
+                obj.load_state_dict(saved["objects"][name])
         if changed:  # resume=True with new settings: the new hyper-parameters, the schedule re-planned
             for g, hp in zip(optimizer.param_groups, new_hparams):
                 g.update(hp)
@@ -334,7 +349,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                                      f"{_kept(run, last_saved)}")
             out = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "rng": get_rng_state(),
                    "epoch_rng": epoch_rng, "history": state.history,
-                   "progress": {"step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch}}
+                   "progress": {"step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
+                                "stopped": state.stop}}
+            if state_objects:
+                out["objects"] = {name: obj.state_dict() for name, obj in state_objects.items()}
             if scheduler is not None:
                 out["scheduler"] = scheduler.state_dict()
             if ema is not None:
@@ -366,7 +384,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     params = [p for p in raw.parameters() if p.requires_grad]
     model.train()
 
-    last_cb = -1
+    # the callbacks of the checkpoint's step already ran if their record is in its history: not twice
+    evals = state.history["eval"]
+    last_cb = state.step if last_saved is not None and evals and evals[-1].get("step") == state.step else -1
 
     def maybe_callbacks() -> None:
         nonlocal last_cb
@@ -383,7 +403,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         return bool(t.item())
 
     out_of_time = False
-    while state.step < steps and not out_of_time:
+    while state.step < steps and not out_of_time and not state.stop:
         if epoch_rng is None:  # a fresh epoch: remember the RNG its iterator is built from
             epoch_rng, current_rng = get_rng_state(), None
             state.batch_in_epoch = 0
@@ -475,6 +495,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                 bar.set_postfix(post)
             if eval_every and state.step % eval_every == 0:
                 maybe_callbacks()
+                if agree(state.stop):
+                    state.stop = True
+                    break
             if checkpoint_every and state.step % checkpoint_every == 0:
                 save()
             if max_seconds is not None and agree(time.perf_counter() - t0 >= max_seconds):
@@ -482,9 +505,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                 break
         else:
             break  # steps reached inside the epoch
-        if out_of_time:
+        if out_of_time or state.stop:
             break
         maybe_callbacks()  # epoch end
+        state.stop = agree(state.stop)
         state.epoch += 1
         epoch_rng, current_rng = None, None
     maybe_callbacks()  # end of training

@@ -21,8 +21,8 @@ def out(tmp_path):
     return d
 
 
-def snapshot(d: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+def snapshot(d: Path, files_only: bool = False) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if not (files_only and p.is_dir())}
 
 
 def fails(capsys, argv, *words, out=None):
@@ -250,17 +250,24 @@ def option_helps(text: str) -> dict[str, tuple[bool, str]]:
     return helps
 
 
-@pytest.mark.parametrize("name", ["ner", "classify", "poem", "reading", "dialogue", "predict", "embed", "search",
-                                  "chat", "serve", "evaluate"])
+def _every_help() -> list[str]:
+    """Every command of the registry, and the subcommands of those that have them."""
+    from kexue.recipes import COMMANDS
+
+    subcommands = {"index": ["index build", "index add"], "convert": ["convert bert4keras"]}
+    return sorted(c for name in COMMANDS for c in subcommands.get(name, [name]))
+
+
+@pytest.mark.parametrize("name", _every_help())
 def test_help_shows_defaults_and_describes_every_option(capsys, name):
     capsys.readouterr()
-    assert cli([name, "--help"]) == 0
+    assert cli([*name.split(), "--help"]) == 0
     helps = option_helps(capsys.readouterr().out)
-    assert len(helps) > 3 and "--help" in helps
+    assert len(helps) >= 3 and "--help" in helps
     for option, (takes_value, text) in helps.items():
         assert text, f"kexue {name} {option} has no description"
         if takes_value:
-            assert "default" in text.lower(), f"kexue {name} {option}: default not shown"
+            assert "default" in text.lower() or "(required)" in text, f"kexue {name} {option}: default not shown"
 
 
 def test_version_and_debug(capsys, out):
@@ -297,6 +304,30 @@ def test_incomplete_model_folder(capsys, tmp_path):
 
 def test_nonfinite_training_stops_in_one_line_and_saves_nothing(capsys, out):
     """An absurd learning rate makes the loss NaN: the run stops with the engine's message and leaves
-    --out as it was (no model written)."""
-    fails(capsys, ["classify", "--limit", "16", "--epochs", "3", "--lr", "1e30", "--out", str(out), "--no-progress"],
-          "non-finite", out=out)
+    --out's files as they were (no model written); its run folder keeps the last good checkpoint, named in the
+    message, to resume from with a lower learning rate."""
+    from kexue.io import holds_model
+    from kexue.train.state import read_progress
+
+    files = snapshot(out)
+    line = fails(capsys, ["classify", "--limit", "16", "--epochs", "3", "--lr", "1e30", "--out", str(out),
+                          "--no-progress"], "non-finite", "last good checkpoint (step 2)")
+    assert snapshot(out, files_only=True) == files and not holds_model(out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "train"] and str(out / "train") in line
+    assert read_progress(out / "train" / "state.safetensors")["step"] == 2
+
+
+def test_serve_on_a_busy_port_is_one_line(capsys):
+    """A port another server listens on: one `kexue: error:` line naming --port, exit 2, before the model loads."""
+    import socket
+
+    from kexue.models.pretrained import minilm_path
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        fails(capsys, ["serve", str(minilm_path()), "--host", "127.0.0.1", "--port", str(port)], f"--port {port}")
+    finally:
+        busy.close()

@@ -19,6 +19,7 @@ T5 = dict(vocab_size=50, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4,
 CONFIGS = {"bert": BERT, "roformer": {**BERT, "model_type": "roformer"},
            "roformer_v2": {**BERT, "model_type": "roformer_v2"}, "gpt": GPT2, "t5": T5}
 CONFIGS.update({"gpt2_ml": {**BERT, "model_type": "gpt2_ml"}, "gau_alpha": {**BERT, "model_type": "gau_alpha"}})
+CONFIGS.update({f: {**BERT, "model_type": f} for f in ("albert", "nezha", "electra")})
 
 
 def _write(tmp_path, d):
@@ -40,7 +41,8 @@ def test_refused_fields_are_named_with_the_path(tmp_path, family, field):
     ("bert", "hidden_act", "quick_gelu"), ("bert", "rotary_value", True), ("bert", "scale_attn_weights", False),
     ("gpt", "embedding_size", 16), ("gpt", "activation_function", "gelu_fast"), ("gpt", "n_head", 0),
     ("t5", "feed_forward_proj", "gated-quick_gelu"), ("t5", "feed_forward_proj", "gelu-gated"),
-    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "electra"), ("bert", "n_embd", 32),
+    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "xlnet"), ("bert", "n_embd", 32),
+    ("bert", "model_type", "roberta"),
 ])
 def test_unimplemented_values_are_named(tmp_path, family, field, value):
     with pytest.raises(ConfigError, match=f"'{field}'.*{tmp_path}"):

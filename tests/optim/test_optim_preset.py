@@ -111,3 +111,24 @@ def test_no_trainer_builds_adamw_or_its_schedule_itself():
         if re.search(r"AdamW\(|WarmupLinear\(|PiecewiseLinear\(|lambda_lr\(", text):
             offenders.append(str(path.relative_to(PACKAGE)))
     assert not offenders, f"build the optimizer with kexue.optim.adamw_preset instead: {offenders}"
+
+
+def test_decay_schedule_closed_form():
+    """schedule="decay": min(1, (t+1)/w) up to t = w − 1, then linear to ``final`` at t = T, ``final`` after."""
+    import torch
+
+    from kexue.optim.preset import adamw_preset
+
+    w, T, final, lr = 4, 20, 0.1, 1e-3
+    p = adamw_preset([torch.nn.Parameter(torch.zeros(1))], lr, T, warmup=w, schedule="decay", final=final)
+    got = []
+    for _ in range(T + 3):
+        got.append(p.optimizer.param_groups[0]["lr"])
+        p.optimizer.step()
+        p.scheduler.step()
+    want = [lr * ((t + 1) / w if t < w - 1 else 1 + (final - 1) * (t - (w - 1)) / (T - (w - 1)) if t <= T else final)
+            for t in range(T + 3)]
+    assert max(abs(a - b) for a, b in zip(got, want)) < 1e-12
+    assert p.settings["final"] == final and p.settings["schedule"] == "decay"
+    with pytest.raises(ValueError, match="final=0.5 applies to schedule='decay' only"):
+        adamw_preset([torch.nn.Parameter(torch.zeros(1))], lr, T, schedule="linear", final=0.5)

@@ -174,8 +174,8 @@ def test_fault_matrix_kill_and_full_disk(models, tmp_path, monkeypatch, capsys):
         pytest.skip("the kill matrix forks")
     old, new, expected = models
     older = tmp_path / "old-with-run" / "model"  # the old model saved with a run folder beside it, as
-    shutil.copytree(old, older)  # `kexue diffusion` / `kexue gan` folders hold train/
-    (older / "train").mkdir()
+    shutil.copytree(old, older)  # every recipe's folder holds its run folder train/ (a marker for its state here)
+    (older / "train").mkdir(exist_ok=True)
     (older / "train" / "state.safetensors").write_bytes(b"run state")
     new_save(kexue.load(old), older, overwrite=True)
     assert json.loads((older / MANIFEST).read_text(encoding="utf-8"))["other"] == ["train"]
