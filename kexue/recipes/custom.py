@@ -162,7 +162,8 @@ class Task:
                 raise ValueError(f"task {self.name!r} needs labels (one per output row of its head)")
             return None
         if not (isinstance(labels, (list, tuple)) and labels and all(isinstance(x, str) and x for x in labels)):
-            raise ValueError(f"labels of task {self.name!r}: a non-empty list of non-empty strings, got {_shown(labels)}")
+            raise ValueError(f"labels of task {self.name!r}: a non-empty list of non-empty strings, got "
+                             f"{_shown(labels)}")
         dup = next((x for x in labels if labels.count(x) > 1), None)
         if dup is not None:
             raise ValueError(f"labels of task {self.name!r}: {dup!r} is listed twice")
@@ -352,7 +353,8 @@ def resolve_task(name: str, ref: str | None, directory: str | os.PathLike) -> Ta
         raise FolderError(f"{where}: field 'task_module': module {module_name!r} has no attribute {attr!r}")
     task = getattr(module, attr)
     if not isinstance(task, Task):
-        raise FolderError(f"{where}: field 'task_module': {ref} is of type {type(task).__name__}, not a kexue.recipes.Task")
+        raise FolderError(f"{where}: field 'task_module': {ref} is of type {type(task).__name__}, not a "
+                          "kexue.recipes.Task")
     if task.name != name:
         raise FolderError(f"{where}: field 'task_module': {ref} is the task {task.name!r}, but the folder holds a "
                           f"{name!r} model")

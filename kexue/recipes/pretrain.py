@@ -80,7 +80,8 @@ def check_learnable(args: argparse.Namespace, texts: list[str] | None = None, co
         raise at.UsageError(f"--maxlen {args.maxlen}: {args.objective} needs at least {need} ({why})")
     if texts is not None and args.objective == "mlm" and not any(collate.word_ids(t) for t in texts):
         raise at.UsageError(f"--data {args.data}: no text has a word that fits in --maxlen {args.maxlen} "
-                            f"({args.maxlen - 2} token{'s' if args.maxlen > 3 else ''} besides [CLS] and [SEP]): nothing could be masked")
+                            f"({args.maxlen - 2} token{'s' if args.maxlen > 3 else ''} besides [CLS] and [SEP]): "
+                            "nothing could be masked")
 
 
 def main(argv: list[str] | None = None) -> int:
