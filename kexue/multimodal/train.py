@@ -55,7 +55,8 @@ def train_multimodal(model: nn.Module, images: torch.Tensor, captions: Sequence[
         return loss(m, images[idx], [captions[i] for i in idx.tolist()], generate)
 
     history = fit(model, step, CaptionedBatches(len(images), batch_size, steps, generate_fraction), steps=steps,
-                  ema=ema, progress=progress, desc="multimodal", seed=seed, **preset.fit_options(), **fit_options)
+                  ema=ema, progress=progress, desc="multimodal", seed=seed,
+                  **preset.fit_options(fit_options.pop("settings", None)), **fit_options)
     averaged = copy.deepcopy(model).eval().requires_grad_(False)
     ema.copy_to(averaged)
     return averaged, history
