@@ -7,6 +7,7 @@ The public face, loaded lazily so that ``import kexue`` (and the command line) s
     generate(model, ...)   cached greedy / beam / sampling decoding
     fit(model, loss, ...)  the one training loop (resumable run folders, torchrun / DDP)
     load(DIR)              the predictor of a saved model folder
+    Task, register_task    a task of your own, served like the recipes' (kexue.recipes.custom)
     capture(model, ...)    any intermediate of a forward pass
 
 The package is built in floors, each importing only the floors below it::
@@ -21,13 +22,14 @@ from typing import TYPE_CHECKING, Any
 from kexue import _legacy
 
 __version__ = "0.1.0"
-__all__ = ["Tokenizer", "build_model", "capture", "fit", "generate", "load"]
+__all__ = ["Task", "Tokenizer", "build_model", "capture", "fit", "generate", "load", "register_task"]
 
 _legacy.install()
 
 if TYPE_CHECKING:  # the real objects, for type checkers and IDEs
     from kexue.generation import generate
     from kexue.models import build_model
+    from kexue.recipes.custom import Task, register_task
     from kexue.recipes.predictor import Predictor
     from kexue.text.tokenizer import Tokenizer
     from kexue.tools import capture
@@ -55,6 +57,10 @@ def __getattr__(name: str) -> Any:
         from kexue.tools import capture
 
         return capture
+    if name in ("Task", "register_task"):
+        from kexue.recipes import custom
+
+        return getattr(custom, name)
     raise AttributeError(f"module 'kexue' has no attribute {name!r}")
 
 

@@ -4,8 +4,16 @@
 
 A CPU without bf16 instructions (AVX2, plain AVX-512) converts every bf16 element to fp32 and back
 in software, so a "faster" dtype becomes several times slower. kexue therefore picks bf16 only when
-the instruction set has it (``avx512_bf16`` or ``amx_bf16`` in the CPU flags) or on a CUDA device
-that reports bf16 support; everywhere else it stays in fp32.
+the instruction set has it or on a CUDA device that computes bf16 without emulation; everywhere else
+it stays in fp32. The rule, the one every part of kexue asks (training's ``bf16="auto"``, the inference
+dtype, the benchmarks' hardware line):
+
+    native bf16 on a CPU  <=>  avx512_bf16  or  (amx_bf16 and amx_tile)      (flags of /proc/cpuinfo)
+    native bf16 on CUDA   <=>  torch.cuda.is_bf16_supported(including_emulation=False)
+
+AMX's bf16 dot product (``TDPBF16PS``) works on tile registers, so ``amx_bf16`` counts only together
+with ``amx_tile`` (the tile architecture, whose state the OS must enable before any AMX instruction
+runs); ``avx512_bf16`` (``VDPBF16PS``, on vector registers) needs nothing more.
 
 int8 GEMMs (torch.ao's fbgemm, ONNX Runtime) run on any x86 CPU, but only with VNNI (``avx512_vnni``,
 ``avx_vnni``) or AMX-int8 do they take full 8-bit activations in one instruction; without it fbgemm keeps
@@ -53,9 +61,12 @@ class CPUFeatures:
                 f"int8 {int8}")
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
 def _linux_flags() -> tuple[str, set[str]]:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = CPUINFO.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return "", set()
     name, flags = "", set()
@@ -69,12 +80,10 @@ def _linux_flags() -> tuple[str, set[str]]:
     return name, flags
 
 
-@functools.lru_cache(maxsize=None)
-def cpu_features() -> CPUFeatures:
-    """The features of the CPU this process runs on (flags from ``/proc/cpuinfo``; an OS without it
-    reports no AVX-512 / bf16, so kexue stays in fp32 there)."""
-    name, flags = _linux_flags()
-    capability = torch.backends.cpu.get_cpu_capability()
+def features_from_flags(flags, name: str = "", capability: str | None = None) -> CPUFeatures:
+    """The :class:`CPUFeatures` that a set of ``/proc/cpuinfo`` flag names describes."""
+    flags = set(flags)
+    capability = torch.backends.cpu.get_cpu_capability() if capability is None else capability
     return CPUFeatures(
         name=name or platform.processor() or "unknown CPU",
         torch_capability=capability,
@@ -88,8 +97,17 @@ def cpu_features() -> CPUFeatures:
     )
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_features() -> CPUFeatures:
+    """The features of the CPU this process runs on (flags from ``/proc/cpuinfo``, read once; an OS
+    without it reports no AVX-512 / bf16, so kexue stays in fp32 there)."""
+    name, flags = _linux_flags()
+    return features_from_flags(flags, name)
+
+
 def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """True when bf16 matmuls run in hardware on ``device``."""
+    """True when bf16 matmuls run in hardware on ``device`` (the rule of the module doc); False for
+    any other device type."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
@@ -132,5 +150,5 @@ def describe(device: str | torch.device = "cpu") -> str:
             f"backends {', '.join(inference_backends())}")
 
 
-__all__ = ["CPUFeatures", "cpu_features", "describe", "inference_backends", "inference_dtype", "native_bf16",
-           "native_int8"]
+__all__ = ["CPUFeatures", "cpu_features", "describe", "features_from_flags", "inference_backends", "inference_dtype",
+           "native_bf16", "native_int8"]

@@ -55,13 +55,14 @@ def resolve(spec: str | os.PathLike, cache_dir: str | os.PathLike | None = None)
     try:
         folder = snapshot_download(repo, revision=revision, cache_dir=cache_dir, ignore_patterns=SKIP)
     except RevisionNotFoundError:
-        raise HubError(f"{spec}: revision {revision!r} of {repo} not found on {endpoint()}") from None
+        raise HubError(f"{spec}: no local folder of that name, and revision {revision!r} of {repo} is not on "
+                       f"{endpoint()}") from None
     except RepositoryNotFoundError:
-        raise HubError(f"{spec}: no model {repo!r} on {endpoint()} (and no local folder of that name)") from None
+        raise HubError(f"{spec}: no local folder of that name, and no model {repo!r} on {endpoint()}") from None
     except LocalEntryNotFoundError:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
         why = "HF_HUB_OFFLINE is set" if offline else f"{endpoint()} cannot be reached"
-        raise HubError(f"{spec}: not in the hub cache and {why}") from None
+        raise HubError(f"{spec}: no local folder of that name, and not in the hub cache ({why})") from None
     return Path(folder)
 
 

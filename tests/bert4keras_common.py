@@ -28,6 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv-bert4keras" / "bin" / "python"
 ORACLE = REPO / "tests" / "oracles" / "bert4keras_oracle.py"
 TF_ORACLE = REPO / "tests" / "oracles" / "tf_checkpoint_oracle.py"
+# GPT2-ML, GAU-α, keep_tokens / compound_tokens (imports ORACLE's helpers)
+VARIANTS_ORACLE = REPO / "tests" / "oracles" / "bert4keras_variants_oracle.py"
+# ALBERT, NEZHA, ELECTRA, RoBERTa (imports ORACLE's helpers)
+ENCODERS_ORACLE = REPO / "tests" / "oracles" / "bert4keras_encoders_oracle.py"
 
 
 def _pad(rows: list[list[int]], length: int | None = None) -> np.ndarray:
@@ -91,22 +95,24 @@ def _publish(work: Path, folder: Path) -> Path:
     return folder
 
 
-def run_oracle(scratch: Path) -> Path:
-    """The folder of a complete oracle run (from the cache, or run now)."""
+def run_oracle(scratch: Path, script: Path = ORACLE) -> Path:
+    """The folder of a complete run of ``script`` (from the cache, or run now)."""
     stamp = _venv_stamp()
     arrays = make_inputs(scratch)
-    digest = hashlib.sha256(ORACLE.read_bytes() + str(stamp.stat().st_mtime_ns).encode())
+    own = b"" if script == ORACLE else script.read_bytes()  # a script importing ORACLE's helpers hashes both
+    digest = hashlib.sha256(ORACLE.read_bytes() + own + str(stamp.stat().st_mtime_ns).encode())
     for k in sorted(arrays):
         digest.update(k.encode() + np.ascontiguousarray(arrays[k]).tobytes())
     key = digest.hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / f"kexue-bert4keras-oracle-{key}"
+    stem = "bert4keras-oracle" if script == ORACLE else script.stem.replace("_", "-")
+    folder = Path(tempfile.gettempdir()) / f"kexue-{stem}-{key}"
     if (folder / "manifest.json").exists():
         return folder
-    work = scratch / "oracle"
+    work = scratch / script.stem
     work.mkdir()
     shutil.copy(scratch / "inputs.npz", work / "inputs.npz")
     shutil.copy(scratch / "vocab.txt", work / "vocab.txt")
-    proc = subprocess.run([str(VENV_PYTHON), str(ORACLE), str(work / "inputs.npz"), str(work)],
+    proc = subprocess.run([str(VENV_PYTHON), str(script), str(work / "inputs.npz"), str(work)],
                           env=_oracle_env(), capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"bert4keras oracle failed:\n{proc.stderr[-4000:]}")
@@ -135,13 +141,13 @@ def run_tf_checkpoint_oracle(scratch: Path) -> tuple[Path, Path]:
 
 def convert_argv(folder: Path, name: str, entry: dict, out: Path) -> list[str]:
     """The ``kexue convert bert4keras`` command line for one oracle variant."""
-    application = ["--application", entry["application"]] if entry["model"] != "t5.1.1" else []
+    application = ["--application", entry["application"]] if entry["model"] not in ("t5.1.1", "gpt2_ml") else []
     if entry["model"] == "t5.1.1":  # T5 PEGASUS's generation tokens: [CLS] starts, [SEP] ends
         vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
         application = ["--decoder-start-id", str(vocab.index("[CLS]")), "--eos-id", str(vocab.index("[SEP]"))]
     return ["convert", "bert4keras", "--config", str(folder / name / "bert_config.json"),
             "--checkpoint", str(folder / name / "model.ckpt"), "--model", entry["model"], *application,
-            *entry["flags"], "--vocab", str(folder / "vocab.txt"), "--out", str(out / name)]
+            *(f.replace("{dir}", str(folder / name)) for f in entry["flags"]), "--vocab", str(folder / "vocab.txt"), "--out", str(out / name)]
 
 
 def run_convert(folder: Path, manifest: dict, out: Path) -> None:
@@ -157,6 +163,28 @@ def run_convert(folder: Path, manifest: dict, out: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code, str(jobs)], env=env, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"kexue convert bert4keras failed:\n{proc.stderr[-4000:]}")
+
+
+def oracle_run(tmp_path_factory, script: Path = ORACLE) -> tuple[Path, Path, dict]:
+    scratch = tmp_path_factory.mktemp("bert4keras")
+    folder = run_oracle(scratch, script)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    out = scratch / "converted"
+    out.mkdir()
+    run_convert(folder, manifest, out)
+    return folder, out, dict(np.load(folder / "inputs.npz"))
+
+
+@pytest.fixture(scope="session")
+def variants_oracle(tmp_path_factory):
+    """As ``oracle``, for ``tests/oracles/bert4keras_variants_oracle.py`` (GPT2-ML, GAU-α, keep_tokens)."""
+    return oracle_run(tmp_path_factory, VARIANTS_ORACLE)
+
+
+@pytest.fixture(scope="session")
+def encoders_oracle(tmp_path_factory):
+    """As ``oracle``, for ``tests/oracles/bert4keras_encoders_oracle.py`` (ALBERT, NEZHA, ELECTRA, RoBERTa)."""
+    return oracle_run(tmp_path_factory, ENCODERS_ORACLE)
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,18 @@ import torch
 from torch import Tensor, nn
 
 from kexue.data.shipped import sts_zh
-from kexue.models import REGISTRY, build_model
+from kexue.models import CAUSAL, ENCODER_DECODER, PREFIX, REGISTRY, build_model
 from kexue.models.pretrained import zh_mini_path
 from kexue.text.tokenizer import Tokenizer
 
-FAMILIES = tuple(REGISTRY)  # bert, roformer, roformer_v2, gpt, t5
-ENCODER_FAMILIES = ("bert", "roformer", "roformer_v2", "t5")  # t5: its encoder stack (T5.encode)
-# every (family, application) that decodes: GPT LM, the BERT family as UniLM, T5 seq2seq
-DECODERS = (("gpt", "lm"), ("bert", "unilm"), ("roformer", "unilm"), ("roformer_v2", "unilm"), ("t5", "seq2seq"))
+FAMILIES = tuple(REGISTRY)  # bert, roformer, roformer_v2, gpt, t5, albert, nezha, electra
+# families with an encoder: an "encoder" application, or an encoder-decoder's encoder stack (T5.encode)
+ENCODER_FAMILIES = tuple(name for name, f in REGISTRY.items()
+                         if "encoder" in f.applications or ENCODER_DECODER in f.decoding.values())
+# one decoding (family, application) per family, its richest: T5 seq2seq, the BERT family as UniLM, GPT LM
+_RICHEST = (ENCODER_DECODER, PREFIX, CAUSAL)
+DECODERS = tuple((name, min(f.decoding, key=lambda a, f=f: _RICHEST.index(f.decoding[a])))
+                 for name, f in REGISTRY.items() if f.decoding)
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +49,8 @@ def tiny(family: str, application: str | None = None, layers: int = 2, hidden: i
         config = dict(model_type=family, vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
                       num_attention_heads=4, intermediate_size=2 * hidden, max_position_embeddings=128,
                       hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        if "embedding_size" in getattr(REGISTRY[family].model, "hf_defaults", {}):  # ALBERT, ELECTRA: not 128
+            config["embedding_size"] = hidden
     torch.manual_seed(seed)
     return build_model(config, application=application, **options).eval()
 

@@ -29,7 +29,14 @@ def test_the_face():
 
     assert kexue.build_model is build_model and kexue.Tokenizer is Tokenizer and kexue.generate is generate
     assert kexue.fit is fit and callable(kexue.capture) and kexue.load.__doc__
-    assert load is not None and sorted(kexue.__all__) == ["Tokenizer", "build_model", "capture", "fit", "generate", "load"]
+    from kexue.recipes.custom import Task, register_task
+
+    assert load is not None and sorted(kexue.__all__) == ["Task", "Tokenizer", "build_model", "capture", "fit",
+                                                          "generate", "load", "register_task"]
+    assert kexue.Task is Task and kexue.register_task is register_task
+    recipes = importlib.import_module("kexue.recipes")
+    assert recipes.Task is Task and recipes.register_task is register_task
+    assert kexue.recipes.Task is Task and kexue.recipes.register_task is register_task
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         kexue.nothing  # noqa: B018
 

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from kexue.generation import GenerationOptions
 from kexue.io import write_text
@@ -141,12 +141,15 @@ def predict_main(argv: list[str] | None = None) -> int:
 def embed_main(argv: list[str] | None = None) -> int:
     p = at.ArgumentParser(prog="kexue embed", description="Sentence vectors of an encoder; JSON lines out.")
     _io_args(p, "texts")
+    p.add_argument("--prompt-name", metavar="NAME", help="prepend the encoder's prompt NAME (its "
+                   "config_sentence_transformers.json prompts; default: its default_prompt_name, if any)")
     args = p.parse_intermixed_args(argv)
     items = read_inputs(args.texts, args.input)
     predictor = _start(args)
     if not hasattr(predictor, "embed"):
         raise at.UsageError(f"{args.model} is a {predictor.task} model, not an encoder")
-    vectors = predictor.embed([predictor.check_text(t) for t in items])
+    texts = [predictor.check_text(t) for t in items]
+    vectors = predictor.embed(texts, prompt_name=args.prompt_name) if args.prompt_name else predictor.embed(texts)
     write_lines(({"text": t, "embedding": v} for t, v in zip(items, vectors.tolist())), args.output)
     return 0
 
@@ -219,7 +222,40 @@ def chat_main(argv: list[str] | None = None) -> int:
             history = []
             continue
         history.append(turn)
-        reply = predictor.predict([history], **options)[0]["reply"]
+        reply = "".join(stream_reply(predictor, history, options, lambda s: print(s, end="", flush=True)))
+        print(flush=True)
         history.append(reply)
-        print(reply, flush=True)
     return 0
+
+
+def stream_reply(predictor: Predictor, context: list[str], options: dict, show=None) -> Iterator[str]:
+    """The reply to ``context`` piece by piece as its tokens are picked (``show(piece)`` for each): the
+    same text as ``predictor.predict([context], **options)``; beam search arrives in one piece."""
+    (decoding,) = predictor.decodings([predictor.check(context)], **predictor.check_options(options))
+    if decoding.options.num_beams > 1:
+        pieces: Iterable[str] = [predictor.predict([context], **options)[0]["reply"]]
+    else:
+        pieces = _pieces(decoding)
+    for piece in pieces:
+        if show is not None:
+            show(piece)
+        yield piece
+
+
+def _pieces(decoding) -> Iterator[str]:
+    from kexue.generation import BatchDecoder
+
+    decoder = BatchDecoder(max_rows=1)
+    job = decoder.submit(decoding.state, decoding.options, decoding.eos_id)
+    sent = ""
+    while not job.done:
+        decoder.step()
+        if job.error is not None:
+            raise job.error
+        text = decoding.text(job.tokens[0])
+        if text.startswith(sent) and len(text) > len(sent):  # the tokenizer's decode only appends
+            yield text[len(sent):]
+            sent = text
+    final = decoding.output(job.tokens)["reply"]
+    if final != sent:
+        raise RuntimeError("streamed text differs from the reply: the tokenizer's decode is not append-only")

@@ -34,11 +34,40 @@ def image_folder(path: str | Path, size: int = 32, channels: int = 3) -> torch.T
     files = sorted(p for p in Path(path).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {path}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
     mode = {1: "L", 3: "RGB"}[channels]
     arrs = [np.asarray(Image.open(f).convert(mode).resize((size, size), Image.BICUBIC), dtype=np.float32)
             for f in files]
     x = torch.from_numpy(np.stack(arrs)).reshape(len(arrs), size, size, channels).permute(0, 3, 1, 2)
     return x / 127.5 - 1
+
+
+def labelled_image_folder(path: str | Path, size: int = 32, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """A folder with one subfolder per class (``DIR/cat/*.png``, ``DIR/dog/*.jpg`` ...): the images of every
+    class (recursively under its subfolder) as (N, channels, size, size) in [-1, 1], their labels (N,) and the
+    class names (the subfolder names, sorted; label i is ``classes[i]``). Images lying directly in ``path``
+    have no class and are refused, as is a class subfolder without images."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {path} does not exist")
+    loose = sorted(p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if loose:
+        raise ValueError(f"{path}: images directly in the folder have no class ({', '.join(loose[:3])}"
+                         f"{' …' if len(loose) > 3 else ''}); put each class in its own subfolder")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise ValueError(f"{path} has no class subfolders (expected {path}/<class>/<image files>)")
+    xs, ys = [], []
+    for i, name in enumerate(classes):
+        try:
+            x = image_folder(root / name, size, channels)
+        except FileNotFoundError:
+            raise ValueError(f"class folder {root / name} holds no images "
+                             f"({', '.join(sorted(IMAGE_SUFFIXES))})") from None
+        xs.append(x)
+        ys.append(torch.full((len(x),), i, dtype=torch.long))
+    return torch.cat(xs), torch.cat(ys), classes
 
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 10, scale: int = 4) -> Path:

@@ -1,7 +1,8 @@
 """A compact UNet denoiser f(x, t[, d]) with time and (optional) step-size conditioning.
 
 生成扩散模型漫谈 (all parts use a UNet; the shortcut post feeds the step size d as a second condition).
-Each residual block adds a FiLM-style scale/shift from the embedding e = MLP(sin(t)) (+ MLP(sin(d))):
+Each residual block adds a FiLM-style scale/shift from the embedding e = MLP(sin(t)) (+ MLP(sin(d))) (+ E[y] for a
+class-conditional model, ``num_classes > 0``):
     h = conv(SiLU(GN(x)));  h = GN(h)·(1 + s(e)) + b(e);  out = x + conv(SiLU(h))
 Resolution is halved per level (strided conv) and restored with nearest upsampling + skip concatenation.
 """
@@ -44,20 +45,25 @@ class ResBlock(nn.Module):
 
 
 class UNet(nn.Module):
-    """UNet(in_channels, channels, mults, out_channels, step_cond) -> forward(x, t, d=None).
+    """UNet(in_channels, channels, mults, out_channels, step_cond, blocks, num_classes) -> forward(x, t, d=None, y=None).
 
     ``t`` (and ``d``) are float tensors of shape (B,), nominally in [0, 1].  With ``step_cond=True`` the
-    model also embeds the step size d (shortcut models).  Spatial size must be divisible by 2^(levels-1).
+    model also embeds the step size d (shortcut models); with ``num_classes > 0`` it adds a learned
+    embedding of the class y (long, shape (B,)) to the time embedding (a class-conditional model).
+    Spatial size must be divisible by 2^(levels-1).
     """
 
     def __init__(self, in_channels: int = 1, channels: int = 32, mults: tuple[int, ...] = (1, 2, 2),
-                 out_channels: int | None = None, step_cond: bool = False, blocks: int = 1):
+                 out_channels: int | None = None, step_cond: bool = False, blocks: int = 1, num_classes: int = 0):
         super().__init__()
         emb_dim = 4 * channels
         self.channels = channels
         self.t_mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.d_mlp = (nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
                       if step_cond else None)
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+        self.class_emb = nn.Embedding(num_classes, emb_dim) if num_classes else None
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         chs = [channels * m for m in mults]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -77,12 +83,18 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, d: torch.Tensor | None = None,
+                y: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.t_mlp(timestep_embedding(t, self.channels))
         if self.d_mlp is not None:
             if d is None:
                 raise ValueError("this UNet was built with step_cond=True: pass the step size d")
             emb = emb + self.d_mlp(timestep_embedding(d, self.channels))
+        if (self.class_emb is None) != (y is None):
+            raise ValueError("this UNet is class-conditional (num_classes > 0): pass the classes y" if y is None
+                             else "y was given but this UNet has no classes (build it with num_classes > 0)")
+        if y is not None:
+            emb = emb + self.class_emb(y)
         emb = F.silu(emb)
         h, hs = self.conv_in(x), []
         for blocks, down in zip(self.down, self.downsample):

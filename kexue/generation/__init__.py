@@ -6,6 +6,8 @@
 * :mod:`.options`: :class:`GenerationOptions`, every generation option (name, type, default, check, help)
   once;
 * :mod:`.search`: greedy, sampling, streaming and HF-rule beam search over any state;
+* :mod:`.batch`: :class:`BatchDecoder`, continuous batching: requests share decoding steps, new ones
+  join between steps (merged states), each request's tokens those it gets alone;
 * :mod:`.bert4keras_rule`: bert4keras's ``AutoRegressiveDecoder`` beam search.
 """
 from __future__ import annotations
@@ -16,9 +18,10 @@ import torch
 from torch import Tensor
 
 from kexue.generation.options import GenerationOptions
-from kexue.generation.search import (beam_search, check_args, decode_state, greedy, sample, stream,
+from kexue.generation.search import (TokenPicker, beam_search, check_args, decode_state, greedy, sample, stream,
                                      top_k_top_p_filter)
 from kexue.generation.state import DecodingState, PrefixDecoding, Seq2SeqDecoding, T5Decoding, decoding_state
+from kexue.generation.batch import BatchDecoder, Job
 
 
 def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, segment_ids: Tensor | None = None, *,
@@ -43,6 +46,6 @@ def generate(model, input_ids: Tensor, attention_mask: Tensor | None = None, seg
     return decode_state(state, options, eos_id, generator, device=getattr(input_ids, "device", None))
 
 
-__all__ = ["DecodingState", "GenerationOptions", "PrefixDecoding", "Seq2SeqDecoding", "T5Decoding", "beam_search",
+__all__ = ["BatchDecoder", "DecodingState", "Job", "TokenPicker", "GenerationOptions", "PrefixDecoding", "Seq2SeqDecoding", "T5Decoding", "beam_search",
            "check_args", "decode_state", "decoding_state", "generate", "greedy", "sample", "stream",
            "top_k_top_p_filter"]

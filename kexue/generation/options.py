@@ -10,7 +10,9 @@ keyword arguments, ``check_args`` of the searches, the command-line flags, the p
 ``kexue serve``'s request options are all read from these fields.
 
 The search is chosen by two fields: beam search if ``num_beams > 1``, sampling if ``do_sample``, else
-greedy decoding; an option that the chosen search (and ``rule``) would ignore is refused by name.
+greedy decoding; an option that the chosen search (and ``rule``) would ignore is refused by name. Greedy
+decoding under ``rule="bert4keras"`` is bert4keras's ``beam_search(topk=1)``: its end-token rules
+(``min_new_tokens`` does not forbid the end token, ``min_ends``), scores in float64.
 Sampling and beam search follow HF ``generate`` (``rule="hf"``) or bert4keras's ``AutoRegressiveDecoder``
 (``rule="bert4keras"``, 《如何应对Seq2Seq中的“根本停不下来”问题？》), see :mod:`kexue.generation.search`.
 """
@@ -114,7 +116,8 @@ class GenerationOptions:
     num_samples: int = _option(1, "generations per input (samples, or the best beams of beam search)",
                                _int_at_least(1), int, ("sampling", "beam search:hf"), user=True)
     temperature: float = _option(1.0, "sampling temperature T (softmax(logits / T))", _positive_number,
-                                 _text_float, ("sampling", "beam search:bert4keras"), user=True)
+                                 _text_float, ("sampling", "beam search:bert4keras", "greedy decoding:bert4keras"),
+                                 user=True)
     top_k: int | None = _option(None, "sample from the k most likely tokens (0: no top-k filter)",
                                 _int_at_least(0, "0 or None: no top-k filter"), int, ("sampling",), user=True)
     top_p: float | None = _option(None, "nucleus sampling: the most likely tokens holding this probability mass",
@@ -127,7 +130,7 @@ class GenerationOptions:
                                          "HF's heuristic (False) or never", _early_stopping, _text_early_stopping,
                                          ("beam search:hf",))
     min_ends: int = _option(1, "a row stops at an end token once it holds this many", _int_at_least(1), int,
-                            ("sampling:bert4keras", "beam search:bert4keras"))
+                            ("sampling:bert4keras", "beam search:bert4keras", "greedy decoding:bert4keras"))
     rule: str = _option("hf", f"stopping and scoring rule, one of {RULES}", _rule, str)
 
     def __post_init__(self):
@@ -258,8 +261,6 @@ def check_search(values: Mapping[str, Any], names: Mapping[str, str] | None = No
     if values["do_sample"] and values["num_beams"] > 1:
         raise ValueError("do_sample=True with num_beams > 1: beam sampling is not implemented")
     search, rule = search or search_of(values["num_beams"], values["do_sample"]), values["rule"]
-    if search == "greedy decoding" and rule != "hf":
-        raise ValueError(f"rule={rule!r}: greedy decoding has one rule; use num_beams > 1 or do_sample=True")
     for name, f in _fields().items():
         if values[name] == f.default or GenerationOptions.applies(name, search, rule):
             continue

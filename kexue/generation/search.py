@@ -11,7 +11,8 @@ Two stopping / scoring rules (``rule=``):
   is forbidden before ``min_new_tokens``; beam search keeps 2·K candidates per step and scores
   finished hypotheses sum(log p) / len^α, ``early_stopping`` True / False (heuristic) / "never".
 * ``"bert4keras"``: bert4keras 0.11.5 ``AutoRegressiveDecoder`` (《如何应对Seq2Seq中的“根本停不下来”问题？》
-  and the SimBERT posts use it), see :mod:`kexue.generation.bert4keras_rule`.
+  and the SimBERT posts use it), see :mod:`kexue.generation.bert4keras_rule`; with one beam it is
+  bert4keras's ``beam_search(topk=1)``, greedy decoding under bert4keras's end-token rules.
 """
 from __future__ import annotations
 
@@ -80,6 +81,70 @@ def top_k_top_p_filter(logits: Tensor, top_k: int | None = None, top_p: float | 
     return logits
 
 
+class TokenPicker:
+    """The next token of one request's rows, one step at a time: greedy decoding or sampling.
+
+        y_t = argmax_y p_t(y)   or   y_t ~ softmax(top-k / top-p filtered logits_t / T)
+
+    ``pick(logits [R, V])`` returns (tokens ``[R]``, rows that finished at this step); a row that
+    has finished gets ``pad_id``. ``over`` is true after ``max_new_tokens`` steps or once every row
+    finished. The searches (:func:`greedy`, :func:`sample`, :func:`stream`) and
+    :class:`kexue.generation.batch.BatchDecoder` choose every token here, so a request decoded in a
+    shared batch draws the same tokens (and, sampling, the same random numbers of its own generator)
+    as the request decoded alone."""
+
+    def __init__(self, rows: int, max_new_tokens: int, eos_id: int | None = None, min_new_tokens: int = 0,
+                 pad_id: int = 0, do_sample: bool = False, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, generator: torch.Generator | None = None, rule: str = "hf",
+                 min_ends: int = 1, device=None):
+        self.max_new_tokens, self.eos_id, self.min_new_tokens, self.pad_id = max_new_tokens, eos_id, min_new_tokens, pad_id
+        self.do_sample, self.temperature, self.top_k, self.top_p = do_sample, temperature, top_k, top_p
+        self.generator, self.rule, self.min_ends = generator, rule, min_ends
+        self.done = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.ends = torch.zeros(rows, dtype=torch.long, device=device)
+        self.t = 0  # tokens picked so far
+
+    @classmethod
+    def of(cls, options: GenerationOptions, rows: int, eos_id: int | None = None, pad_id: int = 0,
+           generator: torch.Generator | None = None, device=None) -> "TokenPicker":
+        """The picker of greedy decoding or sampling as ``options`` say (``num_samples`` rows per input are
+        the caller's ``rows``); sampling draws from ``generator``, else a fresh one seeded ``options.seed``,
+        else torch's global one."""
+        o = options
+        if o.num_beams > 1:
+            raise ValueError(f"num_beams={o.num_beams}: beam search is not decoded one token per row at a time")
+        if o.do_sample and generator is None and o.seed is not None:
+            generator = torch.Generator(device=device or "cpu").manual_seed(o.seed)
+        return cls(rows, o.max_new_tokens, eos_id, o.min_new_tokens, pad_id, o.do_sample, o.temperature, o.top_k,
+                   o.top_p, generator if o.do_sample else None, o.rule, o.min_ends, device)
+
+    @property
+    def over(self) -> bool:
+        return self.t >= self.max_new_tokens or bool(self.done.all())
+
+    def pick(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        t, eos_id = self.t, self.eos_id
+        scores = logits.float()
+        if eos_id is not None and t < self.min_new_tokens and self.rule == "hf":
+            scores[:, eos_id] = float("-inf")  # HF forbids the end; bert4keras lets the row go on
+        if self.do_sample:
+            if self.temperature != 1.0:
+                scores = scores / self.temperature
+            scores = top_k_top_p_filter(scores, self.top_k, self.top_p)
+            tokens = torch.multinomial(scores.softmax(-1), 1, generator=self.generator)[:, 0]
+        else:
+            tokens = scores.argmax(-1)
+        finished = torch.zeros_like(self.done)
+        if eos_id is not None:
+            tokens = tokens.masked_fill(self.done, self.pad_id)
+            is_end = (tokens == eos_id) & ~self.done
+            self.ends = self.ends + is_end.long()
+            finished = is_end & (self.ends >= self.min_ends) & (t + 1 >= self.min_new_tokens)
+            self.done = self.done | finished
+        self.t += 1
+        return tokens, finished
+
+
 def _steps(state: DecodingState, max_new_tokens: int, eos_id: int | None, min_new_tokens: int, pad_id: int,
            do_sample: bool, n: int, temperature: float, top_k: int | None, top_p: float | None,
            generator: torch.Generator | None, rule: str, min_ends: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -91,28 +156,12 @@ def _steps(state: DecodingState, max_new_tokens: int, eos_id: int | None, min_ne
             index = torch.arange(logits.shape[0], device=logits.device).repeat_interleave(n)
             state.reorder(index)
             logits = logits.index_select(0, index)
-        done = torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device)
-        ends = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        for t in range(max_new_tokens):
-            scores = logits.float()
-            if eos_id is not None and t < min_new_tokens and rule == "hf":
-                scores[:, eos_id] = float("-inf")  # HF forbids the end; bert4keras lets the row go on
-            if do_sample:
-                if temperature != 1.0:
-                    scores = scores / temperature
-                scores = top_k_top_p_filter(scores, top_k, top_p)
-                tokens = torch.multinomial(scores.softmax(-1), 1, generator=generator)[:, 0]
-            else:
-                tokens = scores.argmax(-1)
-            finished = torch.zeros_like(done)
-            if eos_id is not None:
-                tokens = tokens.masked_fill(done, pad_id)
-                is_end = (tokens == eos_id) & ~done
-                ends = ends + is_end.long()
-                finished = is_end & (ends >= min_ends) & (t + 1 >= min_new_tokens)
-                done = done | finished
+        picker = TokenPicker(logits.shape[0], max_new_tokens, eos_id, min_new_tokens, pad_id, do_sample, temperature,
+                             top_k, top_p, generator, rule, min_ends, logits.device)
+        while True:
+            tokens, finished = picker.pick(logits)
             yield tokens, finished
-            if t + 1 == max_new_tokens or bool(done.all()):
+            if picker.over:
                 return
             logits = state.step(tokens)
 
@@ -289,4 +338,7 @@ def decode_state(state: DecodingState, options: GenerationOptions, eos_id: int |
             generator = torch.Generator(device=device or "cpu").manual_seed(o.seed)
         return sample(state, o.max_new_tokens, eos_id, o.min_new_tokens, o.num_samples, o.temperature, o.top_k,
                       o.top_p, generator, o.rule, o.min_ends)
+    if o.rule == "bert4keras":  # bert4keras's topk=1 decoding: its beam search with one beam
+        return beam_search(state, o.max_new_tokens, eos_id, 1, o.min_new_tokens, rule="bert4keras",
+                           temperature=o.temperature, min_ends=o.min_ends)
     return greedy(state, o.max_new_tokens, eos_id, o.min_new_tokens)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from kexue.layers import KVCache
-from kexue.models import Transformer
+from kexue.models import CAUSAL, ENCODER_DECODER, PREFIX, Transformer, decoding_kind
 
 
 class DecodingState(Protocol):
@@ -183,6 +183,91 @@ class PrefixDecoding(_Banning):
         if self.cache is not None:
             self.cache.reorder(index)
 
+    @property
+    def rows(self) -> int:
+        """Rows decoded now (after beams / samples duplicated them, or :meth:`merge` joined states)."""
+        return int(self.next_pos.shape[0]) if hasattr(self, "next_pos") else int(self.ids.shape[0])
+
+    @classmethod
+    def merge(cls, states: Sequence["PrefixDecoding"]) -> "PrefixDecoding":
+        """One state holding the rows of every state, in order, so that one ``step`` feeds them all.
+
+        Each state must be prefilled (or stepped) and not yet fed the token its last logits chose, on
+        the same model. Histories of different lengths are left-padded to the longest, as a batch of
+        prompts is: the padding mask hides the padded keys (0 in ``mask``, zeros in the key/value cache),
+        and positions, segment ids, Conditional-LayerNorm vectors and banned ids stay each row's own, so
+        a row's logits are those of its state decoded alone (up to float rounding). Serving uses it to
+        let new requests join the rows being decoded between two steps."""
+        states = list(states)
+        if not states:
+            raise ValueError("merge needs at least one decoding state")
+        first = states[0]
+        for i, s in enumerate(states):
+            if not isinstance(s, PrefixDecoding):
+                raise ValueError(f"states[{i}] is a {type(s).__name__}: only prefix decoding states merge")
+            if not hasattr(s, "next_pos"):
+                raise ValueError(f"states[{i}] has not been prefilled: merge joins states between steps")
+            why = (s.model is not first.model and "another model") or \
+                  (s.use_cache != first.use_cache and "use_cache differs") or \
+                  ((s.segments is None) != (first.segments is None) and "segment ids in one state only") or \
+                  ((s.cond is None) != (first.cond is None) and "cond in one state only")
+            if why:
+                raise ValueError(f"states[{i}] cannot merge with states[0]: {why}")
+        if len(states) == 1:
+            return first
+        out = cls.__new__(cls)
+        out.model, out.use_cache, out.unilm = first.model, first.use_cache, first.unilm
+        out.vocab_size, out.new_segment_id = first.vocab_size, first.new_segment_id
+        out.batch_size = sum(s.rows for s in states)
+        dev = first.next_pos.device
+        # the keys seen so far: the cache (or, without one, the whole history) of every row
+        width = max(_keys(s) for s in states)
+        masks = [s.mask if s.mask is not None else torch.ones(s.rows, _keys(s), dtype=torch.long, device=dev)
+                 for s in states]
+        out.mask = _left_cat(masks, width, 0)
+        if bool(out.mask.all()):
+            out.mask = None
+        out.ids = _left_cat([s.ids for s in states], max(s.ids.shape[1] for s in states), 0)
+        out.positions = _left_cat([s.positions for s in states], out.ids.shape[1], 0)
+        out.segments = None if first.segments is None else _left_cat([s.segments for s in states], out.ids.shape[1], 0)
+        out.next_pos = torch.cat([s.next_pos for s in states])
+        out.new_segment = None if first.new_segment is None else torch.cat([s.new_segment for s in states])
+        out.key_segments = None if first.key_segments is None else \
+            _left_cat([s.key_segments for s in states], width, 0)
+        out.cond = None if first.cond is None else torch.cat([s.cond for s in states])
+        if all(s.banned is None for s in states):
+            out.banned = None
+        else:
+            out.banned = torch.cat([s.banned if s.banned is not None else
+                                    torch.zeros(s.rows, s.vocab_size, dtype=torch.bool, device=dev) for s in states])
+        out.cache = None
+        if first.cache is not None:
+            out.cache = KVCache()
+            parts = [s.cache.tensors() for s in states]
+            for layer in parts[0]:
+                k = _left_cat([p[layer][0] for p in parts], width, 0, dim=2)
+                v = _left_cat([p[layer][1] for p in parts], width, 0, dim=2)
+                out.cache.update(layer, k, v)
+        return out
+
+
+def _keys(state: "PrefixDecoding") -> int:
+    """How many keys the next step of ``state`` attends to, before its new token."""
+    return state.cache.length if state.cache is not None else state.ids.shape[1]
+
+
+def _left_cat(parts: list[Tensor], width: int, fill, dim: int = 1) -> Tensor:
+    """Concatenate along dim 0, each part first left-padded with ``fill`` to ``width`` along ``dim``."""
+    out = []
+    for t in parts:
+        short = width - t.shape[dim]
+        if short:
+            shape = list(t.shape)
+            shape[dim] = short
+            t = torch.cat([torch.full(shape, fill, dtype=t.dtype, device=t.device), t], dim)
+        out.append(t)
+    return torch.cat(out)
+
 
 class Seq2SeqDecoding(_Banning):
     """T5: the encoder runs once; the decoder starts from ``decoder_start_token_id``.
@@ -238,16 +323,19 @@ T5Decoding = Seq2SeqDecoding  # the name earlier releases exported
 def decoding_state(model, input_ids: Tensor, attention_mask: Tensor | None = None,
                    segment_ids: Tensor | None = None, use_cache: bool = True, cond: Tensor | None = None,
                    banned_ids: Sequence[int] | Sequence[Sequence[int]] | None = None) -> DecodingState:
-    """The decoding state for ``model``: T5 (encoder-decoder) or a Transformer with application lm/unilm.
+    """The decoding state for ``model``, chosen by how its family record says it decodes
+    (:func:`kexue.models.decoding_kind`): encoder-decoder (T5) or causal / prefix (a Transformer with
+    application lm / unilm).
 
     ``cond [B, cond_dim]``: Conditional-LayerNorm vectors, one per row; ``banned_ids``: token ids never
     produced (one list for every row, or one list per row)."""
-    if hasattr(model, "encode") and hasattr(model, "decode"):
+    kind = decoding_kind(model)
+    if kind == ENCODER_DECODER:
         if segment_ids is not None:
             raise ValueError("segment_ids: T5 decoding has no segment ids")
         if cond is not None:
             raise ValueError("cond: T5 has no Conditional LayerNorm")
         return Seq2SeqDecoding(model, input_ids, attention_mask, use_cache, banned_ids)
-    if getattr(model, "application", None) not in ("lm", "unilm"):
+    if kind not in (CAUSAL, PREFIX):
         raise ValueError("decoding needs a T5 model or a Transformer built with application='lm' or 'unilm'")
     return PrefixDecoding(model, input_ids, attention_mask, segment_ids, use_cache, cond, banned_ids)

@@ -3,16 +3,21 @@
 One Adam optimizer with two parameter groups (generator, discriminator) takes simultaneous steps on
 :class:`~kexue.generative.gan_losses.GANObjective`; :class:`~kexue.generative.gan.GeneratorEMA` keeps
 the generator's weight average, which is what gets sampled. Quality: the digit-feature Fréchet
-distance of :mod:`kexue.tools.image_metrics`.
+distance of :mod:`kexue.tools.image_metrics`. :func:`save_gan` writes the trained GAN as one model folder
+(kind ``gan``, :func:`kexue.io.write_folder`), :func:`load_gan` checks it and builds it back.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
+from kexue.models.weights import LoadReport, check_fit
 from kexue.data.batching import index_batches
-from kexue.generative.gan import GAN, GeneratorEMA, build_gan
+from kexue.generative.gan import D_NORMS, GAN, GeneratorEMA, build_gan
+from kexue.io import FolderError, check_folder, check_type, folder_info, read_json, safetensors_header, \
+    save_safetensors, write_folder, write_json
 from kexue.generative.gan_losses import GANObjective
 from kexue.train.loop import fit
 
@@ -63,3 +68,52 @@ def digit_scorer(seed: int = 0):
     x, y = digits()
     clf = train_classifier(x, y, seed=seed)
     return lambda samples: sample_quality(clf, samples, x)
+
+
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+#: config.json of a GAN folder: what :func:`build_gan` needs, then what the folder records about its training
+GAN_CONFIG = {"size": "integer", "channels": "integer", "z_dim": "integer", "width": "integer", "selfmod": "boolean",
+              "d_norm": "string", "loss": "string or null", "steps": "integer or null", "data": "string or null"}
+
+
+def save_gan(gan: GAN, directory: str | Path, *, loss: str | None = None, steps: int | None = None,
+             data: str | None = None, files: dict[str, Callable[[Path], Any]] | None = None) -> Path:
+    """Write ``model.safetensors`` (generator + discriminator; the generator's EMA weights when training kept
+    them) and ``config.json`` (:data:`GAN_CONFIG`: the architecture, then ``loss``, ``steps``, ``data`` as
+    recorded), plus ``files`` (name -> a function writing that path), as one model folder: complete or not
+    there; other entries of ``directory`` (the run folder ``train/``) stay."""
+    config = {"size": gan.generator.size, "channels": gan.generator.channels, "z_dim": gan.z_dim,
+              "width": gan.discriminator.inp.out_channels, "selfmod": gan.generator.selfmod,
+              "d_norm": gan.discriminator.norm, "loss": loss, "steps": steps, "data": data}
+    for key, spec in GAN_CONFIG.items():
+        check_type(config[key], spec, "save_gan", key)
+    with write_folder(directory, folder_info("gan"), overwrite=True) as stage:
+        save_safetensors(gan.state_dict(), stage / MODEL_FILE)
+        write_json(stage / CONFIG_FILE, config)
+        for name, write in (files or {}).items():
+            write(stage / name)
+    return Path(directory)
+
+
+def load_gan(directory: str | Path) -> tuple[GAN, dict]:
+    """The GAN :func:`save_gan` wrote (eval mode) and its config, after checking the folder (manifest sizes
+    and hashes, typed config, the weights file whole); every weight must fit."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    manifest = check_folder(directory, required=True)
+    if manifest["kind"] != "gan":
+        raise FolderError(f"{directory / 'manifest.json'}: field 'kind' is {manifest['kind']!r}: not a GAN folder")
+    path = directory / CONFIG_FILE
+    config = check_type(read_json(path), "object", path, "(top level)")
+    for key, spec in GAN_CONFIG.items():
+        check_type(config.get(key), spec, path, key)
+    if config["d_norm"] not in D_NORMS:
+        raise FolderError(f"{path}: field 'd_norm' must be one of {', '.join(D_NORMS)}, got {config['d_norm']!r}")
+    safetensors_header(directory / MODEL_FILE)
+    gan = build_gan(config["size"], config["channels"], config["z_dim"], config["width"], config["selfmod"],
+                    config["d_norm"])
+    state = load_file(str(directory / MODEL_FILE))
+    check_fit(LoadReport.compare(gan.state_dict(), state), str(directory / MODEL_FILE), f"the GAN of {path}")
+    gan.load_state_dict(state)
+    return gan.eval().requires_grad_(False), config

@@ -101,14 +101,27 @@ class EfficientGlobalPointer(_RotarySpans):
         return mask_logits(logits, mask)
 
 
-def decode_spans(logits: Tensor, threshold: float = 0.0) -> list[set[tuple[int, int, int]]]:
+def decode_spans(logits: Tensor, threshold: float = 0.0, flat: bool = False) -> list[set[tuple[int, int, int]]]:
     """``[B, H, L, L]`` logits -> per example the set of ``(type, start, end)`` with score > threshold.
 
-    Masked spans hold :data:`NEG_INF` and therefore never pass any sane threshold.
+    Masked spans hold :data:`NEG_INF` and therefore never pass any sane threshold. GlobalPointer decodes
+    nested spans (every span over the threshold, overlapping or not); ``flat=True`` is for flat (non-overlapping)
+    data: the spans over the threshold are taken greedily by score, highest first (ties: earlier start, then
+    earlier end, then lower type), each kept only if it shares no position with a span already kept.
     """
     if threshold <= NEG_INF / 2:
         raise ValueError("threshold must be above the masked-span score")
     out: list[set[tuple[int, int, int]]] = [set() for _ in range(logits.shape[0])]
-    for b, t, i, j in (logits > threshold).nonzero().tolist():
-        out[b].add((t, i, j))
+    hits = (logits > threshold).nonzero().tolist()
+    if not flat:
+        for b, t, i, j in hits:
+            out[b].add((t, i, j))
+        return out
+    scores = logits.detach().float()
+    ranked = sorted(hits, key=lambda h: (h[0], -scores[h[0], h[1], h[2], h[3]].item(), h[2], h[3], h[1]))
+    covered = [[False] * logits.shape[-1] for _ in range(logits.shape[0])]
+    for b, t, i, j in ranked:
+        if not any(covered[b][i:j + 1]):
+            out[b].add((t, i, j))
+            covered[b][i:j + 1] = [True] * (j + 1 - i)
     return out

@@ -53,6 +53,11 @@ class KVCache:
         self._len[layer] = old + n
         return self._k[layer][:, :, :old + n], self._v[layer][:, :, :old + n]
 
+    def tensors(self) -> dict[int, tuple[Tensor, Tensor]]:
+        """Each layer's cached keys and values ``[B, H, length, D]`` (views of the storage), e.g. for a
+        decoding state that merges the rows of several caches (:meth:`PrefixDecoding.merge`)."""
+        return {layer: (self._k[layer][:, :, :n], self._v[layer][:, :, :n]) for layer, n in self._len.items()}
+
     def reorder(self, index: Tensor) -> None:
         for store in (self._k, self._v):
             for layer, t in store.items():

@@ -1,15 +1,18 @@
 """Position-wise feed-forward network: down(act(up(x))), or the gated form down(act(gate(x)) ⊙ up(x))."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
 def gelu_tanh(x: Tensor) -> Tensor:
-    """0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (HF ``gelu_new``; bert4keras ``gelu_tanh``),
-    as PyTorch's single fused op (within ~1e-7 of the formula; decoding steps are op-bound)."""
-    return F.gelu(x, approximate="tanh")
+    """0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) (HF ``gelu_new``; bert4keras ``gelu_tanh``), the formula
+    written out as HF's ``NewGELUActivation`` and bert4keras compute it (torch's fused
+    ``gelu(approximate="tanh")`` rounds differently, and the gap grows with the activations' scale)."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
 ACTIVATIONS = {

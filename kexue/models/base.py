@@ -22,7 +22,7 @@ from kexue.models.config import Options, TransformerConfig
 class TransformerOutput:
     hidden: Tensor  # [B, L, hidden] last layer
     pooled: Tensor | None = None  # [B, hidden] pooler output ([CLS] -> dense -> tanh), if built
-    logits: Tensor | None = None  # [B, L, vocab] MLM / LM logits, if built
+    logits: Tensor | None = None  # [B, L, vocab] MLM / LM logits, if built ([B, L]: ELECTRA's discriminator)
     all_hidden: list[Tensor] | None = None  # embeddings + every layer, if asked for
 
 
@@ -48,6 +48,33 @@ class Transformer(nn.Module):
     family: str = ""
     hf_architectures: tuple[str, str] = ("", "")  # HF class names: bare model, with the MLM / LM head
     default_application = "encoder"
+    # what the family's kexue block may say (Options.check_family): its applications, and the option keys
+    # it reads and writes (the others stay at their defaults)
+    applications: tuple[str, ...] = ("encoder", "lm", "unilm")
+    option_keys: tuple[str, ...] = ("with_pool", "with_mlm", "cond_dim", "cond_hidden", "cond_hidden_act",
+                                    "hierarchical_alpha", "entropy_train_len", "rope_tie", "pool_act")
+    has_pooler = False  # builds the [CLS] pooler for with_pool
+    conditional_norm = True  # its norms have a gain and bias that Conditional LayerNorm can condition
+
+    @classmethod
+    def uses_rope(cls, options: Options) -> bool:
+        """Whether positions enter through RoPE (no learned table) for these options."""
+        return False
+
+    @classmethod
+    def check_options(cls, options: Options, path=None) -> None:
+        """The family's rules for its kexue block, on top of :meth:`Options.validate` (errors name ``path``)."""
+        options.check_family(cls.family, cls.applications, cls.option_keys, path)
+        rope = cls.uses_rope(options)
+        if options.hierarchical_alpha is not None and rope:
+            options.refuse("hierarchical_alpha", f"needs learned positions; {cls.family} uses RoPE", path)
+        if options.rope_tie and not rope:
+            options.refuse("rope_tie", f"needs a RoPE model (roformer, roformer_v2, or gpt with rope=True); "
+                           f"{cls.family} has no RoPE", path)
+        if options.cond_dim is not None and not cls.conditional_norm:
+            options.refuse("cond_dim", f"is not available: {cls.family}'s norms have no gain or bias to condition", path)
+        if options.with_pool and not cls.has_pooler:
+            options.refuse("with_pool", f"is not available: {cls.family} has no pooler", path)
 
     def __init__(self, config: TransformerConfig, application: str | None = None, options: Options | None = None,
                  **kwargs):
@@ -59,6 +86,7 @@ class Transformer(nn.Module):
         if options.application in ("lm", "unilm"):
             options.with_mlm = True  # a language model always has its output head
         options.validate()
+        type(self).check_options(options)
         config.validate()
         self.config, self.options = config, options
         self.build()

@@ -6,8 +6,17 @@ biases and the norm.
   q and k in every layer, so attention logits depend on relative position only.
 * RoFormer-v2 (《RoFormerV2：自然语言理解的极限探索》): no biases anywhere, and every norm is the
   scale-free RMS form x / sqrt(mean(x²) + ε) with no gain; the MLM head is the tied embedding alone.
+
+Besides the computation this file says what the family record (:mod:`kexue.models.family`) holds:
+how an HF ``config.json`` is read (:meth:`BERT.parse_config`, refusing ``REFUSED``) and written
+(:meth:`BERT.hf_config_fields`), the HF weight names (:meth:`BERT.weight_map`) and the bert4keras TF
+names (:func:`bert4keras_rules`).
 """
 from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +28,7 @@ from kexue.layers.ffn import activation
 from kexue.layers.positions import sinusoidal
 from kexue.layers.rope_tie import rotary_for
 from kexue.models.base import Transformer, TransformerOutput
+from kexue.models.config import TRANSFORMER_REFUSED, TransformerConfig, check_refused, refuse
 from kexue.models.weights import Rule, WeightMap
 
 _NORM = r"(weight|bias|cond_\w+\.weight)"  # a norm's own tensors, conditional-LN ones included
@@ -43,6 +53,47 @@ _BERT_RULES = [
     Rule(r"mlm\.bias", r"cls.predictions.decoder.bias"),
 ]
 HEAD, EMBEDDING = "cls.predictions.decoder.weight", "embeddings.word_embeddings.weight"
+REFUSED = TRANSFORMER_REFUSED  # HF fields refused unless at the allowed value
+# fields of other families: a config holding one names the wrong model_type
+FOREIGN = ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "n_embd", "n_layer", "n_head", "d_model",
+           "num_heads", "num_layers", "d_ff")
+
+# -- bert4keras (TensorFlow) names ----------------------------------------------------------------------
+_TF_NORM = [("weight", "gamma"), ("bias", "beta"), ("cond_gamma.weight", "gamma_dense/kernel"),
+            ("cond_beta.weight", "beta_dense/kernel"), ("cond_proj.weight", "hidden_dense/kernel")]
+BERT4KERAS_OPTIONAL = (r"cls/.*", r".*/pooler/.*")  # heads a checkpoint may hold that the model lacks
+
+
+def _tf_norm_rules(ours: str, theirs: str) -> list[tuple[str, str]]:
+    return [(rf"{ours}\.{re.escape(a)}", f"{theirs}/{b}") for a, b in _TF_NORM]
+
+
+def bert4keras_rules(model: str = "bert", root: str = "bert", stack: str = "encoder") -> list[tuple[str, str]]:
+    """kexue BERT-family names -> Google-BERT TF names as bert4keras writes them (``root`` bert or gpt,
+    ``stack`` encoder or transformer; the bert4keras ``model`` name does not change them)."""
+    layer = f"{root}/{stack}/layer_{{0}}"
+    rules = [
+        (r"embeddings\.token\.weight|token\.weight", f"{root}/embeddings/word_embeddings"),
+        (r"embeddings\.segment\.weight|segment\.weight", f"{root}/embeddings/token_type_embeddings"),
+        (r"embeddings\.position\.weight|position\.weight", f"{root}/embeddings/position_embeddings"),
+        (r"embeddings\.project\.weight", f"{root}/{stack}/embedding_hidden_mapping_in/kernel"),
+        (r"embeddings\.project\.bias", f"{root}/{stack}/embedding_hidden_mapping_in/bias"),
+        (r"pooler\.weight", f"{root}/pooler/dense/kernel"),
+        (r"pooler\.bias", f"{root}/pooler/dense/bias"),
+        (r"mlm\.dense\.weight", "cls/predictions/transform/dense/kernel"),
+        (r"mlm\.dense\.bias", "cls/predictions/transform/dense/bias"),
+        (r"mlm\.bias", "cls/predictions/output_bias"),
+    ]
+    rules += _tf_norm_rules(r"embeddings\.norm", f"{root}/embeddings/LayerNorm")
+    rules += _tf_norm_rules(r"mlm\.norm", "cls/predictions/transform/LayerNorm")
+    for ours, theirs in (("attn.q", "attention/self/query"), ("attn.k", "attention/self/key"),
+                         ("attn.v", "attention/self/value"), ("attn.o", "attention/output/dense"),
+                         ("ffn.up", "intermediate/dense"), ("ffn.down", "output/dense")):
+        rules.append((rf"layers\.(\d+)\.{re.escape(ours)}\.weight", f"{layer}/{theirs}/kernel"))
+        rules.append((rf"layers\.(\d+)\.{re.escape(ours)}\.bias", f"{layer}/{theirs}/bias"))
+    rules += _tf_norm_rules(r"layers\.(\d+)\.attn_norm", f"{layer}/attention/output/LayerNorm")
+    rules += _tf_norm_rules(r"layers\.(\d+)\.ffn_norm", f"{layer}/output/LayerNorm")
+    return rules
 
 
 class MLMHead(nn.Module):
@@ -69,6 +120,38 @@ class BERT(Transformer):
     hf_architectures = ("BertModel", "BertForMaskedLM")
     bias = True
     learned_positions = True
+    has_pooler = True
+    config_class = TransformerConfig
+    refused = REFUSED  # HF fields refused unless at the allowed value (config.check_refused)
+    hf_defaults: dict[str, Any] = {}  # the HF config class's defaults where they differ from TransformerConfig's
+
+    # -- config.json -------------------------------------------------------------------------------
+    @classmethod
+    def parse_config(cls, d: dict[str, Any], path: str | Path | None = None) -> TransformerConfig:
+        """An HF ``BertConfig`` / ``RoFormerConfig`` dict -> :class:`TransformerConfig`, refusing what the
+        family does not compute (errors name the field and ``path``)."""
+        d = {k: v for k, v in d.items() if k != "kexue"}
+        check_refused(d, cls.refused, path)
+        if cls.learned_positions and d.get("rotary_value"):
+            refuse("rotary_value", d["rotary_value"], "BERT has no rotary positions (use family roformer)", path)
+        for name in FOREIGN:
+            if name in d:
+                refuse(name, d[name], f"a GPT-2 / T5 field in a {cls.family} config (wrong model_type?)", path)
+        return cls.config_class.from_dict({**cls.hf_defaults, **d, "model_type": cls.family}, path)
+
+    def hf_config_fields(self) -> dict[str, Any]:
+        """The HF fields of ``config.json``; ``model_type`` is ``kexue_<family>`` when transformers cannot
+        compute the model (kexue-only options, BERT with factorised embeddings, another RoPE base)."""
+        c = self.config
+        d = c.to_dict()
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx"):
+            d.pop(name)
+        if self.learned_positions:
+            d.pop("rotary_value"), d.pop("rope_base")
+        compatible = self.options.hf_compatible and c.rope_base == 10000.0 \
+            and (not self.learned_positions or c.embedding_size in (None, c.hidden_size))
+        d["model_type"] = self.family if compatible else f"kexue_{self.family}"
+        return d
 
     def norm_factory(self, dim: int):
         c = self.config
@@ -82,10 +165,14 @@ class BERT(Transformer):
             c.max_position_embeddings if self.learned_positions else None, c.hidden_size,
             c.hidden_dropout_prob, c.pad_token_id, bias=self.bias, hierarchical_alpha=o.hierarchical_alpha,
         )
-        self.layers = nn.ModuleList(self.build_layer(i) for i in range(c.num_hidden_layers))
+        self.build_stack()
         self.pooler = nn.Linear(c.hidden_size, c.hidden_size, bias=self.bias) if self.with_pool else None
         self.mlm = self.build_mlm(dim) if self.with_mlm else None
         self.init_weights()
+
+    def build_stack(self) -> None:
+        """The layers between the embeddings and the heads (ALBERT shares them)."""
+        self.layers = nn.ModuleList(self.build_layer(i) for i in range(self.config.num_hidden_layers))
 
     def build_layer(self, i: int) -> TransformerBlock:
         c = self.config
@@ -169,6 +256,10 @@ class RoFormer(BERT):
     hf_architectures = ("RoFormerModel", "RoFormerForMaskedLM")
     learned_positions = False
 
+    @classmethod
+    def uses_rope(cls, options) -> bool:
+        return True
+
     def build(self) -> None:
         super().build()
         # rope_tie: position ids may also be [B, L, 2] / [B, L, 3] (RoPE-Tie; text-only stays RoPE-1D)
@@ -191,6 +282,7 @@ class RoFormerV2(RoFormer):
     family = "roformer_v2"
     hf_architectures = ("RoFormerV2Model", "RoFormerV2ForMaskedLM")  # kexue-only layout
     bias = False
+    conditional_norm = False  # RMS norms without gain or bias: nothing for Conditional LayerNorm
 
     def norm_factory(self, dim: int):
         eps = self.config.layer_norm_eps

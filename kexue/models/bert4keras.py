@@ -13,12 +13,33 @@ Chinese BERTs are released that way. Each bert4keras model maps onto a kexue fam
                                     (gpt/...: BERT layers with the causal mask, embeddings summed without
                                     a norm, LM head tied to the embedding without bias: GPT-1 / CDial-GPT)
     t5.1.1        -> t5 (T5 v1.1)   (mesh-TF names; mt5.1.1 the same with rms_norm)
+    gpt2_ml       -> gpt2_ml        (newslm/...: norms after the embeddings and around the FFN, ε = 1e-5)
+    gau_alpha     -> gau_alpha      (GAU_alpha/encoder/layer_i/gau/...: RoFormer-v2 with GAU layers, ε = 1e-7)
+    roberta       -> bert           (bert4keras's name for the BERT computation: Chinese RoBERTa-wwm)
+    albert        -> albert         (bert/encoder/transformer/group_0/inner_group_0/...: one shared block)
+    albert_unshared -> albert, num_hidden_groups = num_hidden_layers (every layer its own block)
+    nezha         -> nezha          (bert/... names, no position table, relative positions M = 64, ε = 1e-7)
+    electra       -> electra        (electra/..., electra/embeddings_project, discriminator_predictions/...)
+
+``keep_tokens`` / ``compound_tokens`` (JSON files, :mod:`kexue.models.vocab`) trim or extend the
+vocabulary exactly as bert4keras's ``load_embeddings`` does, on every vocabulary-indexed tensor; the
+vocabulary written beside the weights is then the trimmed one, and ``decoder_start_id`` / ``eos_id``
+(ids of the checkpoint's vocabulary) move to their new ids.
+
+Nothing in ``bert_config.json`` is lost: the fields bert4keras reads are translated (the dropout rates
+included), its build options (``with_pool``, ``with_mlm``, ``with_discriminator``) become kexue options,
+the rest is written to ``config.json`` as it is; what kexue cannot compute (``with_nsp``,
+``residual_attention_scores`` ...) is refused by name. A checkpoint whose config keys or variables are
+another family's (``Bert4kerasNames.marks``: NEZHA's ``max_relative_position``, ALBERT's shared
+``group_0/inner_group_0`` variables, ELECTRA's ``electra/...``) is refused with the reason and the
+``--model`` that converts it.
 
 Two bert4keras conventions are kept exactly: its T5 decoder multiplies the output by d^-1/2 before
 the untied head (``scale_decoder_outputs``), and its cross-attention adds the decoder's
 relative-position bias (``cross_position_bias``, bert4keras's default). Conditional LayerNorm
 weights, which bert4keras's own mapping does not save, are read as ``<norm>/hidden_dense/kernel``,
-``<norm>/beta_dense/kernel`` and ``<norm>/gamma_dense/kernel``.
+``<norm>/beta_dense/kernel`` and ``<norm>/gamma_dense/kernel``. The TF name of every kexue tensor is the
+family record's (``Family.bert4keras``: rules kept in each model file).
 
 Reading needs no TensorFlow: ``kexue.models.tf_checkpoint`` reads the tensor-bundle format itself.
 """
@@ -31,8 +52,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MODELS = {"bert": "bert", "roformer": "roformer", "roformer_v2": "roformer_v2", "gpt": "gpt",
-          "t5.1.1": "t5", "mt5.1.1": "t5"}
+from kexue.io import read_utf8
+from kexue.models.checkpoints import save_pretrained
+from kexue.models.family import REGISTRY, build_model
+from kexue.models.vocab import read_token_list, trim_model, trim_tokens
+from kexue.models.weights import CheckpointError, LoadReport, check_fit
+
+# bert4keras model= name -> kexue family, read off the family records (their ``bert4keras`` names)
+MODELS = {model: name for name, family in REGISTRY.items() for model in family.bert4keras.models}
 # bert4keras's LayerNormalization falls back to Keras's epsilon (1e-7) where a model passes none.
 KERAS_EPSILON = 1e-7
 # bert4keras activation names -> kexue / HF names ('gelu' is the erf form unless set_gelu('tanh')).
@@ -40,74 +67,19 @@ ACTIVATIONS = {"gelu": "gelu", "gelu_erf": "gelu", "gelu_tanh": "gelu_new", "rel
                "tanh": "tanh", "linear": "linear"}
 # config.json keys that bert4keras passes to the model and that kexue cannot honour.
 REFUSED = ("attention_head_size", "attention_key_size", "residual_attention_scores", "shared_segment_embeddings",
-           "keep_tokens", "compound_tokens", "custom_position_ids")
+           "keep_tokens", "compound_tokens", "custom_position_ids", "with_nsp")
+WHY = {"with_nsp": "kexue models have no next-sentence head; convert with --with-pool and put a 2-way classifier "
+                   "on the pooled vector (the checkpoint's cls/seq_relationship weights are not read)"}
+# config.json keys the converter translates (the others are carried into config.json as they are)
+TRANSLATED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+              "hidden_act", "max_position", "max_position_embeddings", "segment_vocab_size", "type_vocab_size",
+              "dropout_rate", "hidden_dropout_prob", "attention_dropout_rate", "attention_probs_dropout_prob",
+              "embedding_size", "hierarchical_position", "with_pool", "with_mlm", "with_discriminator",
+              "layer_norm_eps", "tie_word_embeddings", "model_type") + REFUSED
+# families whose bert4keras layers use Keras's LayerNormalization epsilon (the others pass 1e-12)
+KERAS_NORMS = ("roformer", "roformer_v2", "nezha")
 # Variables a checkpoint may carry that no kexue model reads: optimizer slots and step counters.
 IGNORED = (r".*/adam_[mv]$", r".*/Adam(_1)?$", r"global_step", r"bad_steps", r"good_steps", r"loss_scale")
-
-_NORM = [("weight", "gamma"), ("bias", "beta"), ("cond_gamma.weight", "gamma_dense/kernel"),
-         ("cond_beta.weight", "beta_dense/kernel"), ("cond_proj.weight", "hidden_dense/kernel")]
-
-
-def _norm_rules(ours: str, theirs: str) -> list[tuple[str, str]]:
-    return [(rf"{ours}\.{re.escape(a)}", f"{theirs}/{b}") for a, b in _NORM]
-
-
-def _bert_rules(root: str, stack: str) -> list[tuple[str, str]]:
-    """kexue BERT-family names -> Google-BERT TF names (``root`` bert or gpt, ``stack`` encoder or transformer)."""
-    layer = f"{root}/{stack}/layer_{{0}}"
-    rules = [
-        (r"embeddings\.token\.weight|token\.weight", f"{root}/embeddings/word_embeddings"),
-        (r"embeddings\.segment\.weight|segment\.weight", f"{root}/embeddings/token_type_embeddings"),
-        (r"embeddings\.position\.weight|position\.weight", f"{root}/embeddings/position_embeddings"),
-        (r"embeddings\.project\.weight", f"{root}/{stack}/embedding_hidden_mapping_in/kernel"),
-        (r"embeddings\.project\.bias", f"{root}/{stack}/embedding_hidden_mapping_in/bias"),
-        (r"pooler\.weight", f"{root}/pooler/dense/kernel"),
-        (r"pooler\.bias", f"{root}/pooler/dense/bias"),
-        (r"mlm\.dense\.weight", "cls/predictions/transform/dense/kernel"),
-        (r"mlm\.dense\.bias", "cls/predictions/transform/dense/bias"),
-        (r"mlm\.bias", "cls/predictions/output_bias"),
-    ]
-    rules += _norm_rules(r"embeddings\.norm", f"{root}/embeddings/LayerNorm")
-    rules += _norm_rules(r"mlm\.norm", "cls/predictions/transform/LayerNorm")
-    for ours, theirs in (("attn.q", "attention/self/query"), ("attn.k", "attention/self/key"),
-                         ("attn.v", "attention/self/value"), ("attn.o", "attention/output/dense"),
-                         ("ffn.up", "intermediate/dense"), ("ffn.down", "output/dense")):
-        rules.append((rf"layers\.(\d+)\.{re.escape(ours)}\.weight", f"{layer}/{theirs}/kernel"))
-        rules.append((rf"layers\.(\d+)\.{re.escape(ours)}\.bias", f"{layer}/{theirs}/bias"))
-    rules += _norm_rules(r"layers\.(\d+)\.attn_norm", f"{layer}/attention/output/LayerNorm")
-    rules += _norm_rules(r"layers\.(\d+)\.ffn_norm", f"{layer}/output/LayerNorm")
-    return rules
-
-
-def _t5_rules(norm: str) -> list[tuple[str, str]]:
-    """kexue T5 names -> mesh-TF T5 names as bert4keras writes them (``norm``: layer_norm or rms_norm)."""
-    final = "final_layer_norm" if norm == "layer_norm" else "rms_norm"
-    rules = [
-        (r"shared\.weight", "shared/embedding"),
-        (r"encoder_bias\.embedding\.weight", "encoder/block_000/layer_000/SelfAttention/relative_attention_bias"),
-        (r"decoder_bias\.embedding\.weight", "decoder/block_000/layer_000/SelfAttention/relative_attention_bias"),
-        (r"encoder_norm\.weight", f"encoder/{final}/scale"),
-        (r"decoder_norm\.weight", f"decoder/{final}/scale"),
-        (r"lm_head\.weight", "decoder/logits/kernel"),
-    ]
-    blocks = {"encoder_layers": [("attn", "layer_000/SelfAttention"), ("attn_norm", f"layer_000/{norm}"),
-                                 ("ffn", "layer_001/DenseReluDense"), ("ffn_norm", f"layer_001/{norm}")],
-              "decoder_layers": [("self_attn", "layer_000/SelfAttention"), ("self_norm", f"layer_000/{norm}"),
-                                 ("cross_attn", "layer_001/EncDecAttention"), ("cross_norm", f"layer_001/{norm}"),
-                                 ("ffn", "layer_002/DenseReluDense"), ("ffn_norm", f"layer_002/{norm}")]}
-    for stack, parts in blocks.items():
-        block = f"{stack.split('_')[0]}/block_{{0:03d}}"
-        for ours, theirs in parts:
-            if ours.endswith("norm"):
-                rules.append((rf"{stack}\.(\d+)\.{ours}\.weight", f"{block}/{theirs}/scale"))
-            elif ours == "ffn":
-                for a, b in (("gate", "wi_0/kernel"), ("up", "wi_1/kernel"), ("down", "wo/kernel")):
-                    rules.append((rf"{stack}\.(\d+)\.ffn\.{a}\.weight", f"{block}/{theirs}/{b}"))
-            else:
-                for p in "qkvo":
-                    rules.append((rf"{stack}\.(\d+)\.{ours}\.{p}\.weight", f"{block}/{theirs}/{p}"))
-    return rules
-
 
 def read_tf_checkpoint(prefix: str | Path) -> dict[str, np.ndarray]:
     """Every variable of a TF checkpoint (``prefix`` as given to ``Saver.save``, or its folder), by name,
@@ -120,8 +92,37 @@ def read_tf_checkpoint(prefix: str | Path) -> dict[str, np.ndarray]:
             for name, value in variables.items()}
 
 
+def _dropouts(b4k: dict) -> tuple[float, float]:
+    """(hidden, attention) dropout rates as bert4keras reads them: ``dropout_rate`` else ``hidden_dropout_prob``,
+    ``attention_dropout_rate`` else ``attention_probs_dropout_prob``, absent = 0."""
+    hidden = b4k["dropout_rate"] if "dropout_rate" in b4k else b4k.get("hidden_dropout_prob")
+    attention = b4k["attention_dropout_rate"] if "attention_dropout_rate" in b4k \
+        else b4k.get("attention_probs_dropout_prob")
+    return float(hidden or 0), float(attention or 0)
+
+
+def _file_options(b4k: dict, model: str) -> dict:
+    """The build options a bert4keras config file may hold (bert4keras passes every key to the model)."""
+    options = {}
+    if b4k.get("with_pool"):
+        options["with_pool"] = True
+        if b4k["with_pool"] is not True:
+            options["pool_act"] = b4k["with_pool"]
+    if b4k.get("with_mlm"):  # an activation name changes only what bert4keras applies to the logits
+        options["with_mlm"] = True
+    if b4k.get("with_discriminator"):
+        if MODELS[model] != "electra":
+            raise ValueError(f"bert4keras config field 'with_discriminator' belongs to electra, not {model}")
+        options["with_discriminator"] = True
+    return options
+
+
 def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:
-    """bert4keras ``config.json`` -> (HF config dict, kexue options it implies)."""
+    """bert4keras ``config.json`` -> (HF config dict, kexue options it implies). Every field is carried:
+    the ones bert4keras reads are translated (sizes, ``max_position``, ``segment_vocab_size``, the dropout
+    rates, ``embedding_size`` ...), its build options become kexue options, the others (``directionality``,
+    ``initializer_range``, NEZHA's ``max_relative_position`` ...) are written to ``config.json`` as they are.
+    A field kexue cannot honour is refused by name."""
     if model not in MODELS:
         raise ValueError(f"unknown bert4keras model {model!r}; known: {', '.join(MODELS)}")
     for key in REFUSED:
@@ -129,16 +130,23 @@ def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:
             if key in ("attention_head_size", "attention_key_size") and \
                     b4k[key] == b4k["hidden_size"] // b4k["num_attention_heads"]:
                 continue
-            raise ValueError(f"bert4keras config field {key!r} is not supported by kexue")
+            if key == "attention_key_size" and MODELS[model] == "gau_alpha":
+                continue  # GAU-α's s, a config field of its own
+            hint = f" in config.json; pass it as a file: --{key.replace('_', '-')} FILE" \
+                if key in ("keep_tokens", "compound_tokens") else (f": {WHY[key]}" if key in WHY else "")
+            raise ValueError(f"bert4keras config field {key!r} is not supported by kexue{hint}")
     act = b4k.get("hidden_act", "gelu")
     acts = act if isinstance(act, list) else [act]
     for a in acts:
         if a not in ACTIVATIONS:
             raise ValueError(f"bert4keras hidden_act {a!r} is not supported; known: {sorted(ACTIVATIONS)}")
+    family = MODELS[model]
+    options = _file_options(b4k, model)
+    carried = {k: v for k, v in b4k.items() if k not in TRANSLATED}
     size = dict(vocab_size=b4k["vocab_size"], hidden_size=b4k["hidden_size"],
                 num_hidden_layers=b4k["num_hidden_layers"], num_attention_heads=b4k["num_attention_heads"],
                 intermediate_size=b4k["intermediate_size"])
-    family = MODELS[model]
+    hidden_dropout, attention_dropout = _dropouts(b4k)
     if family == "t5":
         if b4k.get("embedding_size") not in (None, b4k["hidden_size"]):
             raise ValueError("bert4keras config field 'embedding_size' different from hidden_size is not supported for T5")
@@ -146,51 +154,95 @@ def convert_config(b4k: dict, model: str) -> tuple[dict, dict]:
         if len(acts) > 2 or (gated and acts[1] != "linear"):
             raise ValueError(f"bert4keras T5 hidden_act {act!r}: expected one activation or [act, 'linear']")
         name = ACTIVATIONS[acts[0]]
-        config = {"model_type": "t5", "vocab_size": size["vocab_size"], "d_model": size["hidden_size"],
+        config = {**carried, "model_type": "t5", "vocab_size": size["vocab_size"], "d_model": size["hidden_size"],
                   "d_kv": size["hidden_size"] // size["num_attention_heads"], "d_ff": size["intermediate_size"],
                   "num_layers": size["num_hidden_layers"], "num_heads": size["num_attention_heads"],
                   "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128,
-                  "layer_norm_epsilon": 1e-6, "dropout_rate": 0.0, "tie_word_embeddings": False,
+                  "layer_norm_epsilon": 1e-6, "dropout_rate": hidden_dropout, "tie_word_embeddings": False,
                   "scale_decoder_outputs": True,  # bert4keras scales by d^-1/2 before its untied head too
                   "feed_forward_proj": ("gated-" if gated else "") + ("gelu" if name == "gelu_new" else name),
                   "dense_act_fn": name, "is_encoder_decoder": True}
-        return config, {"cross_position_bias": True}
+        return config, {**options, "cross_position_bias": True}
     if len(acts) != 1:
         raise ValueError(f"bert4keras hidden_act {act!r}: a list (gated FFN) is only supported for T5")
-    config = {**size, "model_type": family, "hidden_act": ACTIVATIONS[acts[0]],
+    if family in ("gpt2_ml", "gau_alpha") and b4k.get("embedding_size") not in (None, b4k["hidden_size"]):
+        raise ValueError(f"bert4keras config field 'embedding_size' != hidden_size is not supported for {model}")
+    if family == "gpt2_ml":  # token ids only, every norm ε = 1e-5
+        return {**carried, **size, "model_type": family, "hidden_act": ACTIVATIONS[acts[0]], "type_vocab_size": 0,
+                "max_position_embeddings": b4k.get("max_position", b4k.get("max_position_embeddings", 512)),
+                "layer_norm_eps": 1e-5, "hidden_dropout_prob": hidden_dropout,
+                "attention_probs_dropout_prob": attention_dropout}, options
+    if family == "gau_alpha":  # single-head GAU of key size s, Keras's ε
+        config = {**carried, **size, "model_type": family, "hidden_act": ACTIVATIONS[acts[0]],
+                  "type_vocab_size": b4k.get("segment_vocab_size", b4k.get("type_vocab_size", 2)),
+                  "max_position_embeddings": b4k.get("max_position", b4k.get("max_position_embeddings", 512)),
+                  "layer_norm_eps": KERAS_EPSILON, "hidden_dropout_prob": hidden_dropout,
+                  "attention_probs_dropout_prob": attention_dropout}
+        if b4k.get("attention_key_size"):
+            config["attention_key_size"] = b4k["attention_key_size"]
+        return config, options
+    config = {**carried, **size, "model_type": family, "hidden_act": ACTIVATIONS[acts[0]],
               "max_position_embeddings": b4k.get("max_position", b4k.get("max_position_embeddings", 512)),
               "type_vocab_size": b4k.get("segment_vocab_size", b4k.get("type_vocab_size", 2)),
-              "layer_norm_eps": 1e-12 if family in ("bert", "gpt") else KERAS_EPSILON,
-              "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-    if b4k.get("embedding_size") not in (None, b4k["hidden_size"]):
+              "layer_norm_eps": KERAS_EPSILON if family in KERAS_NORMS else 1e-12,
+              "hidden_dropout_prob": hidden_dropout, "attention_probs_dropout_prob": attention_dropout,
+              "tie_word_embeddings": True}  # bert4keras's MLM / LM heads always read the token embedding
+    embedding = b4k.get("embedding_size")
+    if embedding not in (None, b4k["hidden_size"]):
         if family in ("roformer_v2", "gpt"):
             raise ValueError(f"bert4keras config field 'embedding_size' != hidden_size is not supported for {model}")
-        config["embedding_size"] = b4k["embedding_size"]
-    options = {"pre_norm": False, "final_norm": False} if family == "gpt" else {}
+        config["embedding_size"] = embedding
+    elif family in ("albert", "electra"):  # their HF configs default to 128: say it
+        config["embedding_size"] = b4k["hidden_size"]
+    if family == "albert":
+        for key in ("num_hidden_groups", "inner_group_num"):
+            if b4k.get(key, 1) != 1:
+                raise ValueError(f"bert4keras config field {key!r}={b4k[key]!r}: bert4keras builds ALBERT with one "
+                                 "shared block (1)")
+        # albert: one block shared by every layer; albert_unshared: every layer its own block
+        config["num_hidden_groups"] = b4k["num_hidden_layers"] if model == "albert_unshared" else 1
+        config["inner_group_num"] = 1
+    if family == "electra":
+        for key in ("with_pool", "with_mlm"):
+            if b4k.get(key):
+                raise ValueError(f"bert4keras config field {key!r}: bert4keras's electra has none (it deletes the "
+                                 "argument); its head is with_discriminator")
+    if family == "gpt":
+        options.update(pre_norm=False, final_norm=False)
     return config, options
 
 
-def _rules(model: str) -> list[tuple[str, str]]:
+def identify(b4k: dict, variables, model: str, source: str) -> None:
+    """Refuse a checkpoint whose config keys or variables are another family's (``Bert4kerasNames.marks``),
+    naming the reason and the ``--model`` that converts it."""
     family = MODELS[model]
-    if family == "t5":
-        return _t5_rules("rms_norm" if model == "mt5.1.1" else "layer_norm")
-    return _bert_rules("gpt", "transformer") if family == "gpt" else _bert_rules("bert", "encoder")
+    for name, record in REGISTRY.items():
+        why = None if name == family else record.bert4keras.identified_by(b4k, variables)
+        if why:
+            raise ValueError(f"{source} is a {name} checkpoint, not {model}'s ({family}): {why}; convert it with "
+                             f"--model {record.bert4keras.models[0]}")
 
 
 def state_from_tf(model: torch.nn.Module, variables: dict[str, np.ndarray], bert4keras_model: str,
                   source: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The kexue state dict of ``model`` read from bert4keras ``variables``; raises ValueError naming
-    every missing, unexpected or mis-shaped variable."""
-    rules = _rules(bert4keras_model)
-    state, used, missing, mismatched = {}, set(), [], []
+    """The kexue state dict of ``model`` read from bert4keras ``variables``; raises one
+    :class:`~kexue.models.weights.CheckpointError` naming every missing, unexpected or mis-shaped variable."""
+    names = REGISTRY[MODELS[bert4keras_model]].bert4keras
+    rules = names.rules(bert4keras_model)
+    state, used, missing, mismatched, picks = {}, set(), [], [], {}
     for name, param in model.state_dict().items():
         for ours, theirs in rules:
             m = re.fullmatch(ours, name)
             if m:
-                tf_name = theirs.format(*(int(g) for g in m.groups()))
+                candidates = [t.format(*(int(g) for g in m.groups()))
+                              for t in ((theirs,) if isinstance(theirs, str) else theirs)]
+                pick = next((i for i, c in enumerate(candidates) if c in variables), 0)
+                tf_name = candidates[pick]
+                if len(candidates) > 1:
+                    picks.setdefault(pick, []).append(tf_name)
                 break
         else:
-            raise ValueError(f"no bert4keras variable is known for kexue weight {name!r}")
+            raise CheckpointError(f"no bert4keras variable is known for kexue weight {name!r}")
         if tf_name not in variables:
             missing.append(tf_name)
             continue
@@ -203,15 +255,25 @@ def state_from_tf(model: torch.nn.Module, variables: dict[str, np.ndarray], bert
             mismatched.append(f"{tf_name} {list(value.shape)} vs {name} {list(param.shape)}")
             continue
         state[name] = value.contiguous()
-    optional = (r"cls/.*", r".*/pooler/.*") if MODELS[bert4keras_model] != "t5" else ()
+    if len(picks) > 1:  # some tensors read their own copies, others the shared variable: a mixed checkpoint
+        raise CheckpointError(f"{source} holds per-layer copies for some tensors only (e.g. {picks[0][0]!r}) and not "
+                              f"for others (e.g. {max(picks.items())[1][0]!r} is read instead of its copy)")
     unexpected = [v for v in variables if v not in used
-                  and not any(re.fullmatch(p, v) for p in IGNORED + optional)]
-    problems = [f"{label} ({len(names)}): {', '.join(sorted(names))}"
-                for label, names in (("missing", missing), ("unexpected", unexpected),
-                                     ("shape mismatch", mismatched)) if names]
-    if problems:
-        raise ValueError(f"{source} does not fit bert4keras model {bert4keras_model!r}: " + "; ".join(problems))
+                  and not any(re.fullmatch(p, v) for p in IGNORED + names.optional)]
+    check_fit(LoadReport(sorted(missing), sorted(unexpected), sorted(mismatched)), source,
+              f"bert4keras model {bert4keras_model!r}")
     return state
+
+
+def complete_variables(variables: dict[str, np.ndarray], config: dict, family: str) -> dict[str, np.ndarray]:
+    """What bert4keras computes without a variable: its ALBERT with embedding_size = hidden_size has no
+    Embedding-Mapping, transformers' (and kexue's) always maps E -> H: the identity, with a zero bias."""
+    mapping = "bert/encoder/embedding_hidden_mapping_in"
+    if family == "albert" and config["embedding_size"] == config["hidden_size"] and f"{mapping}/kernel" not in variables:
+        h = config["hidden_size"]
+        variables = {**variables, f"{mapping}/kernel": np.eye(h, dtype=np.float32),
+                     f"{mapping}/bias": np.zeros(h, dtype=np.float32)}
+    return variables
 
 
 def _cond_options(variables: dict[str, np.ndarray]) -> dict:
@@ -228,30 +290,48 @@ def _cond_options(variables: dict[str, np.ndarray]) -> dict:
 
 def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: str | Path,
             application: str = "encoder", vocab: str | Path | None = None, lowercase: bool = True,
-            decoder_start_id: int | None = None, eos_id: int | None = None, **options) -> Path:
+            decoder_start_id: int | None = None, eos_id: int | None = None, keep_tokens: str | Path | None = None,
+            compound_tokens: str | Path | None = None, **options) -> Path:
     """Convert a bert4keras checkpoint into an HF-layout folder that ``build_model(checkpoint=out)`` loads.
     ``options`` are kexue block keys (with_pool, with_mlm, hierarchical_alpha, cond_hidden_act, ...);
-    ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint)."""
-    from kexue.models.checkpoints import save_pretrained
-    from kexue.models import build_model
-
-    with open(config_path, encoding="utf-8") as f:
-        b4k = json.load(f)
+    ``decoder_start_id`` / ``eos_id``: T5's generation tokens (not stored in a bert4keras checkpoint);
+    ``keep_tokens`` / ``compound_tokens``: JSON files (:mod:`kexue.models.vocab`), applied as bert4keras does."""
+    try:
+        b4k = json.loads(read_utf8(config_path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config_path} is not valid JSON: {e}") from None
+    if options.get("with_nsp"):
+        raise ValueError(f"bert4keras option 'with_nsp' is not supported by kexue: {WHY['with_nsp']}")
     config, implied = convert_config(b4k, model)
+    keep = read_token_list(keep_tokens, "keep_tokens") if keep_tokens is not None else None
+    compound = read_token_list(compound_tokens, "compound_tokens") if compound_tokens is not None else None
     family = MODELS[model]
+    if vocab is not None:  # checked before any weight is read: the vocabulary must be this model's
+        from kexue.text.tokenizer import load_vocab
+
+        rows, want = len(load_vocab(vocab)), int(config["vocab_size"])
+        if rows != want:
+            raise ValueError(f"--vocab {vocab}: {rows} tokens, but {config_path} gives vocab_size {want} (the "
+                             "checkpoint's embedding rows): not this model's vocabulary")
+    if family == "electra" and (options.get("with_mlm") or options.get("with_pool")):
+        raise ValueError("bert4keras's electra has no MLM head or pooler (it deletes with_mlm / with_pool); its head is "
+                         "--with-discriminator")
     for name, value in (("decoder_start_token_id", decoder_start_id), ("eos_token_id", eos_id)):
         if value is not None:
             if family != "t5":
                 raise ValueError(f"{name} is a T5 setting; {model} has none")
             config[name] = value
-    variables = read_tf_checkpoint(checkpoint)
+    from kexue.models.tf_checkpoint import list_variables
+
+    identify(b4k, [name for name, _ in list_variables(checkpoint)], model, str(config_path))
+    variables = complete_variables(read_tf_checkpoint(checkpoint), config, family)
     if b4k.get("hierarchical_position") and options.get("hierarchical_alpha") is None:
         h = b4k["hierarchical_position"]
         options["hierarchical_alpha"] = 0.4 if h is True else float(h)
     if family != "t5":
         if application in ("lm", "unilm"):
             options["with_mlm"] = True  # bert4keras's LM / UniLM always carry the MLM head
-        if family == "gpt":
+        if family in ("gpt", "gpt2_ml"):
             application = "lm"
     options = {**implied, **_cond_options(variables), **{k: v for k, v in options.items() if v is not None}}
     kexue_model = build_model(config=config, family=family, application=None if family == "t5" else application,
@@ -261,7 +341,12 @@ def convert(config_path: str | Path, checkpoint: str | Path, model: str, out: st
     kexue_model.load_state_dict(state_from_tf(kexue_model, variables, model, str(checkpoint)), strict=True)
     tokenizer = None
     if vocab is not None:
-        from kexue.text.tokenizer import Tokenizer
+        from kexue.text.tokenizer import Tokenizer, load_vocab
 
-        tokenizer = Tokenizer(vocab, lowercase=lowercase)
+        tokens = load_vocab(vocab)
+        if keep is not None or compound is not None:
+            tokens = trim_tokens(tokens, keep, compound)
+        tokenizer = Tokenizer(tokens, lowercase=lowercase)
+    if keep is not None or compound is not None:
+        kexue_model = trim_model(kexue_model, keep, compound, REGISTRY[family].build)
     return save_pretrained(kexue_model, out, tokenizer=tokenizer)

@@ -6,7 +6,10 @@ holding what only kexue knows: family, application, heads, conditional LayerNorm
 positions, the entropy-invariant scale, RoPE / norm placement for GPT.
 
 No silent option: every HF field that changes the computation is either implemented or refused
-with an error naming the field and the file (``REFUSED`` below); docs/checkpoints.md lists both.
+with an error naming the field and the file (each family's ``refused`` table, checked by
+:func:`check_refused`); docs/checkpoints.md lists both. What a family accepts (applications, config
+fields, options) is said by its model file and its record in :mod:`kexue.models.family`; this module
+holds no per-family table.
 """
 from __future__ import annotations
 
@@ -16,16 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kexue.io import read_utf8
 from kexue.layers.ffn import ACTIVATIONS
 
 ACTIVATION_NAMES = tuple(ACTIVATIONS)
-
-FAMILY_NAMES = ("bert", "roformer", "roformer_v2", "gpt", "t5")
-APPLICATIONS = {"bert": ("encoder", "lm", "unilm"), "roformer": ("encoder", "lm", "unilm"),
-                "roformer_v2": ("encoder", "lm", "unilm"), "gpt": ("lm",), "t5": ("seq2seq",)}
-# HF model_type -> family (kexue_* are written for variants transformers cannot compute)
-MODEL_TYPES = {"bert": "bert", "roformer": "roformer", "roformer_v2": "roformer_v2", "gpt2": "gpt", "gpt": "gpt",
-               "t5": "t5", "mt5": "t5", **{f"kexue_{f}": f for f in FAMILY_NAMES}}
 
 
 class ConfigError(ValueError):
@@ -62,8 +59,9 @@ def refuse(name: str, value: Any, why: str, path=None) -> None:
     raise ConfigError(f"config field {name!r}={value!r}{_where(path)} is not supported by kexue: {why}")
 
 
-# Fields that change the computation and that kexue does not implement: allowed only at these values.
-_COMMON_REFUSED = {
+# Fields that change the computation and that the Transformer families (BERT, RoFormer, GPT) do not
+# implement: allowed only at these values. A family's ``REFUSED`` table starts from it.
+TRANSFORMER_REFUSED = {
     "is_decoder": (False, "a BERT-style decoder with cross-attention; use application='lm' / 'unilm'"),
     "add_cross_attention": (False, "cross-attention layers in an encoder family"),
     "is_encoder_decoder": (False, "encoder-decoder models are family t5"),
@@ -72,19 +70,11 @@ _COMMON_REFUSED = {
     "tie_encoder_decoder": (False, "tied encoder/decoder stacks"),
     "use_bfloat16": (False, "bfloat16 computation"),
 }
-REFUSED = {
-    "bert": _COMMON_REFUSED,
-    "roformer": _COMMON_REFUSED,
-    "roformer_v2": _COMMON_REFUSED,
-    "gpt": {k: v for k, v in _COMMON_REFUSED.items() if k != "position_embedding_type"},
-    "t5": {"is_decoder": (False, "a decoder-only T5 stack"), "use_bfloat16": (False, "bfloat16 computation"),
-           "tie_encoder_decoder": (False, "tied encoder/decoder stacks"),
-           "pruned_heads": ({}, "pruned attention heads")},
-}
 
 
-def check_refused(d: dict, family: str, path=None) -> None:
-    for name, (allowed, why) in REFUSED[family].items():
+def check_refused(d: dict, refused: dict[str, tuple[Any, str]], path=None) -> None:
+    """Refuse every field of ``d`` that ``refused`` (name -> (allowed value, why)) allows only at another value."""
+    for name, (allowed, why) in refused.items():
         if name in d and d[name] != allowed and not (allowed == {} and not d[name]):
             refuse(name, d[name], why, path)
 
@@ -200,25 +190,14 @@ def read_config(path: str | Path) -> dict[str, Any]:
         path = path / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"no config.json at {path}")
+    text = read_utf8(path, ConfigError)  # not UTF-8: FILE:LINE named
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        d = json.loads(text)
+    except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(d, dict):
         raise ConfigError(f"{path} must hold a JSON object, got {type(d).__name__}")
     return d
-
-
-def family_of(d: dict[str, Any], path=None) -> str:
-    """The family a config dict describes: its kexue block, else its HF ``model_type``."""
-    block = d.get("kexue")
-    if isinstance(block, dict) and block.get("family"):
-        return block["family"]
-    model_type = d.get("model_type", "bert")
-    if model_type not in MODEL_TYPES:
-        raise ConfigError(f"config field 'model_type'={model_type!r}{_where(path)} is not a kexue family; "
-                          f"known: {sorted(MODEL_TYPES)}")
-    return MODEL_TYPES[model_type]
 
 
 @dataclass
@@ -232,6 +211,7 @@ class Options:
     rope / pre_norm / final_norm: GPT only (pre_norm=final_norm=False is bert4keras's ``gpt``).
     rope_tie: RoPE-Tie (true = 2 axes, or 3) for RoPE models: position ids may be [B, L, axes].
     pool_act: the pooler's activation (tanh, HF's; bert4keras's ``with_pool='linear'`` for SimBERT).
+    with_discriminator: ELECTRA only, the replaced-token detection head (bert4keras's ``with_discriminator``).
     cross_position_bias: T5 only, bert4keras's default: cross-attention adds the decoder's relative-position
     bias of query i and encoder key j (T5 PEGASUS was trained with it; transformers has no such option).
     """
@@ -250,6 +230,7 @@ class Options:
     rope_tie: bool | int = False
     cross_position_bias: bool = False
     pool_act: str = "tanh"
+    with_discriminator: bool = False
     task: str | None = None
     labels: list | None = None
 
@@ -257,8 +238,9 @@ class Options:
              "cond_hidden": "opt_int", "cond_hidden_act": "str", "hierarchical_alpha": "opt_float",
              "entropy_train_len": "opt_int", "rope": "bool", "pre_norm": "bool", "final_norm": "bool",
              "rope_tie": "tie", "task": "opt_str", "labels": "opt_list", "cross_position_bias": "bool",
-             "pool_act": "str"}
-    GPT_ONLY = ("rope", "pre_norm", "final_norm")
+             "pool_act": "str", "with_discriminator": "bool"}
+    BASE = ("family", "application", "task", "labels")  # every family's; the rest depends on the family
+    QUIET = {"pool_act": "tanh", "cross_position_bias": False, "with_discriminator": False}  # written only when not at this default
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], path=None) -> "Options":
@@ -271,56 +253,39 @@ class Options:
         opts.validate(path)
         return opts
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        if self.family == "t5":
-            keep = ("family", "application", "task", "labels") + (("cross_position_bias",) if self.cross_position_bias
-                                                                  else ())
-            return {k: d[k] for k in keep if d[k] is not None}
-        d.pop("cross_position_bias")
-        if self.pool_act == "tanh":  # the default, HF's BertPooler: not written
-            d.pop("pool_act")
-        if self.family != "gpt":
-            for k in self.GPT_ONLY:
-                d.pop(k)
-        return {k: v for k, v in d.items() if not (k in ("task", "labels") and v is None)}
+    def to_dict(self, keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The block as written: family, application, the family's option ``keys`` (its model class's
+        ``option_keys``; all when None), task / labels when set; ``QUIET`` keys only when not at their default."""
+        keep = set(self.TYPES) if keys is None else {*self.BASE, *keys}
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k in keep and not (k in ("task", "labels") and v is None)
+                and not (k in self.QUIET and v == self.QUIET[k])}
+
+    def refuse(self, key: str, why: str, path=None) -> None:
+        raise ConfigError(f"option kexue.{key}={getattr(self, key)!r}{_where(path)} {why}")
+
+    def check_family(self, family: str, applications: tuple[str, ...], keys: tuple[str, ...], path=None) -> None:
+        """The family-independent part of a family's rules (its model class's ``check_options`` calls it):
+        the options are this family's, the application one of its ``applications``, and every option
+        outside its ``keys`` stays at its default."""
+        if self.family != family:
+            raise ConfigError(f"option kexue.family={self.family!r}{_where(path)} does not match the {family} model")
+        if self.application not in applications:
+            raise ConfigError(f"application {self.application!r}{_where(path)} is not one of family "
+                              f"{family}'s: {applications}")
+        defaults = Options()
+        for k in self.TYPES:
+            if k not in self.BASE and k not in keys and getattr(self, k) != getattr(defaults, k):
+                self.refuse(k, f"is not available for family {family}", path)
 
     def validate(self, path=None) -> None:
-        if self.family not in FAMILY_NAMES:
-            raise ConfigError(f"unknown model family {self.family!r}{_where(path)}; known: {list(FAMILY_NAMES)}")
-        if self.application not in APPLICATIONS[self.family]:
-            raise ConfigError(f"application {self.application!r}{_where(path)} is not one of family "
-                              f"{self.family}'s: {APPLICATIONS[self.family]}")
-        defaults = Options()
-        if self.family != "gpt":
-            for k in self.GPT_ONLY:
-                if getattr(self, k) != getattr(defaults, k):
-                    raise ConfigError(f"option kexue.{k}={getattr(self, k)!r}{_where(path)} exists for family gpt "
-                                      f"only, not {self.family}")
+        """The rules that hold for every family (the family's own: its model class's ``check_options``)."""
         if self.pool_act != "linear" and self.pool_act not in ACTIVATIONS:
             raise ConfigError(f"option kexue.pool_act={self.pool_act!r}{_where(path)} is unknown; "
                               f"known: linear, {sorted(ACTIVATIONS)}")
-        if self.pool_act != "tanh" and (not self.with_pool or self.family in ("gpt", "t5")):
+        if self.pool_act != "tanh" and not self.with_pool:
             raise ConfigError(f"option kexue.pool_act={self.pool_act!r}{_where(path)} needs with_pool=true "
                               "(BERT family)")
-        if self.family != "t5" and self.cross_position_bias:
-            raise ConfigError(f"option kexue.cross_position_bias{_where(path)} exists for family t5 only")
-        if self.family == "t5":
-            for k in ("with_pool", "with_mlm", "cond_dim", "cond_hidden", "hierarchical_alpha", "entropy_train_len"):
-                if getattr(self, k) not in (None, False):
-                    raise ConfigError(f"option kexue.{k}={getattr(self, k)!r}{_where(path)} is not available for "
-                                      "family t5")
-        if self.family == "roformer_v2" and self.cond_dim is not None:
-            raise ConfigError(f"option kexue.cond_dim{_where(path)}: roformer_v2's norms have no gain or bias to "
-                              "condition")
-        if self.family in ("roformer", "roformer_v2") and self.hierarchical_alpha is not None:
-            raise ConfigError(f"option kexue.hierarchical_alpha{_where(path)} needs learned positions; "
-                              f"{self.family} uses RoPE")
-        if self.family == "gpt" and self.rope and self.hierarchical_alpha is not None:
-            raise ConfigError(f"option kexue.hierarchical_alpha{_where(path)} needs learned positions, not rope")
-        if self.rope_tie and not (self.family in ("roformer", "roformer_v2") or (self.family == "gpt" and self.rope)):
-            raise ConfigError(f"option kexue.rope_tie{_where(path)} needs a RoPE model (roformer, roformer_v2, "
-                              f"or gpt with rope=True), not {self.family}{' without rope' if self.family == 'gpt' else ''}")
         if self.hierarchical_alpha is not None and not 0 < self.hierarchical_alpha < 1:
             raise ConfigError(f"option kexue.hierarchical_alpha{_where(path)} must lie in (0, 1), "
                               f"got {self.hierarchical_alpha}")

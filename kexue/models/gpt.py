@@ -19,12 +19,15 @@ with a separator, give speakers different ``segment_ids`` and compute the loss o
   RoPE-Tie, :mod:`kexue.layers.rope_tie`).
 
 GPT-2 checkpoints store ``Conv1D`` weights ``[in, out]`` and a fused ``c_attn``; the weight map
-splits / fuses and transposes them in both directions.
+splits / fuses and transposes them in both directions. ``config.json`` is read under GPT-2's names
+(or BERT's) by :meth:`GPT.parse_config`; bert4keras's ``gpt`` checkpoints use BERT's TF names under
+``gpt/transformer`` (:func:`bert4keras_rules`).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,7 +36,9 @@ from kexue.layers import FeedForward, LayerNorm, MultiHeadAttention, Transformer
 from kexue.layers.positions import hierarchical_lookup
 from kexue.layers.rope_tie import rotary_for
 from kexue.models.base import Transformer, TransformerOutput
-from kexue.models.config import TransformerConfig, gpt2_to_ours
+from kexue.models.bert import bert4keras_rules as _bert_tf_rules
+from kexue.models.config import (ACTIVATION_NAMES, TRANSFORMER_REFUSED, Options, TransformerConfig, check_refused,
+                                 check_type, gpt2_to_ours, ours_to_gpt2, refuse)
 from kexue.models.weights import Rule, WeightMap
 
 _NORM = r"(weight|bias|cond_\w+\.weight)"
@@ -51,6 +56,15 @@ GPT2_RULES = [
     Rule(r"lm_head\.weight", "lm_head.weight"),  # untied heads only
 ]
 HEAD, EMBEDDING = "lm_head.weight", "wte.weight"
+REFUSED = {k: v for k, v in TRANSFORMER_REFUSED.items() if k != "position_embedding_type"}
+GPT2_TYPES = {"n_embd": "pos_int", "n_layer": "pos_int", "n_head": "pos_int", "n_inner": "opt_int",
+              "n_positions": "pos_int", "activation_function": "str", "layer_norm_epsilon": "float",
+              "resid_pdrop": "float", "attn_pdrop": "float", "embd_pdrop": "float"}
+
+
+def bert4keras_rules(model: str = "gpt") -> list[tuple[str, str]]:
+    """bert4keras's ``gpt``: the BERT layer names under ``gpt/transformer``."""
+    return _bert_tf_rules(model, "gpt", "transformer")
 
 
 class GPT(Transformer):
@@ -58,10 +72,46 @@ class GPT(Transformer):
     hf_prefix = "transformer."
     hf_architectures = ("GPT2LMHeadModel", "GPT2LMHeadModel")
     default_application = "lm"
+    applications = ("lm",)
+    option_keys = Transformer.option_keys + ("rope", "pre_norm", "final_norm")
+
+    @classmethod
+    def uses_rope(cls, options: Options) -> bool:
+        return options.rope
 
     @property
     def rope(self) -> bool:
         return self.options.rope
+
+    # -- config.json -------------------------------------------------------------------------------
+    @classmethod
+    def parse_config(cls, d: dict[str, Any], path: str | Path | None = None) -> TransformerConfig:
+        """An HF ``GPT2Config`` dict (``n_embd``, ``n_layer``, ...; BERT's names are accepted too) ->
+        :class:`TransformerConfig`, refusing what GPT does not compute (errors name GPT-2's fields)."""
+        d = {k: v for k, v in d.items() if k != "kexue"}
+        check_refused(d, REFUSED, path)
+        for name in ("embedding_size", "rotary_value"):
+            if d.get(name):
+                refuse(name, d[name], "not a GPT field", path)
+        if "n_embd" in d or d.get("model_type") == "gpt2":  # GPT-2 names; BERT names are accepted too
+            for name, kind in GPT2_TYPES.items():  # errors name GPT-2's fields, not their translation
+                if name in d:
+                    check_type(name, d[name], kind, path)
+            if d.get("activation_function", "gelu_new") not in ACTIVATION_NAMES:
+                refuse("activation_function", d["activation_function"], f"known: {list(ACTIVATION_NAMES)}", path)
+            d = gpt2_to_ours(d)
+        d.setdefault("type_vocab_size", 0)
+        return TransformerConfig.from_dict({**d, "model_type": "gpt"}, path)
+
+    def hf_config_fields(self) -> dict[str, Any]:
+        """GPT-2's ``config.json`` fields (``model_type`` kexue_gpt when transformers cannot compute it)."""
+        d = self.config.to_dict()
+        d.setdefault("embd_pdrop", self.config.hidden_dropout_prob)  # the dropout build() used (else 0.1 on reading)
+        if not self.options.rope:
+            d.pop("rope_base")
+        compatible = self.options.hf_compatible and not self.config.type_vocab_size
+        d["model_type"] = "gpt2" if compatible else "kexue_gpt"
+        return ours_to_gpt2(d)
 
     def build(self) -> None:
         c, o = self.config, self.options
@@ -150,21 +200,10 @@ class GPT(Transformer):
                          ignore=(r"h\.\d+\.attn\.(masked_)?bias",),
                          must_equal={HEAD: EMBEDDING} if self.lm_head is None else {})
 
-    @classmethod
-    def from_hf_gpt2(cls, state_or_path: dict[str, Tensor] | str | Path, config: dict | None = None) -> "GPT":
-        """Build from an HF GPT-2 state dict (with ``config`` as HF ``GPT2Config`` dict) or directory."""
-        from kexue.models.family import build_model, from_state
-
-        if not isinstance(state_or_path, dict):
-            return build_model(checkpoint=state_or_path, family="gpt")
-        return from_state("gpt", dict(config or {}, model_type="gpt2"), state_or_path)
-
 
 def gpt2_config(hf: dict) -> TransformerConfig:
     """HF ``GPT2Config`` fields (n_embd, n_layer, n_head, n_inner, n_positions, ...) -> ours."""
-    from kexue.models.family import REGISTRY
-
-    return REGISTRY["gpt"].parse_config(dict(hf, model_type="gpt2"))
+    return GPT.parse_config(dict(hf, model_type="gpt2"))
 
 
-__all__ = ["GPT", "GPT2_RULES", "gpt2_config", "gpt2_to_ours"]
+__all__ = ["GPT", "GPT2_RULES", "bert4keras_rules", "gpt2_config", "gpt2_to_ours"]

@@ -52,10 +52,11 @@ POOLINGS = MODES  # the pooling names :func:`embed` takes (:mod:`kexue.heads.poo
 
 def embed(model: Transformer, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 64,
           maxlen: int = 256, normalize: bool = True, progress: bool = False,
-          pooling: str | Sequence[str] = "mean") -> Tensor | dict[str, Tensor]:
+          pooling: str | Sequence[str] = "mean", skip: int = 0) -> Tensor | dict[str, Tensor]:
     """``[N, hidden]`` sentence vectors (pooled as :func:`kexue.heads.pooling.pool` says, L2-normalised),
     in buckets of similar length for speed. A list of poolings returns ``{pooling: [N, hidden]}`` from one
-    forward pass per batch."""
+    forward pass per batch. ``skip``: the first tokens of each text (a prompt) are read by the model but
+    left out of the pooling."""
     if isinstance(texts, str):
         raise TypeError("embed expects a list of texts, not a single string")
     poolings = [pooling] if isinstance(pooling, str) else list(pooling)
@@ -76,8 +77,12 @@ def embed(model: Transformer, tokenizer: Tokenizer, texts: Sequence[str], batch_
             # only ask for every layer when a pooling reads them (wrapped / quantized encoders may not take it)
             extra = {"output_hidden_states": True} if all_layers else {}
             out = model(batch["input_ids"], batch["segment_ids"], batch["attention_mask"], **extra)
+            mask = batch["attention_mask"]
+            if skip:
+                mask = mask.clone()
+                mask[:, :skip] = 0
             for name in poolings:
-                v = pool(out, batch["attention_mask"], name)
+                v = pool(out, mask, name)
                 parts[name].append((F.normalize(v, dim=-1) if normalize else v).float().cpu())
     outs = {name: restore_order(torch.cat(p), buckets) if p else torch.empty(0, model.config.hidden_size)
             for name, p in parts.items()}

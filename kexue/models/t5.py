@@ -10,8 +10,10 @@ without mean-centring, pre-norm. T5 v1.1 / mT5 use a gated-GELU FFN and an untie
 original T5 uses ReLU, ties the head to the embedding and rescales the decoder output by d^-1/2.
 
 :meth:`T5.weight_map` names every tensor in the HF ``T5ForConditionalGeneration`` /
-``MT5ForConditionalGeneration`` layout (both directions); ``build_model(checkpoint=DIR)`` or
-:meth:`T5.from_pretrained` loads a folder, ``save_pretrained`` writes one transformers loads back.
+``MT5ForConditionalGeneration`` layout (both directions), :func:`bert4keras_rules` in bert4keras's
+mesh-TF layout; ``build_model(checkpoint=DIR)`` loads a folder, ``save_pretrained`` writes one
+transformers loads back. The family's tokenizer is T5 PEGASUS's word+char WordPiece
+(:func:`t5_pegasus_tokenizer`; kexue reads no SentencePiece vocabulary).
 """
 from __future__ import annotations
 
@@ -28,7 +30,13 @@ from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock,
 from kexue.layers import FeedForward
 from kexue.models.base import check_ids
 from kexue.models.config import ACTIVATION_NAMES, Options, check_refused, check_type, refuse
-from kexue.models.weights import Rule, WeightMap
+from kexue.models.weights import Rule, WeightMap, load_state
+from kexue.text.hf import load_tokenizer
+from kexue.text.tokenizer import Tokenizer, jieba_words
+
+REFUSED = {"is_decoder": (False, "a decoder-only T5 stack"), "use_bfloat16": (False, "bfloat16 computation"),
+           "tie_encoder_decoder": (False, "tied encoder/decoder stacks"),
+           "pruned_heads": ({}, "pruned attention heads")}
 
 
 @dataclass
@@ -88,7 +96,7 @@ class T5Config:
         ``scale_decoder_outputs``; mT5 never rescales; the head is always declared tied (a stored
         ``lm_head.weight`` that differs from the embedding unties it when loading)."""
         d = {k: v for k, v in d.items() if k not in ("kexue", "architectures")}
-        check_refused(d, "t5", path)
+        check_refused(d, REFUSED, path)
         mt5 = d.get("model_type") == "mt5"
         if mt5:
             d["scale_decoder_outputs"] = False
@@ -148,7 +156,8 @@ def relative_position_bucket(relative_position: Tensor, bidirectional: bool, num
 
 class RelativePositionBias(nn.Module):
     """Learned scalar bias per (bucket, head): returns ``[1, H, q_len, k_len]`` for queries at
-    positions ``offset .. offset+q_len-1`` against keys ``0 .. k_len-1``."""
+    positions ``offset .. offset+q_len-1`` against keys ``0 .. k_len-1``, or ``[B, H, q_len, k_len]``
+    against per-row key positions ``key_positions [B, k_len]``."""
 
     def __init__(self, config: T5Config, bidirectional: bool):
         super().__init__()
@@ -157,9 +166,13 @@ class RelativePositionBias(nn.Module):
         self.max_distance = config.relative_attention_max_distance
         self.embedding = nn.Embedding(self.num_buckets, config.num_heads)
 
-    def forward(self, q_len: int, k_len: int, offset: int = 0) -> Tensor:
+    def forward(self, q_len: int, k_len: int, offset: int = 0, key_positions: Tensor | None = None) -> Tensor:
         device = self.embedding.weight.device
         q = torch.arange(offset, offset + q_len, device=device)[:, None]
+        if key_positions is not None:
+            rel = key_positions[:, None, :] - q[None]  # [B, q, K]
+            b = relative_position_bucket(rel, self.bidirectional, self.num_buckets, self.max_distance)
+            return self.embedding(b).permute(0, 3, 1, 2)
         k = torch.arange(k_len, device=device)[None, :]
         b = relative_position_bucket(k - q, self.bidirectional, self.num_buckets, self.max_distance)
         return self.embedding(b).permute(2, 0, 1).unsqueeze(0)
@@ -200,11 +213,32 @@ class T5(nn.Module):
 
     family = "t5"
     hf_prefix = ""
+    default_application = "seq2seq"
+    applications = ("seq2seq",)
+    option_keys = ("cross_position_bias",)
+
+    @classmethod
+    def check_options(cls, options: Options, path=None) -> None:
+        """T5's kexue block: application seq2seq; of the options only ``cross_position_bias``."""
+        options.check_family(cls.family, cls.applications, cls.option_keys, path)
+
+    @classmethod
+    def parse_config(cls, d: dict, path: str | Path | None = None) -> T5Config:
+        return T5Config.from_dict(d, path)
+
+    def hf_config_fields(self) -> dict:
+        """The HF fields of ``config.json`` (``model_type`` kexue_t5 with bert4keras's cross-attention bias,
+        which transformers cannot compute)."""
+        d = self.config.to_hf()
+        if self.options.cross_position_bias:
+            d["model_type"] = "kexue_t5"
+        return d
 
     def __init__(self, config: T5Config, options: Options | None = None):
         super().__init__()
         self.options = options or Options(family="t5", application="seq2seq")
         self.options.validate()
+        self.check_options(self.options)
         self.config = config
         d = config.d_model
         self.shared = nn.Embedding(config.vocab_size, d)
@@ -271,7 +305,9 @@ class T5(nn.Module):
         cross_mask = padding_mask(encoder_mask) if encoder_mask is not None else None
         cross_bias = None
         if self.options.cross_position_bias:  # bert4keras: the decoder's table, query i vs encoder key j
-            cross_bias = self.decoder_bias(t, encoder_hidden.shape[1], offset=past)
+            # j counts the row's real encoder tokens, so a left-padded row gets the bias it has unpadded
+            keys = None if encoder_mask is None else (encoder_mask.long().cumsum(1) - 1).clamp(min=0)
+            cross_bias = self.decoder_bias(t, encoder_hidden.shape[1], offset=past, key_positions=keys)
         for layer in self.decoder_layers:
             x = layer(x, encoder_hidden, self_mask, bias, cross_mask, cache, cross_bias)
         x = self.dropout(self.decoder_norm(x))
@@ -327,15 +363,50 @@ class T5(nn.Module):
             must_equal["lm_head.weight"] = "shared.weight"
         return WeightMap(self, rules, must_equal=must_equal)
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path) -> "T5":
-        """Load an HF T5 / mT5 / T5 PEGASUS directory (``config.json`` + weights, sharded or not)."""
-        from kexue.models.family import build_model
-
-        return build_model(checkpoint=path, family="t5")
-
     def load_hf_state_dict(self, state: dict[str, Tensor]) -> None:
         """Load HF-named tensors (strict), untying the head as transformers 5 does."""
-        from kexue.models.family import load_state
-
         load_state(self, state)
+
+
+def bert4keras_rules(model: str = "t5.1.1") -> list[tuple[str, str]]:
+    """kexue T5 names -> mesh-TF T5 names as bert4keras writes them (``mt5.1.1``: ``rms_norm`` scopes)."""
+    norm = "rms_norm" if model == "mt5.1.1" else "layer_norm"
+    final = "final_layer_norm" if norm == "layer_norm" else "rms_norm"
+    rules = [
+        (r"shared\.weight", "shared/embedding"),
+        (r"encoder_bias\.embedding\.weight", "encoder/block_000/layer_000/SelfAttention/relative_attention_bias"),
+        (r"decoder_bias\.embedding\.weight", "decoder/block_000/layer_000/SelfAttention/relative_attention_bias"),
+        (r"encoder_norm\.weight", f"encoder/{final}/scale"),
+        (r"decoder_norm\.weight", f"decoder/{final}/scale"),
+        (r"lm_head\.weight", "decoder/logits/kernel"),
+    ]
+    blocks = {"encoder_layers": [("attn", "layer_000/SelfAttention"), ("attn_norm", f"layer_000/{norm}"),
+                                 ("ffn", "layer_001/DenseReluDense"), ("ffn_norm", f"layer_001/{norm}")],
+              "decoder_layers": [("self_attn", "layer_000/SelfAttention"), ("self_norm", f"layer_000/{norm}"),
+                                 ("cross_attn", "layer_001/EncDecAttention"), ("cross_norm", f"layer_001/{norm}"),
+                                 ("ffn", "layer_002/DenseReluDense"), ("ffn_norm", f"layer_002/{norm}")]}
+    for stack, parts in blocks.items():
+        block = f"{stack.split('_')[0]}/block_{{0:03d}}"
+        for ours, theirs in parts:
+            if ours.endswith("norm"):
+                rules.append((rf"{stack}\.(\d+)\.{ours}\.weight", f"{block}/{theirs}/scale"))
+            elif ours == "ffn":
+                for a, b in (("gate", "wi_0/kernel"), ("up", "wi_1/kernel"), ("down", "wo/kernel")):
+                    rules.append((rf"{stack}\.(\d+)\.ffn\.{a}\.weight", f"{block}/{theirs}/{b}"))
+            else:
+                for p in "qkvo":
+                    rules.append((rf"{stack}\.(\d+)\.{ours}\.{p}\.weight", f"{block}/{theirs}/{p}"))
+    return rules
+
+
+def t5_pegasus_tokenizer(vocab: str | Path | list[str], lowercase: bool = False) -> Tokenizer:
+    """A :class:`Tokenizer` over ``vocab`` that keeps in-vocab jieba words whole (T5 PEGASUS)."""
+    return Tokenizer(vocab, lowercase=lowercase, pre_tokenize=jieba_words)
+
+
+def folder_tokenizer(directory: str | Path):
+    """The T5 family's tokenizer of a model folder: T5 PEGASUS's word+char ``vocab.txt``, else the folder's
+    ``tokenizer.json`` or SentencePiece ``spiece.model`` (T5, mT5; :func:`kexue.text.load_tokenizer`)."""
+    if (Path(directory) / "vocab.txt").is_file():
+        return t5_pegasus_tokenizer(Path(directory) / "vocab.txt")
+    return load_tokenizer(directory)

@@ -7,7 +7,8 @@ the vocabulary is one token, any other word falls back to characters (WordPiece 
 Encoder input ``[CLS] text [SEP]``; the decoder starts from ``[CLS]`` and ends at ``[SEP]``.
 
 No Chinese T5 PEGASUS vocabulary ships with kexue (nothing is downloaded): pass the real
-``vocab.txt`` of the checkpoint to :func:`t5_pegasus_tokenizer` / :func:`load_t5_pegasus`.
+``vocab.txt`` of the checkpoint to :func:`t5_pegasus_tokenizer` / :func:`load_t5_pegasus`. The tokenizer
+itself is the T5 family's, in :mod:`kexue.models.t5` (its family record names it).
 :func:`word_char_vocab` builds a small word+char vocabulary from a corpus, for tests and toy models.
 """
 from __future__ import annotations
@@ -16,13 +17,9 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from kexue.models.t5 import T5
+from kexue.models.family import build_model
+from kexue.models.t5 import T5, folder_tokenizer, t5_pegasus_tokenizer
 from kexue.text.tokenizer import Tokenizer, build_vocab, jieba_words
-
-
-def t5_pegasus_tokenizer(vocab: str | os.PathLike | list[str], lowercase: bool = False) -> Tokenizer:
-    """A :class:`Tokenizer` over ``vocab`` that keeps in-vocab jieba words whole (T5 PEGASUS)."""
-    return Tokenizer(vocab, lowercase=lowercase, pre_tokenize=jieba_words)
 
 
 def word_char_vocab(texts: Iterable[str], min_word_count: int = 2, lowercase: bool = False) -> list[str]:
@@ -44,4 +41,7 @@ def load_t5_pegasus(directory: str | os.PathLike) -> tuple[T5, Tokenizer]:
     """Model and tokenizer from a converted T5 PEGASUS folder (HF ``config.json`` + weights + ``vocab.txt``).
     Generate with ``decoder_start_token_id = [CLS]`` and ``eos_id = [SEP]`` (set in its config.json)."""
     directory = Path(directory)
-    return T5.from_pretrained(directory), t5_pegasus_tokenizer(directory / "vocab.txt")
+    return build_model(checkpoint=directory, family="t5"), folder_tokenizer(directory)
+
+
+__all__ = ["load_t5_pegasus", "t5_pegasus_tokenizer", "word_char_vocab"]

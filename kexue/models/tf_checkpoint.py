@@ -194,11 +194,12 @@ def resolve_prefix(path: str | Path) -> str:
                 raise TFCheckpointError(f"{state}: no model_checkpoint_path line")
             name = codecs.escape_decode(m.group(1).encode("utf-8"))[0].decode("utf-8", errors="replace")
             prefix = Path(name) if Path(name).is_absolute() else folder / name
-            if Path(f"{prefix}.index").is_file():
-                return str(prefix)
             moved = folder / Path(name.replace("\\", "/")).name  # saved elsewhere, then the folder moved
-            if Path(f"{moved}.index").is_file():
-                return str(moved)
+            # the folder the caller named wins: an absolute path is read from there when the folder holds that
+            # checkpoint (a copy or a moved folder), and only otherwise from where it was saved
+            for candidate in ((moved, prefix) if Path(name).is_absolute() else (prefix, moved)):
+                if Path(f"{candidate}.index").is_file():
+                    return str(candidate)
             raise TFCheckpointError(f"{state}: model_checkpoint_path {name!r} names no checkpoint "
                                     f"({prefix}.index is missing, and so is {moved}.index)")
         indexes = sorted(folder.glob("*.index"))

@@ -11,18 +11,29 @@ A :class:`Rule` pairs a kexue tensor name (a regular expression) with its HF nam
 :meth:`WeightMap.to_hf` writes a model's state in the HF layout, :meth:`WeightMap.from_hf` reads one
 back and reports every missing, unexpected and mis-shaped tensor by its HF name. Tied output heads
 follow transformers 5 (:func:`head_is_tied`).
+
+Every strict load in kexue (HF folders, bert4keras TF checkpoints, partial loads under a recipe's extra
+parts, a task folder's head) ends in one rule, :func:`check_fit`: a :class:`LoadReport` of missing,
+unexpected and mis-shaped tensors, and one :class:`CheckpointError` naming them all. A family's names in
+bert4keras checkpoints are its :class:`Bert4kerasNames`.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 
 class CheckpointError(ValueError):
-    """A checkpoint does not fit the model; the message names every offending weight."""
+    """A checkpoint does not fit the model; the message names every offending weight and ``report``
+    (a :class:`LoadReport`, when the error comes from :func:`check_fit`) lists them."""
+
+    def __init__(self, message: str, report: "LoadReport | None" = None):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,31 @@ class Rule:
     ours: str
     theirs: str
     transform: str = "copy"  # copy | conv1d | qkv
+
+
+@dataclass(frozen=True)
+class Bert4kerasNames:
+    """A family's tensors in bert4keras (TensorFlow) checkpoints, read by :mod:`kexue.models.bert4keras`.
+
+    ``models``: the bert4keras ``model=`` names that convert into the family; ``rules(model)``: pairs
+    (kexue name regex, TF variable template with ``{0}`` = the layer index); ``optional``: TF variables
+    (regexes) a checkpoint may carry for heads the kexue model was built without. ``marks``: TF variables
+    (regexes) and ``config_marks``: ``bert_config.json`` keys that only this family's checkpoints hold, so a
+    checkpoint converted under another ``--model`` is refused with the reason (:meth:`identified_by`).
+    A rule's TF side may be a tuple of templates: the first one the checkpoint holds is read."""
+    models: tuple[str, ...]
+    rules: Callable[[str], list[tuple[str, str | tuple[str, ...]]]]
+    optional: tuple[str, ...] = ()
+    marks: tuple[str, ...] = ()
+    config_marks: tuple[str, ...] = ()
+
+    def identified_by(self, config: dict, variables) -> str | None:
+        """Why ``config`` (a bert4keras config dict) or ``variables`` (TF names) are this family's, or None."""
+        keys = [k for k in self.config_marks if k in config]
+        if keys:
+            return f"its config holds {', '.join(map(repr, keys))}"
+        hit = next((v for v in sorted(variables) if any(re.fullmatch(p, v) for p in self.marks)), None)
+        return None if hit is None else f"it holds variable {hit!r}"
 
 
 @dataclass
@@ -42,6 +78,13 @@ class LoadReport:
     @property
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
+
+    @classmethod
+    def compare(cls, expected: dict[str, Tensor], given: dict[str, Tensor]) -> "LoadReport":
+        """Two state dicts under the same names: what ``given`` lacks, what it adds, which shapes differ."""
+        return cls(missing=sorted(set(expected) - set(given)), unexpected=sorted(set(given) - set(expected)),
+                   mismatched=[f"{k} checkpoint {list(given[k].shape)} vs model {list(t.shape)}"
+                               for k, t in expected.items() if k in given and given[k].shape != t.shape])
 
     def __str__(self) -> str:
         parts = []
@@ -188,6 +231,19 @@ class WeightMap:
         return out, report
 
 
+def check_fit(report: LoadReport, source: str, target: str, may_miss: str | None = None,
+              hint: str = "") -> LoadReport:
+    """The one strict-load rule: unless every tensor fits, raise one :class:`CheckpointError`
+    ``"<source> does not fit <target><hint>: missing (n): ...; unexpected (n): ...; shape mismatch (n): ..."``.
+    ``may_miss``: a regex of names that may be absent (a recipe's extra parts keep their fresh
+    initialisation); nothing else is forgiven. Returns ``report`` when it fits."""
+    fatal = LoadReport([m for m in report.missing if may_miss is None or not re.search(may_miss, m)],
+                       list(report.unexpected), list(report.mismatched))
+    if not fatal.ok:
+        raise CheckpointError(f"{source} does not fit {target}{hint}: {fatal}", fatal)
+    return report
+
+
 def load_state(model: nn.Module, state: dict[str, Tensor], strict: bool = True, source: str = "") -> LoadReport:
     """Copy HF-named ``state`` into ``model`` through its weight map; with ``strict`` any missing,
     unexpected or mis-shaped tensor raises one :class:`CheckpointError` naming them all. A head the
@@ -200,11 +256,10 @@ def load_state(model: nn.Module, state: dict[str, Tensor], strict: bool = True, 
             model.untie_head()
             wm = model.weight_map()
     ours, report = wm.from_hf(state)
-    if strict and not report.ok:
+    if strict:
         hint = ""
         if any(re.search(r"word_embeddings|wte\.|shared\.", m) for m in report.mismatched):
             hint = " (config.vocab_size does not match the checkpoint's vocabulary)"
-        where = f"checkpoint {source}" if source else "checkpoint"
-        raise CheckpointError(f"{where} does not fit {type(model).__name__}{hint}: {report}")
+        check_fit(report, f"checkpoint {source}" if source else "checkpoint", type(model).__name__, hint=hint)
     model.load_state_dict(ours, strict=False)
     return report

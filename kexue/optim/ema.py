@@ -75,3 +75,17 @@ class EMA:
         self.num_updates = int(state["num_updates"])
         for k, t in state["shadow"].items():
             self.shadow[k].copy_(t)
+
+
+class RampedEMA(EMA):
+    """:class:`EMA` whose decay is ``min(decay, (1 + n) / (10 + n))`` at its n-th update (n = 0, 1, ...): the
+    short ramp keeps the early average from sticking to the initialisation (the diffusion and multimodal
+    trainers sample from these weights)."""
+
+    def __init__(self, model: nn.Module, decay: float, buffers: bool = False):
+        super().__init__(model, decay, buffers)
+        self.max_decay = decay
+
+    def update(self, model: nn.Module) -> None:
+        self.decay = min(self.max_decay, (1 + self.num_updates) / (10 + self.num_updates))
+        super().update(model)

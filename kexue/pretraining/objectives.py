@@ -20,17 +20,23 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from kexue.data.files import DataError, read_lines
 from kexue.io import write_text
 from kexue.losses.language_model import IGNORE, masked_lm_loss, next_token_loss, next_token_positions
 from kexue.text.tokenizer import Tokenizer, build_vocab, jieba_words
 
 
 def read_corpus(folder: str | Path) -> list[str]:
-    """Every non-empty line of every ``*.txt`` under ``folder`` (one passage per line)."""
+    """Every non-empty line of every ``*.txt`` under ``folder`` (one passage per line); a file that is not UTF-8
+    is refused naming it and the line (:func:`kexue.data.files.read_lines`), a folder without text naming it."""
     files = sorted(Path(folder).rglob("*.txt"))
     if not files:
         raise FileNotFoundError(f"no *.txt files under {folder}")
-    return [line.strip() for f in files for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [line.strip() for f in files for line in read_lines(f) if line.strip()]
+    if not texts:
+        raise DataError(f"{folder}: no text (its {len(files)} *.txt file{'s hold' if len(files) > 1 else ' holds'} "
+                        "only blank lines)")
+    return texts
 
 
 def build_char_vocab(texts: Iterable[str], path: str | Path, min_count: int = 1,

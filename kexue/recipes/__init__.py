@@ -7,7 +7,9 @@ class that :func:`kexue.load` returns for that folder's task. ``kexue <name>``, 
 
 Task recipes (``ner``, ``classify``, ``reading``, ``poem``, ``dialogue``) read the user's data
 (:mod:`kexue.data.files`), train through :func:`kexue.train.fit` and save a model folder
-(:mod:`kexue.recipes.folder`) whose predictor reproduces the recipe's own evaluation.
+(:mod:`kexue.recipes.folder`) whose predictor reproduces the recipe's own evaluation. A task of the user's
+own is a :class:`~kexue.recipes.custom.Task` (``kexue.recipes.Task``, :func:`register_task`): its folders
+are served the same way (:mod:`kexue.recipes.custom`).
 """
 from __future__ import annotations
 
@@ -65,15 +67,22 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("dialogue", "multi-turn dialogue with a causal LM, response perplexity", "kexue.recipes.dialogue",
        predictor="DialoguePredictor"),
     _R("similarity", "sentence encoder on labelled pairs: CoSENT / SBERT / cosine loss", "kexue.recipes.similarity"),
+    _R("whiten", "fit BERT-whitening (β, γ, k) on a corpus and store it in an encoder folder",
+       "kexue.recipes.whiten"),
     # --- folders without a task: encoders and text generators (any HF-layout folder too)
     _R("encoder", "sentence encoder: embed, search, pair similarity", "kexue.recipes.encoder", None,
        predictor="EncoderPredictor"),
     _R("generate", "text generator (application lm / unilm / seq2seq)", "kexue.recipes.encoder", None,
        predictor="GenerationPredictor"),
+    # --- folders of a task of the user's own (kexue.recipes.Task; kind "custom" in the manifest)
+    _R("custom", "a task of your own: declared as a Task, trained with fit, served", "kexue.recipes.custom", None,
+       predictor="CustomPredictor"),
     # --- pretraining and generative models
     _R("pretrain", "MLM (whole-word masking) / UniLM pretraining on a folder of text", "kexue.recipes.pretrain"),
     _R("zh-mini", "rebuild kexue-zh-mini, the shipped Chinese RoFormer, from scratch", "kexue.recipes.zh_mini"),
     _R("diffusion", "train a diffusion/flow model on digits or images, save samples", "kexue.recipes.diffusion"),
+    _R("multimodal", "one Transformer: text -> image by a flow on patches, image -> caption (digits or a class folder)",
+       "kexue.recipes.multimodal", predictor="MultimodalPredictor"),
     _R("gan", "train a GAN (DCGAN/SELF-MOD; hinge/WGAN-GP/reflow) on digits or images", "kexue.recipes.gan"),
     # --- checkpoints
     _R("convert", "bert4keras TF checkpoint -> HF-layout folder (kexue convert bert4keras ...)",
@@ -87,7 +96,7 @@ REGISTRY: tuple[Recipe, ...] = (
     _R("search", "nearest sentences: over a saved index, or a corpus file with an encoder", "kexue.cli.use",
        "search_main"),
     _R("index", "build / extend a persistent search index (the corpus embedded once)", "kexue.cli.index"),
-    _R("serve", "serve a saved model over HTTP (FastAPI): /predict, /health", "kexue.cli.serve"),
+    _R("serve", "serve a saved model over HTTP (FastAPI): /predict, /search, the OpenAI /v1 API", "kexue.cli.serve"),
 )
 del _R
 
@@ -102,4 +111,14 @@ def recipe(name: str) -> Recipe:
     return COMMANDS[name]
 
 
-__all__ = ["COMMANDS", "REGISTRY", "Recipe", "TASKS", "recipe"]
+#: names this package hands out from :mod:`kexue.recipes.custom`, imported when first used (like the recipes)
+_CUSTOM = ("CustomPredictor", "Task", "TaskError", "TaskModel", "register_task")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CUSTOM:
+        return getattr(importlib.import_module("kexue.recipes.custom"), name)
+    raise AttributeError(f"module 'kexue.recipes' has no attribute {name!r}")
+
+
+__all__ = ["COMMANDS", "REGISTRY", "Recipe", "TASKS", "recipe", *_CUSTOM]

@@ -23,6 +23,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
+        if action.required and action.option_strings:
+            return text + " (required)"
         if "(default" in text.lower() or action.nargs == 0 or action.default is argparse.SUPPRESS \
                 or not action.option_strings:
             return text
@@ -99,13 +101,13 @@ def port(text: str) -> int:
     return value
 
 
-def run_folder_args(parser: argparse.ArgumentParser) -> None:
-    """``--resume`` / ``--overwrite`` (exclusive) for a command whose ``--out`` holds a run folder of
+def run_folder_args(parser: argparse.ArgumentParser, where: str = "--out") -> None:
+    """``--resume`` / ``--overwrite`` (exclusive) for a command whose ``where`` holds a run folder of
     :func:`kexue.train.fit`: what to do when its recorded settings differ from this command line."""
     again = parser.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
-                       help="continue the run in --out even though its recorded settings differ")
-    again.add_argument("--overwrite", action="store_true", help="start the run in --out over")
+                       help=f"continue the run in {where} even though its recorded settings differ")
+    again.add_argument("--overwrite", action="store_true", help=f"start the run in {where} over")
 
 
 def input_file(text: str) -> str:
@@ -121,12 +123,23 @@ def input_file(text: str) -> str:
 
 
 def model_dir(text: str) -> str:
-    """An existing folder holding a ``config.json`` (a saved model)."""
+    """An existing folder holding a ``config.json`` (a saved model), or a hub id ``org/name[@revision]``
+    (fetched into the hub cache; :mod:`kexue.hub`), returned as the local folder."""
+    from kexue.hub import HubError, is_hub_id, resolve
+
+    if is_hub_id(text):
+        try:
+            text = str(resolve(text))
+        except HubError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     path = Path(text)
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"no such model folder: {text}")
     if not (path / "config.json").is_file():
-        raise argparse.ArgumentTypeError(f"{text} holds no config.json (not a saved model folder)")
+        from kexue.models.family import bert4keras_folder_hint
+
+        raise argparse.ArgumentTypeError(bert4keras_folder_hint(path)
+                                         or f"{text} holds no config.json (not a saved model folder)")
     return text
 
 
@@ -144,19 +157,32 @@ def model_or_shipped(text: str) -> str:
     return text if text in SHIPPED else model_dir(text)
 
 
-def check_output_dir(path: str | os.PathLike) -> Path:
-    """Make sure ``path`` is (or can become) a writable folder, by creating and removing a probe file.
+def check_output_dir(path: str | os.PathLike, unit: bool = True) -> Path:
+    """Make sure ``path`` is (or can become) a writable folder, by creating and removing a probe file;
+    ``unit``: a folder written as one unit (:func:`kexue.io.write_folder`): its parent must be writable too
+    (the new folder is built beside it and swapped in), and what a killed save left beside ``path`` is
+    finished or removed first (:func:`kexue.io.recover_folder`).
     Called before training so a bad ``--out`` fails in a second, not after an hour."""
+    from kexue.io import recover_folder
+
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UsageError(f"--out {path} exists and is not a folder")
     try:
+        if unit:
+            recover_folder(path)
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".kexue-probe-", dir=path)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
         raise UsageError(f"--out {path} is not writable: {e.strerror or e}") from None
+    try:
+        if unit:
+            os.rmdir(tempfile.mkdtemp(prefix=".kexue-probe-", dir=Path(os.path.abspath(path)).parent))
+    except OSError as e:
+        raise UsageError(f"--out {path}: its parent folder is not writable ({e.strerror or e}); the model folder "
+                         "is built beside --out and then swapped in") from None
     return path
 
 
@@ -165,7 +191,7 @@ def check_output_file(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"--output {path} is a folder, expected a file name")
-    check_output_dir(path.parent if str(path.parent) else Path("."))
+    check_output_dir(path.parent if str(path.parent) else Path("."), unit=False)
     return path
 
 

@@ -22,8 +22,10 @@ from kexue.heads.pooling import pool
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
-from kexue.data.files import read_labelled
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, checked_card, command, parse, recipe_args, setup, start_run,
+                                  tokenizer_for, vocabulary)
+from kexue.data.files import read_labelled, require
 from kexue.text.tokenizer import pad_batch
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 
@@ -89,6 +91,11 @@ class ClassifyPredictor(Predictor):
     ``[{"text", "label", "probabilities": {label: p}}]``."""
 
     task, model_attr = "classify", "classifier"
+    settings_schema, poolings, needs_labels = {"maxlen": "integer", "pair": "boolean"}, ("cls",), True
+
+    @classmethod
+    def head_rows(cls, settings: dict, labels: list[str]) -> dict[str, int]:
+        return {"out.weight": len(labels), "out.bias": len(labels)}
 
     def __init__(self, model: Classifier, tokenizer, labels: list[str], maxlen: int, pair: bool):
         self.classifier, self.tokenizer, self.labels, self.maxlen, self.pair = model.eval(), tokenizer, labels, maxlen, pair
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--by", choices=["dynasty", "poet"], default="dynasty",
                    help="label of the fortunes-zh poems (without --train)")
     p.add_argument("--maxlen", type=at.positive_int, default=160, help="longest input in tokens")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     out = setup(args)
     timer = Timer()
     rows = read_labelled(args.train) if args.train else poem_data(args.by)
@@ -132,34 +139,46 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         train, test = train[: args.limit], test[: args.limit]
     labels = sorted({lab for _, lab in train})
-    if len(labels) < 2:
+    if len(labels) == 1:
         raise ValueError(f"{args.train or 'the training data'}: only one label ({labels[0]!r}); need at least 2")
+    require(labels, 2, args.train or "the training data", "label", "among the training examples" + ("" if args.dev
+            else "; the stratified 20 % hold-out takes one example of every label first: give every label 2 or more "
+            "examples, or give --dev"))
     index = {lab: i for i, lab in enumerate(labels)}
     flat = lambda t: t if isinstance(t, str) else t[0] + t[1]  # noqa: E731
-    encoder, tokenizer = model_and_tokenizer(args, [flat(t) for t, _ in train])
-    model = Classifier(encoder, len(labels))
+    tokenizer = tokenizer_for(args, [flat(t) for t, _ in train])
+    run = start_run(args, out, "classify", n_train=len(train),
+                    architecture={"vocabulary": vocabulary(tokenizer), "labels": labels},
+                    settings={"data": fingerprint(train), "eval_data": fingerprint(test), "maxlen": args.maxlen})
+    if run is None:
+        return 0
+    model = Classifier(backbone(args, tokenizer), len(labels))
 
     def step(chunk):
         batch = tokenizer.encode_batch([t for t, _ in chunk], maxlen=args.maxlen)
         return F.cross_entropy(model(batch), torch.tensor([index[lab] for _, lab in chunk]))
 
-    progress = not args.no_progress
-    history, steps = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite,
-                         length=lambda r: len(flat(r[0])))
-    preds = classify(model, tokenizer, [t for t, _ in test], labels, args.maxlen, progress)
+    def accuracy(preds) -> float:
+        return sum(p["label"] == lab for p, (_, lab) in zip(preds, test)) / max(1, len(test))
+
+    texts = [t for t, _ in test]
+    metric = Metric("accuracy", lambda: {"accuracy": accuracy(classify(model, tokenizer, texts, labels, args.maxlen))})
+    trained = run.train(model, train, step, metric, length=lambda r: len(flat(r[0])))
+    preds = classify(model, tokenizer, texts, labels, args.maxlen, not args.no_progress)
     majority = Counter(lab for _, lab in train).most_common(1)[0][0]
     data = {"train": args.train or f"fortunes-zh poems by {args.by}", "eval": args.dev or "stratified 20 % of train"}
     metrics = {"task": "classify", **data, "labels": labels, "pair": pair,
                "n_train": len(train), "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs,
-               "loss": history, "accuracy": sum(p["label"] == lab for p, (_, lab) in zip(preds, test)) / max(1, len(test)),
+               "lr": args.lr, "loss": trained.epoch_losses, "accuracy": accuracy(preds),
                "majority_baseline": sum(lab == majority for _, lab in test) / max(1, len(test)),
                "eval_labels_unseen_in_training": sorted({lab for _, lab in test} - set(labels)),
-               "seconds": timer.seconds()}
-    save_task_model(out, "classify", encoder, tokenizer, head_state(model, "encoder"), labels,
-                    {"maxlen": args.maxlen, "pair": pair}, metrics, steps,
-                    {"command": command(argv, "classify"), "data": data, "out": str(out),
-                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, preds)
-    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss",)}, ensure_ascii=False))
+               **trained.metrics(), "seconds": timer.seconds()}
+    card = checked_card(run, trained, {
+        "command": command(argv, "classify"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    save_task_model(out, "classify", model.encoder, tokenizer, head_state(model, "encoder"), labels,
+                    {"maxlen": args.maxlen, "pair": pair}, metrics, trained.losses, card, predictions=preds,
+                    overwrite=True)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "dev_curve")}, ensure_ascii=False))
     return 0

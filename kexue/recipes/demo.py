@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     progress = not args.no_progress
-    out = at.check_output_dir(args.out)  # a bad --out fails now, not after the fine-tune
+    out = at.check_output_dir(args.out, unit=False)  # a bad --out fails now, not after the fine-tune
     # One metrics.json for both halves: a half run alone replaces only its own part (English at the top
     # level, Chinese under "zh").
     path = out / "metrics.json"
@@ -171,10 +171,6 @@ def run_en(args, out: Path, progress: bool = True) -> dict:
                           "last20_loss": sum(losses[-20:]) / len(losses[-20:])}
             print(f"fine-tuned {train_info['steps']} steps ({train_info['pairs_seen']} pairs) in "
                   f"{train_info['seconds']:.0f}s, mean loss first/last 20 steps {train_info['first20_loss']:.3f} -> {train_info['last20_loss']:.3f}")
-            from kexue.models.checkpoints import save_pretrained
-
-            save_pretrained(model, out / "encoder", tok)  # the fine-tuned encoder: kexue embed/search/serve DIR
-            print(f"saved the fine-tuned encoder to {out / 'encoder'} (try: kexue search {out / 'encoder'} --corpus FILE QUERY)")
         test_vec, fit_vec = vectors(test_sents, "test"), vectors(fit_sents, "train (whitening fit)")
         stages[stage] = (test_vec, torch.stack([fit_vec[s] for s in fit_sents]))
         print(f"{stage}: Spearman on test = {_spearman(test_vec, test):.4f}")
@@ -188,8 +184,13 @@ def run_en(args, out: Path, progress: bool = True) -> dict:
         metrics["grid"][stage] = {
             f"beta={b},gamma={g},k={k}": _spearman(test_vec, test, base.with_params(b, g, k))
             for b, g in GRID for k in DIMS}
-        if stage == "finetuned":  # reload with Whitening.load; with_params(β, γ, k) picks another setting
-            base.with_params(0.0, 0.0, 256).save(out / "whitening_finetuned.safetensors")
+        if stage == "finetuned":  # the fine-tuned encoder (kexue embed/search/serve DIR), its whitening recorded as
+            # post-processing (Whitening.from_folder; with_params(β, γ, k) picks another setting)
+            from kexue.recipes.folder import save_encoder
+
+            save_encoder(out / "encoder", model, tok, whitening=base.with_params(0.0, 0.0, 256))
+            print(f"saved the fine-tuned encoder with its whitening to {out / 'encoder'} "
+                  f"(try: kexue search {out / 'encoder'} --corpus FILE QUERY)")
 
     # The main table: fine-tuned vectors reduced to k dims by BERT-whitening, exact search speed at each k.
     test_vec, fit_mat = stages["finetuned"]

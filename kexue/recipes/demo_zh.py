@@ -120,9 +120,9 @@ def run(args, out: Path, progress: bool = True) -> tuple[dict, torch.nn.Module, 
                   "last20_loss": sum(tail) / len(tail)}
     print(f"fine-tuned {train_info['steps']} steps ({train_info['pairs_seen']} pairs) in {train_info['seconds']:.0f}s, "
           f"mean loss first/last 20 steps {train_info['first20_loss']:.3f} -> {train_info['last20_loss']:.3f}")
-    from kexue.models.checkpoints import save_pretrained
+    from kexue.recipes.folder import save_encoder
 
-    save_pretrained(encoder, out / "encoder-zh", tok)
+    save_encoder(out / "encoder-zh", encoder, tok)  # one unit with its manifest: kexue embed / search / serve
     atomic_write(out / "corpus-zh.txt", lambda tmp: Path(tmp).write_text("".join(s + "\n" for s in corpus),
                                                                          encoding="utf-8"))
     print(f"saved the fine-tuned encoder to {out / 'encoder-zh'} and the search corpus to {out / 'corpus-zh.txt'} "

@@ -25,11 +25,13 @@ from kexue.losses.language_model import next_token_loss
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
-from kexue.data.files import read_dialogues
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card, command, pad, parse, recipe_args,
+                                  setup, start_run, tokenizer_for, vocabulary)
+from kexue.data.files import read_dialogues, require
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.generation import GenerationOptions, PrefixDecoding, decode_state
-from kexue.recipes.sampling import special_ids, task_options
+from kexue.recipes.sampling import Decoding, special_ids, task_options
 
 _SPEAKER = re.compile(r"^[^：:]{1,6}[：:]\S")
 
@@ -89,14 +91,20 @@ def reply_options(given: dict, defaults: dict | None = None) -> GenerationOption
     return task_options(given, {"max_new_tokens": 32, **(defaults or {})}, min_new_tokens=MIN_REPLY)
 
 
+def reply_state(model, tokenizer, context: list[str], maxlen: int, options: GenerationOptions) -> PrefixDecoding:
+    """The decoding state of the reply to ``context``: ``[CLS] u_1 [SEP] … u_n [SEP]`` (oldest turns dropped
+    so that ``max_new_tokens`` fit in ``maxlen``), the reply spoken by speaker ``len(context) % 2``."""
+    ids, segs = encode(tokenizer, context, maxlen - options.max_new_tokens)
+    return PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=special_ids(tokenizer),
+                          new_segment=len(context) % 2)  # the reply is spoken by the next speaker
+
+
 @torch.no_grad()
 def reply(model, tokenizer, context: list[str], maxlen: int = 128, options: GenerationOptions | None = None) -> str:
     """The next turn after ``context`` (spoken by speaker ``len(context) % 2``); ``options`` default to
     :func:`reply_options` ``({})``."""
     options = options or reply_options({})
-    ids, segs = encode(tokenizer, context, maxlen - options.max_new_tokens)
-    state = PrefixDecoding(model, torch.tensor([ids]), None, torch.tensor([segs]), banned_ids=special_ids(tokenizer),
-                           new_segment=len(context) % 2)  # the reply is spoken by the next speaker
+    state = reply_state(model, tokenizer, context, maxlen, options)
     return tokenizer.decode(decode_state(state, options, tokenizer.sep_id)[0])
 
 
@@ -106,6 +114,7 @@ class DialoguePredictor(Predictor):
 
     task, model_attr = "dialogue", "lm"
     options = tuple(n for n in GenerationOptions.user_options() if n != "num_samples")
+    settings_schema = {"maxlen": "integer", "generation": "object"}
 
     def __init__(self, model, tokenizer, maxlen: int, defaults: dict):
         self.lm, self.tokenizer, self.maxlen, self.defaults = model.eval(), tokenizer, maxlen, defaults
@@ -123,12 +132,22 @@ class DialoguePredictor(Predictor):
             raise ValueError("a dialogue input is a non-empty list of turns (strings), or one turn")
         return item
 
-    def _predict(self, items: list[list[str]], **options) -> list[dict]:
+    def decodings(self, items: list[list[str]], **options) -> list[Decoding]:
         options = reply_options(options, self.defaults)
         if options.max_new_tokens >= self.maxlen - 2:
             raise ValueError(f"max_new_tokens must stay below maxlen - 2 = {self.maxlen - 2}")
-        return [{"context": ctx, "reply": reply(self.lm, self.tokenizer, ctx, self.maxlen, options)}
-                for ctx in tqdm(items, desc="replying", unit="input", disable=not self.progress)]
+        tok, out = self.tokenizer, []
+        for ctx in items:
+            state = reply_state(self.lm, tok, ctx, self.maxlen, options)
+            output = (lambda ctx: lambda rows: {"context": ctx, "reply": tok.decode(rows[0])})(ctx)
+            out.append(Decoding(state, options, tok.sep_id, tok.decode, output, int(state.ids.shape[1])))
+        return out
+
+    @torch.no_grad()
+    def _predict(self, items: list[list[str]], **options) -> list[dict]:
+        return [d.output(decode_state(d.state, d.options, d.eos_id))
+                for d in tqdm(self.decodings(items, **options), desc="replying", unit="input",
+                              disable=not self.progress)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fortunes-zh stand-in corpus when no --train is given")
     p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest dialogue in tokens (oldest turns dropped)")
     p.add_argument("--top-k", type=at.positive_int, default=8, help="replies sample from the k most likely characters")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.maxlen < 40:
         p.error("--maxlen must be at least 40 (32 tokens are kept for the reply)")
     out = setup(args)
@@ -156,32 +175,43 @@ def main(argv: list[str] | None = None) -> int:
         test, train = dialogues[:n_test], dialogues[n_test:]
     if args.limit:
         train, test = train[: args.limit], test[: max(2, args.limit // 5)]
-    if not train:
-        raise ValueError("no training dialogues left after holding out the evaluation ones; give --dev or more data")
-    model, tokenizer = model_and_tokenizer(args, [t for d in train for t in d], application="lm", with_mlm=True)
+    require(train, 1, args.train or "the shipped dialogues", "training dialogue", "" if args.dev else
+            "the evaluation hold-out takes 10 % of them, at least 2: give 3 or more dialogues, or give --dev")
+    tokenizer = tokenizer_for(args, [t for d in train for t in d])
+    run = start_run(args, out, "dialogue", n_train=len(train), architecture={"vocabulary": vocabulary(tokenizer)},
+                    settings={"data": fingerprint(train), "eval_data": fingerprint(test), "maxlen": args.maxlen})
+    if run is None:
+        return 0
+    model = backbone(args, tokenizer, application="lm", with_mlm=True)
     enc = lambda ds: [encode(tokenizer, d, args.maxlen) for d in ds]  # noqa: E731
     train_enc, test_enc = enc(train), enc(test)
-    progress = not args.no_progress
-    history, steps = fit(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0], args.epochs, args.lr,
-                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]))
-    nll = n = 0
-    with torch.no_grad():
+
+    def perplexity(progress: bool = False) -> dict[str, float]:
+        """Per-token perplexity of the held-out responses."""
+        nll = n = 0
         for chunk in tqdm(list(batches(test_enc, 32)), desc="scoring", unit="batch", disable=not progress):
             s, k = response_loss(model, tokenizer, chunk, reduction="sum")
             nll, n = nll + float(s), n + k
+        return {"perplexity": math.exp(min(nll / max(1, n), 700))}
+
+    trained = run.train(model, train_enc, lambda chunk: response_loss(model, tokenizer, chunk)[0],
+                        Metric("perplexity", perplexity, higher=False), length=lambda e: len(e[0]))
+    with torch.no_grad():
+        final = perplexity(not args.no_progress)
     generation = {"top_k": args.top_k, "max_new_tokens": 32, "seed": args.seed}
     options = reply_options({}, generation)
     replies = [{"context": d[:-1], "reply": reply(model, tokenizer, d[:-1], args.maxlen, options)} for d in test[:5]]
     examples = [{"context": d[:-1][-3:], "gold": d[-1], "reply": r["reply"]} for d, r in zip(test, replies)]
     data = {"train": args.train or f"fortunes-zh ({args.data})", "eval": args.dev or "held-out 10 % of train"}
     metrics = {"task": "dialogue", **data, "n_train": len(train),
-               "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
-               "eval_response_perplexity": math.exp(nll / max(1, n)), "examples": examples,
-               "decoder": f"kexue.generation top-{args.top_k} sampling", "seconds": timer.seconds()}
+               "n_eval": len(test), "checkpoint": args.checkpoint, "epochs": args.epochs, "lr": args.lr,
+               "loss": trained.epoch_losses, "eval_response_perplexity": final["perplexity"], "examples": examples,
+               "decoder": f"kexue.generation top-{args.top_k} sampling", **trained.metrics(), "seconds": timer.seconds()}
+    card = checked_card(run, trained, {
+        "command": command(argv, "dialogue"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "checkpoint": args.checkpoint or args.family + " from scratch"}})
     save_task_model(out, "dialogue", model, tokenizer, {}, None, {"maxlen": args.maxlen, "generation": generation},
-                    metrics, steps, {"command": command(argv, "dialogue"), "data": data, "out": str(out),
-                                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, replies)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
+                    metrics, trained.losses, card, predictions=replies, overwrite=True)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "dev_curve")}, ensure_ascii=False))
     return 0

@@ -58,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     encode = _encoder_for(args.model, progress=not args.no_progress)
     t0 = time.perf_counter()
     if args.pairs:
+        from kexue.data.files import require
         from kexue.data.pairs import read_pairs
 
-        scores = {f: evaluate_pairs(encode, read_pairs(f)[: args.limit]) for f in args.pairs}
+        pairs = {f: require(read_pairs(f)[: args.limit], 2, f, "pair", "Spearman's correlation needs 2")
+                 for f in args.pairs}
+        scores = {f: evaluate_pairs(encode, p) for f, p in pairs.items()}
     else:
         scores = evaluate_sts(encode, args.sets, args.limit, progress=not args.no_progress)
     print(format_table({args.model: scores}))

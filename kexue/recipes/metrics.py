@@ -13,7 +13,8 @@ from typing import Hashable, Iterable, Sequence
 def bio_to_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     """``["B-PER", "I-PER", "O", ...]`` -> ``{("PER", 0, 1)}`` (inclusive ends). Reads BIO, BIOES and BMES:
     ``S-`` is a one-character entity, ``E-`` ends the open entity, ``M-`` is ``I-``; a stray ``I-``/``E-``
-    starts an entity."""
+    starts an entity. Lenient on purpose: it reads decoded predictions (a CRF's path); training files are
+    checked strictly when read (:func:`kexue.data.files.check_tag_sequence`)."""
     spans, start, kind = set(), None, None
     for i, tag in enumerate(list(tags) + ["O"]):
         head, _, label = tag.partition("-")

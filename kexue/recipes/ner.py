@@ -3,7 +3,9 @@
 ``kexue ner --head globalpointer|efficient|crf [--rdrop 1.0]`` trains on People's Daily
 ``example.dev`` (or ``--train FILE``: ``char TAG`` lines, BIO/BIOES/BMES) and reports entity-level
 P/R/F1 on ``example.test`` (or ``--dev FILE``), then saves the tagger for ``kexue predict``
-(entity spans with character offsets). GlobalPointer is trained with the
+(entity spans with character offsets). GlobalPointer decodes nested spans; ``--decode flat`` (for flat data)
+takes the spans over the threshold greedily by score, each kept only if it overlaps none kept before
+(:func:`kexue.heads.decode_spans`). GlobalPointer is trained with the
 sparse multilabel categorical cross-entropy (《GlobalPointer：用统一的方式处理嵌套和非嵌套NER》); R-Drop
 runs every batch twice through dropout and adds α·D(s, t) with the GlobalPointer KL
 (《GlobalPointer下的KL散度》). The CRF baseline puts a linear emission layer + CRF on the same encoder.
@@ -23,7 +25,9 @@ from kexue.heads import CRF, EfficientGlobalPointer, GlobalPointer, decode_spans
 from kexue.losses import globalpointer_crossentropy
 from kexue.losses import globalpointer_kl
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, char_ids, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, char_ids, checked_card, command, pad, parse, recipe_args,
+                                  setup, start_run, tokenizer_for, vocabulary)
 from kexue.data.files import read_tagged
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.metrics import bio_to_spans, span_prf, spans_to_bio
@@ -34,9 +38,9 @@ HEADS = {"globalpointer": GlobalPointer, "efficient": EfficientGlobalPointer}
 class Tagger(nn.Module):
     """Encoder + span head (GlobalPointer family) or emission layer + CRF."""
 
-    def __init__(self, encoder: nn.Module, head: str, types: list[str], head_size: int = 64):
+    def __init__(self, encoder: nn.Module, head: str, types: list[str], head_size: int = 64, decode: str = "nested"):
         super().__init__()
-        self.encoder, self.head_name, self.types = encoder, head, types
+        self.encoder, self.head_name, self.types, self.decode = encoder, head, types, decode
         dim = encoder.config.hidden_size
         if head == "crf":
             self.tags = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
@@ -116,7 +120,7 @@ def predict(tagger: Tagger, items: list[dict], pad_id: int, batch_size: int = 64
             for path in tagger.crf.decode(out, batch["attention_mask"]):
                 preds.append(bio_to_spans([tagger.tags[i] for i in path[1:-1]]))
         else:
-            for spans in decode_spans(out, threshold=0.0):
+            for spans in decode_spans(out, threshold=0.0, flat=tagger.decode == "flat"):
                 preds.append({(tagger.types[t], s - 1, e - 1) for t, s, e in spans})
     return restore_order(preds, buckets)
 
@@ -132,6 +136,18 @@ class NERPredictor(Predictor):
     text past ``maxlen - 2`` characters is not tagged (``truncated: true``), as in training."""
 
     task, model_attr = "ner", "tagger"
+    settings_schema = {"head": "string", "head_size": "integer", "maxlen": "integer", "decode": "string"}
+    needs_labels, settings_defaults = True, {"decode": "nested"}  # folders before --decode: nested
+    settings_choices = {"head": ("globalpointer", "efficient", "crf"), "decode": ("nested", "flat")}
+
+    @classmethod
+    def head_rows(cls, settings: dict, labels: list[str]) -> dict[str, int]:
+        n = len(labels)
+        if settings["head"] == "crf":
+            return {"emit.weight": 2 * n + 1}
+        if settings["head"] == "efficient":
+            return {"head.type_bias.weight": 2 * n}
+        return {"head.dense.weight": 2 * n * settings["head_size"]}
 
     def __init__(self, tagger: Tagger, tokenizer, maxlen: int):
         self.tagger, self.tokenizer, self.maxlen = tagger.eval(), tokenizer, maxlen
@@ -141,7 +157,8 @@ class NERPredictor(Predictor):
         info = read_task(directory)
         s = info["settings"]
         encoder, tokenizer = load_backbone(directory)
-        tagger = load_head(directory, Tagger(encoder, s["head"], info["labels"], s["head_size"]), "encoder")
+        tagger = Tagger(encoder, s["head"], info["labels"], s["head_size"], s.get("decode", "nested"))
+        tagger = load_head(directory, tagger, "encoder")
         return cls(tagger, tokenizer, s["maxlen"])
 
     def check(self, item):
@@ -164,9 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rdrop", type=at.nonnegative_float, default=0.0, help="R-Drop weight α on the GlobalPointer KL (0 = off)")
     p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest input in tokens (characters + 2)")
     p.add_argument("--head-size", type=at.positive_int, default=64, help="GlobalPointer query/key size")
-    args = p.parse_args(argv)
+    p.add_argument("--decode", choices=["nested", "flat"], default=None,
+                   help="GlobalPointer spans: nested (every span over the threshold) or flat (greedy by score, "
+                        "no overlap; for flat data) (default: nested)")
+    args = parse(p, argv)
     if args.rdrop and args.head == "crf":
         p.error("--rdrop applies to the GlobalPointer heads")
+    if args.decode and args.head == "crf":
+        p.error("--decode applies to the GlobalPointer heads (a CRF's tags are flat already)")
     if args.maxlen < 3:
         p.error("--maxlen must be at least 3 ([CLS] character [SEP])")
     out = setup(args)
@@ -178,25 +200,38 @@ def main(argv: list[str] | None = None) -> int:
     types = sorted({k for _, tags in train_s for k, _, _ in bio_to_spans(tags)})
     if not types:
         raise ValueError(f"{args.train or 'the training data'}: no entity in the training sentences")
-    encoder, tokenizer = model_and_tokenizer(args, ["".join(c) for c, _ in train_s])
-    tagger = Tagger(encoder, args.head, types, args.head_size)
+    tokenizer = tokenizer_for(args, ["".join(c) for c, _ in train_s])
+    run = start_run(args, out, "ner", n_train=len(train_s),
+                    architecture={"vocabulary": vocabulary(tokenizer), "types": types, "head": args.head,
+                                  "head_size": args.head_size},
+                    settings={"data": fingerprint(train_s), "eval_data": fingerprint(test_s), "maxlen": args.maxlen,
+                              "rdrop": args.rdrop})
+    if run is None:
+        return 0
+    encoder = backbone(args, tokenizer)
+    tagger = Tagger(encoder, args.head, types, args.head_size, args.decode or "nested")
     train, test = encode(tokenizer, train_s, args.maxlen), encode(tokenizer, test_s, args.maxlen)
+    gold = [it["spans"] for it in test]
+    metric = Metric("f1", lambda: span_prf(predict(tagger, test, tokenizer.pad_id), gold))
+    trained = run.train(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
+                        metric, length=lambda it: len(it["ids"]))
     progress = not args.no_progress
-    history, steps = fit(tagger, train, lambda b: loss_fn(tagger, collate(b, tagger, tokenizer.pad_id), args.rdrop),
-                         args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda it: len(it["ids"]))
     preds = predict(tagger, test, tokenizer.pad_id, progress=progress)
-    scores = span_prf(preds, [it["spans"] for it in test])
+    scores = span_prf(preds, gold)
     unseen = sorted({k for it in test for k, _, _ in it["spans"]} - set(types))
     data = {"train": args.train or "ner-peoples-daily/example.dev", "eval": args.dev or "ner-peoples-daily/example.test"}
     metrics = {"task": "ner", "head": args.head, "rdrop": args.rdrop, **data, "n_train": len(train), "n_eval": len(test),
                "types": types, "eval_types_unseen_in_training": unseen, "checkpoint": args.checkpoint,
-               "epochs": args.epochs, "loss": history, **scores, "seconds": timer.seconds()}
-    settings = {"head": args.head, "head_size": args.head_size, "maxlen": args.maxlen}
-    save_task_model(out, "ner", encoder, tokenizer, head_state(tagger, "encoder"), types, settings, metrics, steps,
-                    {"command": command(argv, "ner"), "data": data, "out": str(out),
-                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "rdrop": args.rdrop, "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, [entities("".join(c), p, len(c) > args.maxlen - 2)
-                            for (c, _), p in zip(test_s, preds)])
-    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
+               "epochs": args.epochs, "lr": args.lr, "loss": trained.epoch_losses, **scores, **trained.metrics(),
+               "seconds": timer.seconds()}
+    settings = {"head": args.head, "head_size": args.head_size, "maxlen": args.maxlen,
+                **({"decode": args.decode or "nested"} if args.head != "crf" else {})}
+    card = checked_card(run, trained, {
+        "command": command(argv, "ner"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "rdrop": args.rdrop, "checkpoint": args.checkpoint or args.family + " from scratch"}})
+    save_task_model(out, "ner", encoder, tokenizer, head_state(tagger, "encoder"), types, settings, metrics,
+                    trained.losses, card, overwrite=True,
+                    predictions=[entities("".join(c), p, len(c) > args.maxlen - 2) for (c, _), p in zip(test_s, preds)])
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "dev_curve")}, ensure_ascii=False))
     return 0

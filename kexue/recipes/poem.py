@@ -23,8 +23,10 @@ from kexue.recipes import args as at
 from kexue.generation import GenerationOptions, decode_state, decoding_state
 from kexue.recipes.predictor import Predictor
 from kexue.recipes.classify import poem_data, stratified_split
-from kexue.recipes.common import Timer, batches, command, fit, model_and_tokenizer, recipe_args, setup, write_predictions
-from kexue.data.files import read_poems
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, batches, checked_card, command, parse, recipe_args, setup,
+                                  start_run, tokenizer_for, vocabulary)
+from kexue.data.files import read_poems, require
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 from kexue.recipes.sampling import special_ids, task_options
 
@@ -79,6 +81,11 @@ class PoemPredictor(Predictor):
 
     task, model_attr = "poem", "lm"
     options = GenerationOptions.user_options()
+    settings_schema, needs_labels = {"cond_dim": "integer", "maxlen": "integer", "generation": "object"}, True
+
+    @classmethod
+    def head_rows(cls, settings: dict, labels: list[str]) -> dict[str, int]:
+        return {"classes.weight": len(labels)}
 
     def __init__(self, model: ConditionalLM, tokenizer, labels: list[str], defaults: dict):
         self.lm, self.tokenizer, self.labels, self.defaults = model.eval(), tokenizer, labels, defaults
@@ -117,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cond-dim", type=at.positive_int, default=64, help="size of the class embedding")
     p.add_argument("--samples", type=at.positive_int, default=2, help="poems generated per class after training")
     p.add_argument("--top-k", type=at.positive_int, default=8, help="sampling from the k most likely characters")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.maxlen < 12:
         p.error("--maxlen must be at least 12 (a poem of 8 characters + 2 special tokens and room to grow)")
     out = setup(args)
@@ -131,10 +138,19 @@ def main(argv: list[str] | None = None) -> int:
             test = read_poems(args.dev)
     if args.limit:
         train, test = train[: args.limit], test[: max(2, args.limit // 5)]
+    require(train, 1, args.train or "the shipped poems", "training poem", "" if args.dev else "the stratified "
+            "10 % hold-out takes one poem of every class first: give every class 2 or more poems, or give --dev")
     labels = sorted({lab for _, lab in train})
     index = {lab: i for i, lab in enumerate(labels)}
-    lm, tokenizer = model_and_tokenizer(args, [t for t, _ in train], application="lm", with_mlm=True,
-                                        cond_dim=args.cond_dim)
+    unseen = sorted({lab for _, lab in test} - set(index))
+    test = [(t, lab) for t, lab in test if lab in index]
+    tokenizer = tokenizer_for(args, [t for t, _ in train])
+    run = start_run(args, out, "poem", n_train=len(train),
+                    architecture={"vocabulary": vocabulary(tokenizer), "labels": labels, "cond_dim": args.cond_dim},
+                    settings={"data": fingerprint(train), "eval_data": fingerprint(test), "maxlen": args.maxlen})
+    if run is None:
+        return 0
+    lm = backbone(args, tokenizer, application="lm", with_mlm=True, cond_dim=args.cond_dim)
     model = ConditionalLM(lm, len(labels), args.cond_dim)
 
     def tensors(chunk):
@@ -145,15 +161,20 @@ def main(argv: list[str] | None = None) -> int:
         batch, label = tensors(chunk)
         return token_nll(model, batch, label).sum() / (batch["attention_mask"][:, 1:].sum())
 
-    progress = not args.no_progress
-    history, steps = fit(model, train, step, args.epochs, args.lr, args.batch_size, args.seed, progress, args.skip_nonfinite,
-                         length=lambda r: len(r[0]))
-    unseen = sorted({lab for _, lab in test} - set(index))
-    test = [(t, lab) for t, lab in test if lab in index]
+    def perplexity() -> dict[str, float]:
+        """Per-token perplexity of the held-out poems under their own class."""
+        nll = n = 0
+        for chunk in batches(test, 32):
+            batch, label = tensors(chunk)
+            nll += float(token_nll(model, batch, label).sum())
+            n += int(batch["attention_mask"][:, 1:].sum())
+        return {"perplexity": math.exp(min(nll / max(1, n), 700))}
+
+    trained = run.train(model, train, step, Metric("perplexity", perplexity, higher=False), length=lambda r: len(r[0]))
     nll_true = n_tokens = 0
     hits, seen = [0] * len(labels), [0] * len(labels)
     with torch.no_grad():
-        for chunk in tqdm(list(batches(test, 32)), desc="scoring", unit="batch", disable=not progress):
+        for chunk in tqdm(list(batches(test, 32)), desc="scoring", unit="batch", disable=args.no_progress):
             batch, label = tensors(chunk)
             per_class = torch.stack([token_nll(model, batch, torch.full_like(label, c)) for c in range(len(labels))], 1)
             nll_true += float(per_class.gather(1, label[:, None]).sum())
@@ -165,19 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     data = {"train": args.train or f"fortunes-zh tang300+song100 by {args.by}", "eval": args.dev or "stratified 10 % of train"}
     metrics = {"task": "poem", **data, "labels": labels,
                "n_train": len(train), "n_eval": len(test), "eval_classes_unseen_in_training": unseen,
-               "checkpoint": args.checkpoint, "epochs": args.epochs,
-               "loss": history, "eval_perplexity": math.exp(nll_true / max(1, n_tokens)),
+               "checkpoint": args.checkpoint, "epochs": args.epochs, "lr": args.lr,
+               "loss": trained.epoch_losses, "eval_perplexity": math.exp(nll_true / max(1, n_tokens)),
                "conditional_accuracy": sum(hits) / max(1, len(test)),
                # mean over classes of per-class accuracy: immune to the Tang-heavy class balance
                "conditional_balanced_accuracy": sum(h / n for h, n in zip(hits, seen) if n) / max(1, sum(map(bool, seen))),
                "chance": 1 / len(labels),
                "samples": {s["class"]: s["poems"] for s in samples}, "decoder": f"kexue.generation top-{args.top_k} sampling",
-               "seconds": timer.seconds()}
+               **trained.metrics(), "seconds": timer.seconds()}
+    card = checked_card(run, trained, {
+        "command": command(argv, "poem"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "checkpoint": args.checkpoint or args.family + " from scratch"}})
     save_task_model(out, "poem", lm, tokenizer, head_state(model, "lm"), labels,
-                    {"cond_dim": args.cond_dim, "maxlen": args.maxlen, "generation": generation}, metrics, steps,
-                    {"command": command(argv, "poem"), "data": data, "out": str(out),
-                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, samples)
-    print(json.dumps({k: v for k, v in metrics.items() if k != "loss"}, ensure_ascii=False))
+                    {"cond_dim": args.cond_dim, "maxlen": args.maxlen, "generation": generation}, metrics,
+                    trained.losses, card, predictions=samples, overwrite=True)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "dev_curve")}, ensure_ascii=False))
     return 0

@@ -26,7 +26,9 @@ from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.generation import decoding_state
 from kexue.recipes.predictor import Predictor
-from kexue.recipes.common import Timer, command, fit, model_and_tokenizer, pad, recipe_args, setup, write_predictions
+from kexue.io import fingerprint
+from kexue.recipes.common import (Metric, Timer, backbone, checked_card, command, pad, parse, recipe_args, setup,
+                                  start_run, tokenizer_for, vocabulary)
 from kexue.data.files import read_webqa
 from kexue.recipes.folder import load_backbone, read_task, save_task_model
 from kexue.recipes.metrics import answer_em, answer_f1
@@ -97,6 +99,7 @@ class ReadingPredictor(Predictor):
 
     task, model_attr = "reading", "unilm"
     options = ("max_new_tokens",)
+    settings_schema = {"maxlen": "integer", "max_answer": "integer"}
 
     def __init__(self, model, tokenizer, maxlen: int, max_answer: int):
         self.unilm, self.tokenizer, self.maxlen, self.max_answer = model.eval(), tokenizer, maxlen, max_answer
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                     data="WebQA JSON, [{question, passages: [{passage, answer}]}]")
     p.add_argument("--maxlen", type=at.positive_int, default=192, help="source length: [CLS] question [SEP] passage [SEP]")
     p.add_argument("--max-answer", type=at.positive_int, default=16, help="longest answer, in tokens")
-    args = p.parse_args(argv)
+    args = parse(p, argv)
     if args.maxlen < 4:
         p.error("--maxlen must be at least 4 ([CLS] q [SEP] p [SEP])")
     out = setup(args)
@@ -143,26 +146,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         train_recs, eval_recs = train_recs[: args.limit], eval_recs[: args.limit]
     texts = [r["question"] for r in train_recs] + [q["passage"] + q["answer"] for r in train_recs for q in r["passages"]]
-    model, tokenizer = model_and_tokenizer(args, texts, application="unilm", with_mlm=True)
+    tokenizer = tokenizer_for(args, texts)
+    run = start_run(args, out, "reading", n_train=sum(len(r["passages"]) for r in train_recs),
+                    architecture={"vocabulary": vocabulary(tokenizer)},
+                    settings={"data": fingerprint(train_recs), "eval_data": fingerprint(eval_recs),
+                              "maxlen": args.maxlen, "max_answer": args.max_answer})
+    if run is None:
+        return 0
+    model = backbone(args, tokenizer, application="unilm", with_mlm=True)
     train = examples(train_recs, tokenizer, args.maxlen)
-    progress = not args.no_progress
-    history, steps = fit(model, train, lambda chunk: seq2seq_loss(model, tokenizer, chunk), args.epochs, args.lr,
-                         args.batch_size, args.seed, progress, args.skip_nonfinite, length=lambda e: len(e[0]) + len(e[1]))
-    model.eval()
-    preds = [answer(model, tokenizer, rec, args.maxlen, args.max_answer)
-             for rec in tqdm(eval_recs, desc="answering", unit="question", disable=not progress)]
     golds = [gold_answer(rec) for rec in eval_recs]
+
+    def answers(progress: bool = False) -> list[dict]:
+        return [answer(model, tokenizer, rec, args.maxlen, args.max_answer)
+                for rec in tqdm(eval_recs, desc="answering", unit="question", disable=not progress)]
+
+    def scores(preds: list[dict]) -> dict[str, float]:
+        return {"em": sum(answer_em(x["answer"], g) for x, g in zip(preds, golds)) / max(1, len(preds)),
+                "f1": sum(answer_f1(x["answer"], g) for x, g in zip(preds, golds)) / max(1, len(preds))}
+
+    trained = run.train(model, train, lambda chunk: seq2seq_loss(model, tokenizer, chunk), Metric("f1", lambda: scores(answers())),
+                        length=lambda e: len(e[0]) + len(e[1]))
+    preds = answers(not args.no_progress)
     data = {"train": args.train or "webqa-sample/sample.json",
             "eval": args.dev or args.train or "webqa-sample/sample.json (same as train: format fixture)"}
     metrics = {"task": "reading", **data, "n_train_passages": len(train), "n_eval_questions": len(preds),
-               "checkpoint": args.checkpoint, "epochs": args.epochs, "loss": history,
-               "em": sum(answer_em(x["answer"], g) for x, g in zip(preds, golds)) / max(1, len(preds)),
-               "f1": sum(answer_f1(x["answer"], g) for x, g in zip(preds, golds)) / max(1, len(preds)),
-               "predictions": [{**x, "gold": g} for x, g in zip(preds, golds)], "seconds": timer.seconds()}
+               "checkpoint": args.checkpoint, "epochs": args.epochs, "lr": args.lr, "loss": trained.epoch_losses,
+               **scores(preds), "predictions": [{**x, "gold": g} for x, g in zip(preds, golds)],
+               **trained.metrics(), "seconds": timer.seconds()}
+    card = checked_card(run, trained, {
+        "command": command(argv, "reading"), "data": data, "out": str(out),
+        "settings": {"epochs": args.epochs, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
+                     "checkpoint": args.checkpoint or args.family + " from scratch"}})
     save_task_model(out, "reading", model, tokenizer, {}, None, {"maxlen": args.maxlen, "max_answer": args.max_answer},
-                    metrics, steps, {"command": command(argv, "reading"), "data": data, "out": str(out),
-                                     "settings": {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                                                  "checkpoint": args.checkpoint or args.family + " from scratch"}})
-    write_predictions(out, preds)
-    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "predictions")}, ensure_ascii=False))
+                    metrics, trained.losses, card, predictions=preds, overwrite=True)
+    print(json.dumps({k: v for k, v in metrics.items() if k not in ("loss", "predictions", "dev_curve")},
+                     ensure_ascii=False))
     return 0

@@ -7,9 +7,10 @@ state of :mod:`kexue.generation`'s decoding states (``cond=``, ``banned_ids=``, 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
-from kexue.generation import GenerationOptions
+from kexue.generation import DecodingState, GenerationOptions
 from kexue.generation.options import check_values, search_of
 
 # The options only sampling takes: giving one asks a generator for samples (temperature, top_k, top_p, seed).
@@ -18,9 +19,28 @@ SAMPLING_ONLY = tuple(n for n in GenerationOptions.names() if GenerationOptions.
                       and not GenerationOptions.applies(n, "greedy decoding"))
 
 
+@dataclass
+class Decoding:
+    """One input's generation as its predictor runs it: the decoding state (not yet prefilled), the
+    options and end token, ``text(ids)`` (a row's tokens as text) and ``output(rows)`` (the dict
+    ``predict`` returns for this input, from the rows that :func:`kexue.generation.decode_state` gives).
+    ``predict`` is ``[d.output(decode_state(d.state, d.options, d.eos_id)) for d in decodings]``; a server
+    decodes the same states in shared steps (:class:`kexue.generation.BatchDecoder`) and builds the same
+    outputs. ``prompt_tokens``: the length of the prompt the model reads."""
+
+    state: DecodingState
+    options: GenerationOptions
+    eos_id: int | None
+    text: Callable[[list[int]], str]
+    output: Callable[[list[list[int]]], dict]
+    prompt_tokens: int
+
+
 def special_ids(tokenizer) -> list[int]:
-    """[PAD] / [CLS] / [MASK] / [UNK]: tokens a generated text never contains."""
-    return [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
+    """[PAD] / [CLS] / [MASK] / [UNK]: tokens a generated text never contains (those the vocabulary has: a
+    GPT-2 / SentencePiece tokenizer may lack some, and GPT-2's unknown token is its end token, never banned)."""
+    ids = [tokenizer.pad_id, tokenizer.cls_id, tokenizer.mask_id, tokenizer.unk_id]
+    return [i for i in ids if i is not None and i != tokenizer.sep_id]
 
 
 def task_options(given: Mapping[str, Any], defaults: Mapping[str, Any] | None = None, sample: bool | None = True,
@@ -45,4 +65,4 @@ def task_options(given: Mapping[str, Any], defaults: Mapping[str, Any] | None = 
     return GenerationOptions(**{**values, "do_sample": do_sample})
 
 
-__all__ = ["SAMPLING_ONLY", "special_ids", "task_options"]
+__all__ = ["Decoding", "SAMPLING_ONLY", "special_ids", "task_options"]

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import torch
 
-from kexue.io import write_json, write_text
+from kexue.io import folder_info
 from kexue.models import build_model
-from kexue.models.checkpoints import save_pretrained
-from kexue.optim import WarmupLinear, lambda_lr
+from kexue.optim import adamw_preset
+from kexue.recipes import args as at
+from kexue.recipes.common import plan_run
+from kexue.recipes.folder import save_model_folder
 from kexue.pretraining.objectives import WholeWordMLM, build_char_vocab, mlm_loss
 from kexue.pretraining.zh_mini import SETTINGS, corpus, heldout_loss, split_corpus
 from kexue.train import fit
@@ -26,14 +28,20 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for the finished model (config, weights, vocab, card)")
     ap.add_argument("--work", default="runs/zh-mini", help="run folder: vocab, resumable training state")
-    ap.add_argument("--steps", type=int, default=3000, help="optimizer updates")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--steps", type=at.positive_int, default=3000, help="optimizer updates")
+    ap.add_argument("--checkpoint-every", type=at.positive_int, default=100, help="updates between checkpoints")
+    ap.add_argument("--threads", type=at.positive_int, default=1, help="torch CPU threads")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    at.run_folder_args(ap, where="--work")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(s["seed"])
     random.seed(s["seed"])
     work, out = Path(args.work), Path(args.out)
+    overwrite = plan_run(work / "train", out, {"steps": args.steps}, resume=args.resume, overwrite=args.overwrite,
+                         desc="kexue zh-mini")
+    if overwrite is None:  # --resume on a finished run with nothing left to train
+        return 0
     train, held = split_corpus(corpus())
     vocab = work / "vocab.txt"
     tok = build_char_vocab(train, vocab)
@@ -43,19 +51,19 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg, with_mlm=True)
     data = torch.utils.data.DataLoader(train, batch_size=s["batch_size"], shuffle=True, drop_last=True,
                                        collate_fn=WholeWordMLM(tok, s["maxlen"]))
-    opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+    preset = adamw_preset(model.parameters(), s["lr"], args.steps, warmup=s["warmup"], weight_decay=s["weight_decay"],
+                          schedule="linear", clip_norm=1.0)
     t0 = time.time()
-    history = fit(model, mlm_loss, data, optimizer=opt, steps=args.steps,
-                  scheduler=lambda_lr(opt, WarmupLinear(s["warmup"], args.steps)), clip_norm=1.0,
-                  checkpoint_dir=work / "train", checkpoint_every=100, progress=not args.no_progress, seed=s["seed"])
+    history = fit(model, mlm_loss, data, steps=args.steps, checkpoint_dir=work / "train", checkpoint_every=args.checkpoint_every,
+                  progress=not args.no_progress, seed=s["seed"], resume=args.resume, overwrite=overwrite,
+                  **preset.fit_options())
     hours = (time.time() - t0) / 3600
     loss = heldout_loss(model, tok, held)
-    save_pretrained(model.half(), out, tok)
     metrics = dict(settings=s, steps=args.steps, passages_train=len(train), passages_heldout=len(held),
                    vocab_size=tok.vocab_size, heldout_mlm_loss=round(loss, 4), train_hours_this_run=round(hours, 3),
                    final_train_loss=round(sum(history["loss"][-50:]) / max(1, len(history["loss"][-50:])), 4))
-    write_json(out / "metrics.json", metrics)
-    write_text(out / "README.md", model_card(metrics))
+    save_model_folder(out, folder_info("encoder", pooling="mean", post_processing={"normalize": {}}), backbone=model.half(), tokenizer=tok,
+                      files={"metrics.json": metrics, "README.md": model_card(metrics)})  # one unit, manifest last
     print(f"held-out MLM loss {loss:.4f} (ppl {math.exp(loss):.1f}); saved to {out}")
     return 0
 

@@ -1,8 +1,10 @@
 """CoSENT fine-tuning of a sentence encoder (bi-encoder) or a cross-encoder on scored pairs.
 
-《CoSENT（一）》: batches of (a, b, score), loss = CoSENT(cos(u, v)·20) for a bi-encoder;
+《CoSENT（一）》: batches of (a, b, score), loss = CoSENT(cos(u, v)·20) for a bi-encoder
+(:func:`finetune_cosent`, the demo's settings of the one pair trainer
+:func:`kexue.similarity.pair_training.train_pair_encoder`);
 《CoSENT（三）》: the same ranking loss on a cross-encoder's logit of "[CLS] a [SEP] b [SEP]".
-Both run on :func:`kexue.train.fit` (progress bar with total and ETA, checkpoints and exact resume with
+Both run on :func:`kexue.train.fit` with :func:`kexue.optim.adamw_preset` (progress bar with total and ETA, checkpoints and exact resume with
 ``checkpoint_dir=``, grad accumulation, EMA, bf16, DDP, the non-finite guard: extra keyword arguments go
 to ``fit``), planned for ``max_steps`` or ``epochs`` and optionally cut at a wall-clock budget ``seconds``
 so demos fit a CPU budget.
@@ -16,10 +18,11 @@ from torch import Tensor, nn
 
 from kexue.data.batching import length_batches  # noqa: F401  (also the old name here)
 from kexue.data.shipped import Pair
-from kexue.losses import cosent_cross_encoder_loss, cosent_loss
+from kexue.losses import cosent_cross_encoder_loss
 from kexue.heads.pooling import pool
 from kexue.text.tokenizer import Tokenizer, pad_batch
 from kexue.data.inputs import check_pairs
+from kexue.similarity.pair_training import train_pair_encoder
 
 
 def _pairs_fingerprint(pairs: Sequence[Pair]) -> str:
@@ -32,53 +35,40 @@ def budgeted_fit(model: nn.Module, loss: Callable[[nn.Module, list[int]], Tensor
                  params, lr: float = 2e-5, seconds: float | None = 120.0, max_steps: int | None = None,
                  epochs: int = 1, warmup: int = 10, progress: bool = True, desc: str = "training",
                  seed: int = 0, **fit_options) -> list[float]:
-    """AdamW with linear warm-up ``lr·min(1, (i+1)/warmup)`` over ``batches`` (cycled) for ``max_steps``
-    (default ``epochs`` passes) or until ``seconds``, through :func:`kexue.train.fit`; returns the losses."""
-    from kexue.optim.schedules import PiecewiseLinear, lambda_lr
+    """:func:`kexue.optim.adamw_preset` (AdamW, weight decay 0.01, warm-up ``lr·min(1, (i+1)/warmup)`` then
+    constant, no clipping) over ``batches`` (cycled) for ``max_steps`` (default ``epochs`` passes) or until
+    ``seconds``, through :func:`kexue.train.fit`; returns the losses. ``params`` may be groups with their
+    own lr (a fresh head): the warm-up scales each group."""
+    from kexue.optim.preset import adamw_preset
     from kexue.train.loop import fit
 
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)  # groups may carry their own lr (a fresh head)
-    sched = lambda_lr(opt, PiecewiseLinear({0: 1.0 / warmup, warmup - 1: 1.0}))  # warm-up scales each group
-    history = fit(model, loss, batches, optimizer=opt, steps=max_steps or epochs * len(batches), scheduler=sched,
-                  max_seconds=seconds, progress=progress, desc=desc, seed=seed, **fit_options)
+    total = max_steps or epochs * len(batches)
+    preset = adamw_preset(params, lr, total, warmup=warmup, weight_decay=0.01, schedule="constant", clip_norm=None)
+    options = preset.fit_options(fit_options.pop("settings", None))
+    history = fit(model, loss, batches, steps=total, max_seconds=seconds, progress=progress, desc=desc, seed=seed,
+                  **options, **fit_options)
     return history["loss"]
 
 
 def finetune_cosent(model: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair], seconds: float | None = 120.0,
                     batch_size: int = 32, lr: float = 2e-5, maxlen: int = 64, max_steps: int | None = None,
                     scale: float = 20.0, seed: int = 0, progress: bool = True,
-                    freeze_token_embeddings: bool = True, epochs: int = 1, **fit_options) -> list[float]:
-    """Bi-encoder CoSENT on mean-pooled vectors (the MiniLM recipe); the model is left in eval mode.
+                    freeze_token_embeddings: bool = True, epochs: int = 1, dev: Sequence[Pair] | None = None,
+                    **fit_options) -> list[float]:
+    """Bi-encoder CoSENT on mean-pooled vectors (the MiniLM recipe) on a CPU budget: the one pair trainer
+    :func:`~kexue.similarity.pair_training.train_pair_encoder` with batches of similar length, warm-up over
+    10 updates then a constant lr (a budget of ``seconds`` may end the run anywhere), no clipping; returns
+    the loss of every update and leaves the model in eval mode (``dev``: Spearman curve in the run's history).
 
     ``freeze_token_embeddings`` keeps the vocabulary matrix fixed (half of MiniLM's weights): its dense
     gradient and AdamW update dominate a CPU step, and a few hundred pairs cannot train it anyway.
     """
-    check_pairs([p.a for p in pairs], [p.b for p in pairs], [p.score for p in pairs])
-    enc = [(tokenizer.encode(p.a, maxlen=maxlen), tokenizer.encode(p.b, maxlen=maxlen)) for p in pairs]
-    labels = torch.tensor([p.score for p in pairs])
-
-    def step(m: nn.Module, idx: list[int]) -> Tensor:
-        batch = pad_batch([enc[i][0] for i in idx] + [enc[i][1] for i in idx], tokenizer.pad_id)
-        h = m(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
-        v = pool(h, batch["attention_mask"], "mean")
-        return cosent_loss(v[:len(idx)], v[len(idx):], labels[idx], scale)
-
-    batches = length_batches([len(a[0]) + len(b[0]) for a, b in enc], batch_size, seed)
-    frozen = [p for n, p in model.named_parameters()
-              if freeze_token_embeddings and n.endswith("embeddings.token.weight") and p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    model.train()
-    try:
-        settings = {"data": _pairs_fingerprint(pairs), "batch_size": batch_size, "maxlen": maxlen, "scale": scale,
-                    "freeze_token_embeddings": freeze_token_embeddings}
-        return budgeted_fit(model, step, batches, [p for p in model.parameters() if p.requires_grad], lr, seconds,
-                            max_steps, epochs, progress=progress, desc="CoSENT fine-tune", seed=seed,
-                            settings={**settings, **fit_options.pop("settings", {})}, **fit_options)
-    finally:
-        model.eval()
-        for p in frozen:
-            p.requires_grad_(True)
+    history = train_pair_encoder(model, tokenizer, pairs, "cosent", max_steps, epochs, batch_size, lr, maxlen, seed,
+                                 dev, fit_options.pop("eval_every", None), progress, seconds=seconds,
+                                 batching="length", schedule="constant", warmup=10, clip_norm=None, scale=scale,
+                                 freeze_token_embeddings=freeze_token_embeddings, desc="CoSENT fine-tune",
+                                 **fit_options)
+    return history["loss"]
 
 
 class CrossEncoder(nn.Module):

@@ -15,6 +15,7 @@ Search is exact (one matmul + top-k, :class:`~kexue.similarity.search.TorchIndex
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,11 +32,14 @@ Embed = Callable[[list[str]], Tensor]
 
 
 def encoder_fingerprint(folder: str | Path) -> str:
-    """The sha256 of an encoder folder's weight and tokenizer files (what changes its vectors)."""
+    """The sha256 of what makes an encoder folder's vectors: its weight, tokenizer and settings files, its
+    post-processing (whitening file, manifest) and its sentence-transformers modules (pooling, normalize)."""
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin", ".txt")
-                                                                   or p.name in ("config.json", "task.json")))
-    return fingerprint([(p.name, p) for p in parts])
+                                                                   or (p.suffix == ".json" and p.name != "metrics.json")))
+    parts += sorted(p for d in folder.iterdir() if d.is_dir() and re.fullmatch(r"\d+_\w+", d.name)
+                    for p in d.rglob("*") if p.is_file())
+    return fingerprint([(p.relative_to(folder).as_posix(), p) for p in parts])
 
 
 @dataclass

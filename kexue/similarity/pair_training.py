@@ -10,24 +10,25 @@ Whatever the loss, the model is *used* the same way: sentence vector = normalise
 cosine (SBERT's classifier is thrown away after training, as in the paper), so the three are compared
 on equal terms by the Spearman correlation of cosine with the gold labels.
 
-``kexue similarity --train FILE --dev FILE --loss cosent|sbert|cosine [--checkpoint DIR|minilm|zh-mini]
---out DIR`` saves an encoder folder that ``kexue embed / search / predict / evaluate`` and
-``kexue.load`` use.
+:func:`train_pair_encoder` is the one trainer of a sentence encoder on pairs: ``kexue similarity --train FILE
+--dev FILE --loss cosent|sbert|cosine [--checkpoint DIR|minilm|zh-mini] --out DIR`` (an encoder folder that
+``kexue embed / search / predict / evaluate`` and ``kexue.load`` use) and, on a wall-clock budget with
+batches of similar length, :func:`kexue.similarity.finetune.finetune_cosent` (the demo) both run it.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from kexue.data.batching import index_batches
+from kexue.data.batching import index_batches, length_batches
 from kexue.data.shipped import Pair
 from kexue.losses import SBERTClassifier, cosent_loss, cosine_mse_loss, sbert_softmax_loss
 from kexue.heads.pooling import pool
 from kexue.models.pretrained import embed
 from kexue.text.tokenizer import Tokenizer, pad_batch
+from kexue.data.inputs import check_pairs
 from kexue.similarity.evaluate import evaluate_pairs
 
 LOSSES = ("cosent", "sbert", "cosine")
@@ -36,11 +37,11 @@ LOSSES = ("cosent", "sbert", "cosine")
 class PairEncoder(nn.Module):
     """The encoder plus, for SBERT, its training-only classifier (so one optimizer sees both)."""
 
-    def __init__(self, encoder: nn.Module, loss: str, labels: Sequence[float]):
+    def __init__(self, encoder: nn.Module, loss: str, labels: Sequence[float], scale: float = 20.0):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-        self.encoder, self.loss = encoder, loss
+        self.encoder, self.loss, self.scale = encoder, loss, scale
         self.head = None
         if loss == "sbert":
             bad = sorted({y for y in labels if y != int(y) or y < 0})
@@ -53,10 +54,14 @@ class PairEncoder(nn.Module):
         h = self.encoder(batch["input_ids"], batch["segment_ids"], batch["attention_mask"]).hidden
         return pool(h, batch["attention_mask"], "mean")
 
-    def forward(self, a: dict[str, Tensor], b: dict[str, Tensor], labels: Tensor) -> Tensor:
-        u, v = self.vectors(a), self.vectors(b)
+    def forward(self, batch: dict[str, Tensor], labels: Tensor) -> Tensor:
+        """The loss of ``n`` pairs whose ``a`` sides are the batch's first ``n`` rows and ``b`` sides the
+        last ``n`` (one forward pass over both sides)."""
+        n = len(labels)
+        vectors = self.vectors(batch)
+        u, v = vectors[:n], vectors[n:]
         if self.loss == "cosent":
-            return cosent_loss(u, v, labels)
+            return cosent_loss(u, v, labels, self.scale)
         if self.loss == "sbert":
             return sbert_softmax_loss(u, v, labels.round().long(), self.head)
         return cosine_mse_loss(u, v, labels / self.y_max)
@@ -65,38 +70,67 @@ class PairEncoder(nn.Module):
 def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence[Pair], loss: str = "cosent",
                        steps: int | None = None, epochs: int = 1, batch_size: int = 32, lr: float = 2e-5,
                        maxlen: int = 64, seed: int = 0, dev: Sequence[Pair] | None = None,
-                       eval_every: int | None = None, progress: bool = True) -> dict[str, list]:
-    """Fine-tune ``encoder`` through :func:`kexue.train.fit` (AdamW, 10 % warm-up, linear decay,
-    clip 1). With ``dev``, the Spearman of cosine on it is recorded every ``eval_every`` updates and
-    at the end (``history["eval"]``: ``{"step", "spearman"}``)."""
-    from kexue.optim import WarmupLinear, lambda_lr
+                       eval_every: int | None = None, progress: bool = True, *, seconds: float | None = None,
+                       batching: str = "shuffle", schedule: str = "linear", warmup: int | float = 0.1,
+                       clip_norm: float | None = 1.0, scale: float = 20.0, freeze_token_embeddings: bool = False,
+                       desc: str | None = None, callbacks: Sequence = (), **fit_options) -> dict[str, list]:
+    """Fine-tune ``encoder`` on scored ``pairs`` through :func:`kexue.train.fit`; returns fit's history.
+
+    Planned for ``steps`` updates (default ``epochs`` passes) and cut at ``seconds`` of wall-clock time if
+    given. Each epoch's batches are the pairs shuffled with seed ``seed + epoch`` (``batching="shuffle"``)
+    or grouped by similar length (``"length"``, less padding on a CPU; both from :mod:`kexue.data.batching`);
+    a batch of ``n`` pairs is one forward pass over its 2n sentences, then ``loss`` on the mean-pooled vectors.
+    Optimizer: :func:`kexue.optim.adamw_preset` (AdamW, weight decay 0.01, ``schedule`` with ``warmup``,
+    ``clip_norm``); the defaults are ``kexue similarity``'s: 10 % warm-up, linear decay, clip 1.
+    ``freeze_token_embeddings`` keeps the vocabulary matrix fixed during the run. With ``dev``, the
+    Spearman of cosine on it is recorded every ``eval_every`` updates and at the end (``history["eval"]``:
+    ``{"step", "spearman"}``); ``callbacks`` run at the same points after it. Other keyword arguments go
+    to ``fit`` (``checkpoint_dir``, ``resume``, ``grad_accum``, ``ema``, ``bf16``, ``settings``,
+    ``state_objects`` ...). The encoder is left in eval mode."""
+    from kexue.io import fingerprint
+    from kexue.optim.preset import adamw_preset
     from kexue.train.loop import fit
 
     if not pairs:
         raise ValueError("no training pairs")
+    if batching not in ("shuffle", "length"):
+        raise ValueError(f"batching must be 'shuffle' or 'length', got {batching!r}")
+    check_pairs([p.a for p in pairs], [p.b for p in pairs], [p.score for p in pairs])
     device = next(encoder.parameters()).device  # batches and the SBERT head follow the model (CPU or GPU)
-    module = PairEncoder(encoder, loss, [p.score for p in pairs]).to(device)
-    enc = [(tokenizer.encode(p.a, maxlen=maxlen), tokenizer.encode(p.b, maxlen=maxlen), p.score) for p in pairs]
-    per_epoch = math.ceil(len(enc) / batch_size)
-    total = steps or epochs * per_epoch
+    module = PairEncoder(encoder, loss, [p.score for p in pairs], scale).to(device)
+    enc = [(tokenizer.encode(p.a, maxlen=maxlen), tokenizer.encode(p.b, maxlen=maxlen)) for p in pairs]
+    labels = torch.tensor([float(p.score) for p in pairs], dtype=torch.float32)
+    lengths = [len(a[0]) + len(b[0]) for a, b in enc]
 
     def epoch_batches(epoch: int) -> list[list[int]]:
+        if batching == "length":
+            return length_batches(lengths, batch_size, seed + epoch)
         return index_batches(len(enc), batch_size, seed + epoch)
 
-    def step(_, idx: list[int]) -> Tensor:
-        a = pad_batch([enc[i][0] for i in idx], tokenizer.pad_id)
-        b = pad_batch([enc[i][1] for i in idx], tokenizer.pad_id)
-        to = lambda batch: {k: v.to(device) for k, v in batch.items()}
-        return module(to(a), to(b), torch.tensor([enc[i][2] for i in idx], dtype=torch.float32, device=device))
+    def step(m: nn.Module, idx: list[int]) -> Tensor:
+        batch = pad_batch([enc[i][0] for i in idx] + [enc[i][1] for i in idx], tokenizer.pad_id)
+        return m({k: v.to(device) for k, v in batch.items()}, labels[idx].to(device))
 
     def spearman_on_dev(state) -> dict:
         return {"spearman": evaluate_pairs(lambda texts: embed(encoder, tokenizer, texts, maxlen=maxlen), dev)}
 
-    opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.01)
-    sched = lambda_lr(opt, WarmupLinear(max(1, total // 10), total))
+    total = steps or epochs * len(epoch_batches(0))  # the batch maker checks batch_size
+    settings = {"data": fingerprint([(p.a, p.b, float(p.score)) for p in pairs]), "loss": loss, "scale": scale,
+                "batch_size": batch_size, "maxlen": maxlen, "batching": batching,
+                "freeze_token_embeddings": freeze_token_embeddings, **fit_options.pop("settings", {})}
+    frozen = [p for n, p in encoder.named_parameters()
+              if freeze_token_embeddings and n.endswith("embeddings.token.weight") and p.requires_grad]
     module.train()
-    history = fit(module, step, epoch_batches, optimizer=opt, steps=total, scheduler=sched, clip_norm=1.0,
-                  callbacks=[spearman_on_dev] if dev else (), eval_every=eval_every, progress=progress, seed=seed,
-                  desc=f"{loss} pairs")
-    encoder.eval()
-    return history
+    try:
+        for p in frozen:
+            p.requires_grad_(False)
+        preset = adamw_preset([p for p in module.parameters() if p.requires_grad], lr, total, warmup=warmup,
+                              weight_decay=0.01, schedule=schedule, clip_norm=clip_norm)
+        return fit(module, step, epoch_batches, steps=total, max_seconds=seconds,
+                   callbacks=([spearman_on_dev] if dev else []) + list(callbacks), eval_every=eval_every,
+                   progress=progress, seed=seed, desc=desc or f"{loss} pairs", **preset.fit_options(settings),
+                   **fit_options)
+    finally:
+        module.eval()
+        for p in frozen:
+            p.requires_grad_(True)

@@ -90,7 +90,7 @@ class SimBERT:
         A batch is not split across torchrun processes (``shard_batches=False``): the contrastive loss needs
         the whole batch's negatives, so every rank computes the same batch and the result equals one process."""
         from kexue.io import fingerprint
-        from kexue.optim.schedules import PiecewiseLinear, lambda_lr
+        from kexue.optim.preset import adamw_preset
         from kexue.train.loop import fit
 
         split_pairs(pairs)
@@ -107,15 +107,17 @@ class SimBERT:
             s2s, con = self.loss(self.batch([pairs[i] for i in idx]), model=m)
             return {"loss": s2s + con, "seq2seq": s2s.detach(), "contrastive": con.detach()}
 
-        opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.01)
-        sched = lambda_lr(opt, PiecewiseLinear({0: 1 / 50, 49: 1.0}))  # lr·min(1, (step + 1) / 50)
+        total = max_steps or epochs * per_epoch
+        # lr·min(1, (step + 1) / 50): a time budget may end the run anywhere, so no decay
+        preset = adamw_preset(self.model.parameters(), lr, total, warmup=50, weight_decay=0.01, schedule="constant",
+                              clip_norm=1.0)
         settings = {"data": fingerprint([list(p) for p in pairs]), "batch_size": batch_size, "maxlen": self.maxlen,
                     **fit_options.pop("settings", {})}
         self.model.train()
         try:
-            history = fit(self.model, loss_fn, batches, optimizer=opt, steps=max_steps or epochs * per_epoch,
-                          scheduler=sched, clip_norm=1.0, max_seconds=seconds, progress=progress, desc="SimBERT",
-                          seed=seed, settings=settings, shard_batches=False, **fit_options)
+            history = fit(self.model, loss_fn, batches, steps=total, max_seconds=seconds, progress=progress,
+                          desc="SimBERT", seed=seed, shard_batches=False, **preset.fit_options(settings),
+                          **fit_options)
         finally:
             self.model.eval()
         return [{"seq2seq": a, "contrastive": b} for a, b in zip(history["seq2seq"], history["contrastive"])]

@@ -88,6 +88,24 @@ class Whitening:
         save_safetensors(tensors, path, metadata=meta)  # atomic: a crash never leaves half a file
 
     @classmethod
+    def from_folder(cls, directory: str | Path) -> "Whitening":
+        """The whitening an encoder folder records as its post-processing
+        (:func:`kexue.recipes.folder.save_encoder`), after checking the folder against its manifest."""
+        from kexue.io import FolderError, check_folder
+
+        manifest = check_folder(directory, required=True)
+        step = manifest["post_processing"].get("whitening")
+        if step is None:
+            raise FolderError(f"{Path(directory) / 'manifest.json'}: field 'post_processing.whitening' is missing "
+                              "(this folder records no whitening)")
+        w = cls.load(Path(directory) / step["file"])
+        for key in ("beta", "gamma", "k"):
+            if step.get(key) != getattr(w, key):
+                raise FolderError(f"{Path(directory) / 'manifest.json'}: field 'post_processing.whitening.{key}' is "
+                                  f"{step.get(key)!r} but {step['file']} holds {getattr(w, key)!r}")
+        return w
+
+    @classmethod
     def load(cls, path: str | Path) -> "Whitening":
         from safetensors import safe_open
 

@@ -5,10 +5,17 @@ and, when too long, trims the longer side from its end (bert4keras ``truncate_se
 raises if truncation is off. A ``pre_tokenize`` hook (e.g. :func:`jieba_words`) cuts text into
 words first: words found in the vocabulary stay whole, the rest fall back to WordPiece — the
 word+char scheme of WoBERT / T5 PEGASUS (《提速不掉点：基于词颗粒度的中文WoBERT》).
+
+Edges, each decided once: ``encode_batch([])`` is an empty batch (``[0, 0]`` tensors); ``decode`` takes one
+sequence of ids and returns one string, so a 2-D batch is refused with a pointer to ``batch_decode``, which
+decodes each row as transformers' ``batch_decode`` does (transformers 5's ``decode`` returns a list for a batch;
+kexue keeps one return type per method); a text holding a lone surrogate (U+D800–U+DFFF, what ``errors="surrogateescape"``
+or a broken UTF-16 source leaves) is not Unicode text and is refused naming its position, never replaced.
 """
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -17,9 +24,21 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tokenizers.implementations import BertWordPieceTokenizer
 
-from kexue.io import write_json, write_text
+from kexue.io import NotUTF8Error, read_utf8, write_json, write_text
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_text(text: str) -> str:
+    """``text`` if it is Unicode text; a lone surrogate raises ``ValueError`` naming its code point and position."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a text string, got {type(text).__name__}")
+    m = None if text.isascii() else _SURROGATE.search(text)
+    if m:
+        raise ValueError(f"text has a lone surrogate U+{ord(m.group()):04X} at position {m.start()} (not Unicode "
+                         "text: read the source with the right encoding, or decode it with errors='replace')")
+    return text
 
 
 def _is_cjk(ch: str) -> bool:
@@ -45,9 +64,11 @@ def jieba_words(text: str) -> list[str]:
     return [w for w in jieba.cut(text, HMM=False)]
 
 
-def load_vocab(path: str | os.PathLike) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+def load_vocab(path: str | os.PathLike, error: type[ValueError] = NotUTF8Error) -> list[str]:
+    """The tokens of a ``vocab.txt``, one per line (``\\n``, ``\\r\\n`` or ``\\r``); a file that is not UTF-8 raises
+    ``error`` naming the file and the line."""
+    lines = read_utf8(path, error).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
 
 
 def build_vocab(texts: Iterable[str], min_count: int = 1, max_size: int | None = None,
@@ -113,7 +134,7 @@ class Tokenizer:
         cfg_path = directory / "tokenizer_config.json"
         if cfg_path.exists():
             try:
-                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+                cfg = json.loads(read_utf8(cfg_path))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{cfg_path} is not valid JSON: {e}") from None
             if not isinstance(cfg, dict):
@@ -162,6 +183,7 @@ class Tokenizer:
 
     # -- tokenisation ------------------------------------------------------------------------------
     def _ids(self, text: str) -> list[int]:
+        check_text(text)
         if self.pre_tokenize is None:
             return self._wp.encode(text, add_special_tokens=False).ids
         ids: list[int] = []
@@ -210,10 +232,10 @@ class Tokenizer:
         return pad_batch(encoded, self.pad_id)
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
-        """Join tokens back into text: ``##`` pieces glue on, CJK characters and punctuation take no space."""
+        """Join tokens back into text: ``##`` pieces glue on, CJK characters and punctuation take no space.
+        One sequence of ids (list, 1-D tensor or array); a batch is :meth:`batch_decode`'s."""
         out = ""
-        for i in ids:
-            i = int(i)
+        for i in one_sequence(ids):
             if skip_special and i in self.special_ids:
                 continue
             tok = self.inverse.get(i, "[UNK]")
@@ -225,11 +247,40 @@ class Tokenizer:
                 out += " " + tok
         return out
 
+    def batch_decode(self, rows: Iterable[Iterable[int]], skip_special: bool = True) -> list[str]:
+        """:meth:`decode` of each row of a batch (a 2-D tensor or array, or a list of id lists), as transformers'
+        ``batch_decode``; padding is a special token, skipped with the others."""
+        return batch_decode(self, rows, skip_special)
+
+
+def one_sequence(ids: Iterable[int]) -> list[int]:
+    """The ids of one sequence, as ints; a 2-D batch (tensor, array, list of lists) is refused for
+    ``batch_decode`` (a tokenizer's ``decode`` returns one string)."""
+    shape = getattr(ids, "shape", None)
+    if shape is not None and len(shape) != 1:
+        raise ValueError(f"decode takes one sequence of ids, got a {len(shape)}-D array of shape {tuple(shape)}; "
+                         "decode a batch with batch_decode")
+    ids = list(ids)
+    if any(isinstance(i, (list, tuple)) or len(getattr(i, "shape", ())) > 0 for i in ids):
+        raise ValueError("decode takes one sequence of ids, got a sequence of sequences; decode a batch with "
+                         "batch_decode")
+    return [int(i) for i in ids]
+
+
+def batch_decode(tokenizer, rows, skip_special: bool = True) -> list[str]:
+    """``tokenizer.decode`` of each row of a batch (2-D tensor or array, or a list of id sequences)."""
+    shape = getattr(rows, "shape", None)
+    if shape is not None and len(shape) != 2:
+        raise ValueError(f"batch_decode takes a batch of id sequences, got a {len(shape)}-D array of shape "
+                         f"{tuple(shape)}")
+    return [tokenizer.decode(row, skip_special) for row in rows]
+
 
 def pad_batch(encoded: Sequence[tuple[list[int], list[int]]], pad_id: int = 0,
               length: int | None = None) -> dict[str, torch.Tensor]:
-    """Right-pad ``(ids, segment_ids)`` pairs into ``input_ids``/``segment_ids``/``attention_mask``."""
-    length = length or max(len(ids) for ids, _ in encoded)
+    """Right-pad ``(ids, segment_ids)`` pairs into ``input_ids``/``segment_ids``/``attention_mask`` (no pairs:
+    ``[0, length or 0]`` tensors)."""
+    length = length or max((len(ids) for ids, _ in encoded), default=0)
     input_ids = torch.full((len(encoded), length), pad_id, dtype=torch.long)
     segment_ids = torch.zeros((len(encoded), length), dtype=torch.long)
     attention_mask = torch.zeros((len(encoded), length), dtype=torch.long)

@@ -34,8 +34,9 @@ schedule moves on) and reports the skipped steps (``history["skipped"]``). A che
 written from non-finite weights.
 
 **bf16**: ``bf16="auto"`` autocasts to bfloat16 only where the hardware computes it natively
-(CUDA with bf16, or a CPU with the ``avx512_bf16`` / ``amx_bf16`` instructions); CPUs without them
-emulate bf16 slower than fp32, so ``auto`` keeps fp32 there and ``bf16=True`` is refused.
+as :func:`kexue.hardware.native_bf16` decides (CUDA with bf16, or a CPU with ``avx512_bf16``, or
+``amx_bf16`` with ``amx_tile``); CPUs without them emulate bf16 slower than fp32, so ``auto`` keeps
+fp32 there and ``bf16=True`` is refused.
 
 Multi-process: launch with ``torchrun --nproc_per_node N script.py``; ``fit`` initialises the
 process group from the environment (gloo on CPU, nccl on GPU), wraps the model in DDP and, with
@@ -61,9 +62,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from kexue.hardware import native_bf16
 from kexue.io import fingerprint, save_safetensors
 from kexue.optim.ema import EMA
-from kexue.train.state import check_run, get_rng_state, jsonable, load_state, save_state, set_rng_state, start_run
+from kexue.train.adversarial import Adversarial
+from kexue.train.state import SettingsMismatch, check_run, get_rng_state, jsonable, load_state, save_state, set_rng_state, start_run
 
 Batch = Any
 STATE_FILE = "state.safetensors"
@@ -75,13 +78,16 @@ class NonFiniteError(ValueError):
 
 
 class FitState:
-    """What callbacks see: ``model`` (unwrapped), ``step``, ``epoch``, ``history``, ``ema``, ``rank``."""
+    """What callbacks see: ``model`` (unwrapped), ``step``, ``epoch``, ``history``, ``ema``, ``rank``.
+    A callback sets ``stop = True`` to end the run after this evaluation (early stopping): the run is
+    checkpointed as finished, and rerunning it (same settings) trains no further."""
 
     def __init__(self, model: nn.Module, ema: EMA | None, rank: int):
         self.model, self.ema, self.rank = model, ema, rank
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0  # micro-batches consumed in the current epoch
+        self.stop = False
         self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval": [], "skipped": []}
 
 
@@ -146,30 +152,16 @@ def _micro_batches_per_epoch(batches, epoch: int) -> int | None:
         return None
 
 
-def native_bf16(device: torch.device | str = "cpu") -> bool:
-    """Whether ``device`` computes bfloat16 natively (not emulated through fp32 at a loss of speed)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:  # not Linux: no reliable probe, stay in fp32
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_bf16(bf16: bool | str, device: torch.device) -> bool:
-    """``True`` / ``False`` / ``"auto"`` -> whether to autocast to bf16 on ``device`` (see module doc)."""
+    """``True`` / ``False`` / ``"auto"`` -> whether to autocast to bf16 on ``device``: the native-bf16 rule
+    is :func:`kexue.hardware.native_bf16`'s (see the module doc there)."""
     if bf16 == "auto":
         return native_bf16(device)
     if bf16 is True:
         if not native_bf16(device):
-            raise ValueError(f"bf16=True: {device.type} here has no native bfloat16 (CPU flags avx512_bf16 / "
-                             "amx_bf16 missing), so bf16 would be emulated, slower than fp32; use bf16='auto' "
-                             "(fp32 here) or bf16=False")
+            raise ValueError(f"bf16=True: {device.type} here has no native bfloat16 (on CPUs: neither avx512_bf16 "
+                             "nor amx_bf16 with amx_tile), so bf16 would be emulated, slower than fp32; use "
+                             "bf16='auto' (fp32 here) or bf16=False")
         return True
     if bf16 is False:
         return False
@@ -224,7 +216,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         checkpoint_every: int | None = None, resume: bool = False, overwrite: bool = False,
         settings: dict | None = None, on_nonfinite: Literal["stop", "skip"] = "stop",
         max_seconds: float | None = None, progress: bool = True, desc: str = "fit", seed: int = 0,
-        shard_batches: bool = True, wrap_ddp: bool = True) -> dict[str, list]:
+        shard_batches: bool = True, wrap_ddp: bool = True,
+        adversarial: Adversarial | None = None, state_objects: dict[str, Any] | None = None) -> dict[str, list]:
     """Train; returns the history ``{"step", "loss", "lr", "eval", "skipped"}`` (+ the extra keys of a
     dict-returning ``loss_fn``); ``lr`` is the learning rate each step used, ``eval`` the callbacks'
     dicts with their step, ``skipped`` the steps dropped by ``on_nonfinite="skip"``.
@@ -234,7 +227,12 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     given. ``max_seconds`` stops early after that much wall-clock time (checkpointed; the progress bar
     still shows the planned total). ``settings``: extra JSON-able settings to record and compare in
     the run folder (e.g. a data fingerprint, model size). ``wrap_ddp=False`` leaves a multi-process
-    model as given (e.g. already FSDP-wrapped)."""
+    model as given (e.g. already FSDP-wrapped). ``adversarial``: an object of
+    :mod:`kexue.train.adversarial` (FGM, PGD, VAT, GradientPenalty) that runs each micro-batch's
+    passes on the perturbed token-embedding table and restores it exactly. ``state_objects``: name ->
+    an object with ``state_dict()`` / ``load_state_dict()`` (e.g. the best weights a callback keeps)
+    saved in every checkpoint and restored on resume, so what callbacks keep resumes exactly too.
+    A callback may set ``state.stop = True`` (:class:`FitState`) to end training early."""
     for name, value in (("grad_accum", grad_accum), ("epochs", epochs), ("steps", steps),
                         ("checkpoint_every", checkpoint_every), ("eval_every", eval_every)):
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
@@ -247,6 +245,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         raise ValueError(f"max_seconds must be positive, got {max_seconds!r}")
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other: continue the run or start it over, not both")
+    if adversarial is not None and not isinstance(adversarial, Adversarial):
+        raise ValueError(f"adversarial must be FGM, PGD, VAT or GradientPenalty (kexue.train.adversarial), "
+                         f"got {type(adversarial).__name__}")
     rank, world = init_distributed()
     raw = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if wrap_ddp and world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
@@ -254,8 +255,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     device = next(raw.parameters()).device
     use_bf16 = resolve_bf16(bf16, device)
     if bf16 == "auto" and not use_bf16 and rank == 0:
-        print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: no "
-              "avx512_bf16 / amx_bf16), and emulated bf16 is slower than fp32", file=sys.stderr)
+        print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: neither "
+              "avx512_bf16 nor amx_bf16 with amx_tile), and emulated bf16 is slower than fp32", file=sys.stderr)
     state = FitState(raw, ema, rank)
     run = Path(checkpoint_dir) if checkpoint_dir is not None else None
     ckpt = run / STATE_FILE if run is not None else None
@@ -263,7 +264,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     per_epoch = _micro_batches_per_epoch(batches, 0)
     steps_per_epoch = per_epoch // grad_accum if per_epoch is not None else None
     if steps_per_epoch == 0:
-        raise ValueError(f"fewer batches ({per_epoch}) than grad_accum ({grad_accum})")
+        raise ValueError(f"fit: an epoch has {per_epoch} batch{'' if per_epoch == 1 else 'es'}, fewer than grad_accum "
+                         f"({grad_accum}): the data is empty or too small for one optimizer step")
     if steps is None:
         if steps_per_epoch is None:
             raise ValueError("batches has no len(): pass steps=")
@@ -276,8 +278,15 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     "scheduler": _describe_scheduler(scheduler), "ema_decay": ema.decay if ema is not None else None,
                     "model": {"class": type(raw).__name__, "parameters": sum(p.numel() for p in raw.parameters())},
                     "batches_per_epoch": per_epoch, "data": _data_fingerprint(batches)}
+        if adversarial is not None:
+            recorded["adversarial"] = adversarial.settings()
         recorded.update(settings or {})
         changed = check_run(run, recorded, resume=resume, overwrite=overwrite, state_file=STATE_FILE)
+        reshaped = [d for d in changed if d.startswith("model.")]
+        if reshaped:
+            raise SettingsMismatch(f"{desc}: resume continues the model in {run}, but this one differs "
+                                   f"({'; '.join(reshaped)}); pass overwrite=True (--overwrite) to start over",
+                                   reshaped)
         if world > 1:
             dist.barrier()  # every rank has read the old settings before rank 0 replaces them
         if rank == 0:
@@ -301,6 +310,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         state.batch_in_epoch = saved["progress"]["batch_in_epoch"]
         state.history = saved["history"]
         state.history.setdefault("skipped", [])
+        state.stop = bool(saved["progress"].get("stopped", False)) and not changed  # new settings: train on
+        for name, obj in (state_objects or {}).items():
+            if name in saved.get("objects", {}):
+                obj.load_state_dict(saved["objects"][name])
         if changed:  # resume=True with new settings: the new hyper-parameters, the schedule re-planned
             for g, hp in zip(optimizer.param_groups, new_hparams):
                 g.update(hp)
@@ -336,7 +349,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                                      f"{_kept(run, last_saved)}")
             out = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(), "rng": get_rng_state(),
                    "epoch_rng": epoch_rng, "history": state.history,
-                   "progress": {"step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch}}
+                   "progress": {"step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
+                                "stopped": state.stop}}
+            if state_objects:
+                out["objects"] = {name: obj.state_dict() for name, obj in state_objects.items()}
             if scheduler is not None:
                 out["scheduler"] = scheduler.state_dict()
             if ema is not None:
@@ -368,7 +384,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     params = [p for p in raw.parameters() if p.requires_grad]
     model.train()
 
-    last_cb = -1
+    # the callbacks of the checkpoint's step already ran if their record is in its history: not twice
+    evals = state.history["eval"]
+    last_cb = state.step if last_saved is not None and evals and evals[-1].get("step") == state.step else -1
 
     def maybe_callbacks() -> None:
         nonlocal last_cb
@@ -385,7 +403,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         return bool(t.item())
 
     out_of_time = False
-    while state.step < steps and not out_of_time:
+    while state.step < steps and not out_of_time and not state.stop:
         if epoch_rng is None:  # a fresh epoch: remember the RNG its iterator is built from
             epoch_rng, current_rng = get_rng_state(), None
             state.batch_in_epoch = 0
@@ -408,10 +426,14 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     seen_n = batch_size(b) or 0
                 sync = i == grad_accum - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
                 with (contextlib.nullcontext() if sync else model.no_sync()):
-                    with autocast:
-                        out = loss_fn(model, b)
+                    if adversarial is not None:  # its probe passes, then its backward (kexue.train.adversarial)
+                        out = adversarial.step(model, loss_fn, b, autocast=autocast, scale=1.0 / grad_accum)
+                    else:
+                        with autocast:
+                            out = loss_fn(model, b)
                     loss = out["loss"] if isinstance(out, dict) else out
-                    (loss / grad_accum).backward()  # even when non-finite: DDP ranks must all reduce
+                    if adversarial is None:
+                        (loss / grad_accum).backward()  # even when non-finite: DDP ranks must all reduce
                 value = loss.item()
                 if not math.isfinite(value) and bad is None:
                     bad = f"loss ({value})"
@@ -473,6 +495,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                 bar.set_postfix(post)
             if eval_every and state.step % eval_every == 0:
                 maybe_callbacks()
+                if agree(state.stop):
+                    state.stop = True
+                    break
             if checkpoint_every and state.step % checkpoint_every == 0:
                 save()
             if max_seconds is not None and agree(time.perf_counter() - t0 >= max_seconds):
@@ -480,9 +505,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                 break
         else:
             break  # steps reached inside the epoch
-        if out_of_time:
+        if out_of_time or state.stop:
             break
         maybe_callbacks()  # epoch end
+        state.stop = agree(state.stop)
         state.epoch += 1
         epoch_rng, current_rng = None, None
     maybe_callbacks()  # end of training

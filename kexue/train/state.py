@@ -82,6 +82,20 @@ def load_state(path: str | Path) -> dict:
     return _decode(skeleton, tensors)
 
 
+def read_progress(path: str | Path) -> dict | None:
+    """The ``progress`` entry (step, epoch, ...) of a :func:`save_state` checkpoint, read from its header
+    alone (no tensor is loaded); ``None`` when there is no such file or entry."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        skeleton = json.loads(f.metadata()["kexue_state"])
+    for key, value in skeleton.get("__dict__", []) if isinstance(skeleton, dict) else []:
+        if key == "progress":
+            return _decode(value, {})
+    return None
+
+
 def get_rng_state() -> dict:
     """Every RNG a training step may draw from: torch CPU (+ CUDA), Python, NumPy."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}

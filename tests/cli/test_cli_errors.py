@@ -21,8 +21,8 @@ def out(tmp_path):
     return d
 
 
-def snapshot(d: Path) -> dict:
-    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+def snapshot(d: Path, files_only: bool = False) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir()) if not (files_only and p.is_dir())}
 
 
 def fails(capsys, argv, *words, out=None):
@@ -84,6 +84,8 @@ def test_missing_input_file(capsys, out, tmp_path):
     ("ner", "a.bio", "中 B-LOC\n国 I-LOC\n\n人 X-PER\n", ":4:", "bad tag"),
     ("ner", "b.bio", "中国 B-LOC\n", ":1:", "one character"),
     ("ner", "c.bio", "中\n", ":1:", "char TAG"),
+    ("ner", "d.bioes", "中 B-LOC\n国 E-LOC\n\n人 B-PER\n民 O\n", ":5:", "bad transition 'B-PER' -> 'O'"),
+    ("ner", "e.bio", "中 O\n国 I-LOC\n", ":2:", "bad transition 'O' -> 'I-LOC'"),
     ("reading", "a.json", '[\n{"question": "q",\n "passages": [}\n]', ":3:", "invalid JSON"),
     ("reading", "b.json", '[{"question": "谁", "passages": [{"passage": "x", "answer": "y"}]},\n'
                           ' {"question": "哪里", "passages": []}]', ":2:", "no passages"),
@@ -105,6 +107,76 @@ def test_not_utf8(capsys, out, tmp_path):
 def test_single_label(capsys, out, tmp_path):
     fails(capsys, ["classify", "--train", write(tmp_path, "one.tsv", "好\tpos\n妙\tpos\n"), "--out", str(out)],
           "only one label", out=out)
+
+
+# -- data too small to learn from: refused before training, naming the file and the minimum ----------
+@pytest.mark.parametrize("argv, files, words", [
+    (["classify", "--train", "{d}/a.tsv"], {"a.tsv": "好\tpos\n坏\tneg\n"},
+     ["a.tsv: 0 labels; at least 2 needed", "hold-out", "--dev"]),
+    (["poem", "--train", "{d}/a.txt"], {"a.txt": "唐\t床前明月光\n"},
+     ["a.txt: 0 training poems; at least 1 needed", "--dev"]),
+    (["dialogue", "--train", "{d}/a.txt"], {"a.txt": "你好\n你好啊\n"},
+     ["a.txt: 0 training dialogues; at least 1 needed", "--dev"]),
+    (["similarity", "--train", "{d}/a.tsv"], {"a.tsv": "甲\t乙\t1\n丙\t丁\t1\n"},
+     ["a.tsv: 1 distinct label; at least 2 needed (CoSENT"]),
+    (["similarity", "--train", "{d}/a.tsv", "--loss", "sbert"], {"a.tsv": "甲\t乙\t0\n丙\t丁\t0\n"},
+     ["a.tsv: 1 distinct label; at least 2 needed (SBERT"]),
+    (["similarity", "--train", "{d}/a.tsv", "--dev", "{d}/b.tsv"], {"a.tsv": "甲\t乙\t1\n丙\t丁\t0\n",
+                                                                    "b.tsv": "甲\t乙\t1\n"},
+     ["b.tsv: 1 pair; at least 2 needed (Spearman"]),
+    (["pretrain", "--data", "{d}/corpus"], {"corpus/a.txt": "\n  \n", "corpus/b.txt": "\n"},
+     ["corpus: no text (its 2 *.txt files hold only blank lines)"]),
+    (["pretrain", "--data", "{d}/corpus", "--maxlen", "1"], {"corpus/a.txt": "北京欢迎你\n"},
+     ["--maxlen 1: mlm needs at least 3"]),
+    (["pretrain", "--data", "{d}/corpus", "--maxlen", "4", "--objective", "unilm"], {"corpus/a.txt": "北京欢迎你\n"},
+     ["--maxlen 4: unilm needs at least 5"]),
+    (["zh-mini", "--steps", "0"], {}, ["--steps", "positive integer"]),
+    (["diffusion", "--channels", "2"], {}, ["--channels", "invalid choice: 2 (choose from 1, 3)"]),
+    (["diffusion", "--channels", "3"], {}, ["--channels 3", "--data digits is grayscale"]),
+    (["gan", "--channels", "2"], {}, ["--channels", "invalid choice: 2 (choose from 1, 3)"]),
+])
+def test_too_small_data_or_settings_that_learn_nothing(capsys, out, tmp_path, argv, files, words):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    fails(capsys, [a.format(d=tmp_path) for a in argv] + ["--out", str(out)], *words, out=out)
+
+
+def test_pretrain_corpus_with_nothing_to_mask(capsys, tmp_path):
+    """Every text's first word is longer than --maxlen 3 leaves room for (1 token): nothing to mask, refused
+    before a step is taken, and no model is saved."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("北京欢迎你\n中华人民共和国\n", encoding="utf-8")
+    out = tmp_path / "out"
+    fails(capsys, ["pretrain", "--data", str(corpus), "--maxlen", "3", "--out", str(out)],
+          f"--data {corpus}: no text has a word that fits in --maxlen 3 (1 token besides [CLS] and [SEP]): "
+          "nothing could be masked")
+    assert not (out / "model.safetensors").exists() and not (out / "manifest.json").exists()
+
+
+def test_evaluate_and_gan_name_the_file_and_the_minimum(capsys, tmp_path):
+    pairs = write(tmp_path, "one.tsv", "甲\t乙\t3\n")
+    fails(capsys, ["evaluate", "--pairs", pairs, "--model", "zh-mini"], f"{pairs}: 1 pair; at least 2 needed")
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    Image.new("L", (8, 8), 128).save(images / "a.png")
+    from kexue.data.images import image_folder
+
+    with pytest.raises(ValueError, match="channels must be 1 \\(grayscale\\) or 3 \\(RGB\\), got 2"):
+        image_folder(images, 8, 2)
+    fails(capsys, ["gan", "--data", str(images), "--out", str(tmp_path / "g")],
+          f"{images}: 1 image; at least 64 needed (one full batch of --batch-size 64)")
+
+
+def test_not_utf8_corpus_names_file_and_line(capsys, out, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_bytes("北京\n上海\n".encode() + "广州\n".encode("gbk"))
+    fails(capsys, ["pretrain", "--data", str(corpus), "--out", str(out)], f"{corpus / 'a.txt'}:3: not UTF-8 text",
+          out=out)
 
 
 # -- output folders --------------------------------------------------------------------------------
@@ -178,17 +250,24 @@ def option_helps(text: str) -> dict[str, tuple[bool, str]]:
     return helps
 
 
-@pytest.mark.parametrize("name", ["ner", "classify", "poem", "reading", "dialogue", "predict", "embed", "search",
-                                  "chat", "serve", "evaluate"])
+def _every_help() -> list[str]:
+    """Every command of the registry, and the subcommands of those that have them."""
+    from kexue.recipes import COMMANDS
+
+    subcommands = {"index": ["index build", "index add"], "convert": ["convert bert4keras"]}
+    return sorted(c for name in COMMANDS for c in subcommands.get(name, [name]))
+
+
+@pytest.mark.parametrize("name", _every_help())
 def test_help_shows_defaults_and_describes_every_option(capsys, name):
     capsys.readouterr()
-    assert cli([name, "--help"]) == 0
+    assert cli([*name.split(), "--help"]) == 0
     helps = option_helps(capsys.readouterr().out)
-    assert len(helps) > 3 and "--help" in helps
+    assert len(helps) >= 3 and "--help" in helps
     for option, (takes_value, text) in helps.items():
         assert text, f"kexue {name} {option} has no description"
         if takes_value:
-            assert "default" in text.lower(), f"kexue {name} {option}: default not shown"
+            assert "default" in text.lower() or "(required)" in text, f"kexue {name} {option}: default not shown"
 
 
 def test_version_and_debug(capsys, out):
@@ -225,6 +304,30 @@ def test_incomplete_model_folder(capsys, tmp_path):
 
 def test_nonfinite_training_stops_in_one_line_and_saves_nothing(capsys, out):
     """An absurd learning rate makes the loss NaN: the run stops with the engine's message and leaves
-    --out as it was (no model written)."""
-    fails(capsys, ["classify", "--limit", "16", "--epochs", "3", "--lr", "1e30", "--out", str(out), "--no-progress"],
-          "non-finite", out=out)
+    --out's files as they were (no model written); its run folder keeps the last good checkpoint, named in the
+    message, to resume from with a lower learning rate."""
+    from kexue.io import holds_model
+    from kexue.train.state import read_progress
+
+    files = snapshot(out)
+    line = fails(capsys, ["classify", "--limit", "16", "--epochs", "3", "--lr", "1e30", "--out", str(out),
+                          "--no-progress"], "non-finite", "last good checkpoint (step 2)")
+    assert snapshot(out, files_only=True) == files and not holds_model(out)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "train"] and str(out / "train") in line
+    assert read_progress(out / "train" / "state.safetensors")["step"] == 2
+
+
+def test_serve_on_a_busy_port_is_one_line(capsys):
+    """A port another server listens on: one `kexue: error:` line naming --port, exit 2, before the model loads."""
+    import socket
+
+    from kexue.models.pretrained import minilm_path
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        port = busy.getsockname()[1]
+        fails(capsys, ["serve", str(minilm_path()), "--host", "127.0.0.1", "--port", str(port)], f"--port {port}")
+    finally:
+        busy.close()

@@ -5,7 +5,7 @@ import torch
 from scipy.fft import dctn
 
 from kexue.diffusion import methods
-from kexue.data.images import digits, image_folder, save_grid
+from kexue.data.images import digits, image_folder, labelled_image_folder, save_grid
 from kexue.tools.image_metrics import frechet_distance, sample_quality, DigitClassifier
 from kexue.diffusion.pfgm import PoissonFieldNet
 from kexue.diffusion.udm import BlurNoise, blur, dct_matrix, sample_udm
@@ -25,6 +25,30 @@ def test_unet_shapes_and_conditioning():
     assert a.shape == (2, 4, 16, 16) and not torch.allclose(a, b)  # d changes the output
     with pytest.raises(ValueError):
         net16(x, torch.rand(2))
+
+
+def test_class_conditional_unet_adds_a_class_embedding():
+    torch.manual_seed(0)
+    plain, cond = UNet(1, 16), UNet(1, 16, num_classes=3)
+    for prm in plain.parameters():  # the zero-initialised output conv would hide any difference
+        torch.nn.init.normal_(prm, std=0.1)
+    missing, unexpected = cond.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["class_emb.weight"] and not unexpected
+    x, t = torch.randn(4, 1, 8, 8), torch.rand(4)
+    with torch.no_grad():
+        cond.class_emb.weight.zero_()
+        cond.class_emb.weight[2] = 0.3
+        y = torch.tensor([0, 1, 2, 0])
+        out = cond(x, t, y=y)
+        # a zero class row is the unconditional model exactly; a non-zero row changes the output
+        torch.testing.assert_close(out[[0, 1, 3]], plain(x, t)[[0, 1, 3]], atol=1e-6, rtol=0)
+        assert not torch.allclose(out[2], plain(x, t)[2], atol=1e-3)
+    with pytest.raises(ValueError, match="pass the classes y"):
+        cond(x, t)
+    with pytest.raises(ValueError, match="no classes"):
+        plain(x, t, y=y)
+    with pytest.raises(ValueError, match="num_classes"):
+        UNet(1, 16, num_classes=-1)
 
 
 def test_pfgm_wrapper_output_layout():
@@ -52,6 +76,30 @@ def test_image_folder_roundtrip(tmp_path):
     np.testing.assert_allclose(((x[0].permute(1, 2, 0) + 1) * 127.5).numpy(), arr, atol=1e-3)
     with pytest.raises(FileNotFoundError):
         image_folder(tmp_path / "sub" / "none")
+
+
+def test_labelled_image_folder(tmp_path):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    arrs = {}
+    for cls, n in (("cat", 2), ("dog", 1)):
+        (tmp_path / cls / "deep").mkdir(parents=True)
+        for i in range(n):
+            arrs[cls, i] = (rng.random((4, 4)) * 255).astype(np.uint8)
+            Image.fromarray(arrs[cls, i]).save(tmp_path / cls / ("deep" if i else ".") / f"{i}.png")
+    x, y, classes = labelled_image_folder(tmp_path, size=4, channels=1)
+    assert classes == ["cat", "dog"] and y.tolist() == [0, 0, 1] and x.shape == (3, 1, 4, 4)
+    np.testing.assert_allclose(((x[2, 0] + 1) * 127.5).numpy(), arrs["dog", 0], atol=1e-3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="empty holds no images"):
+        labelled_image_folder(tmp_path, size=4, channels=1)
+    Image.fromarray(arrs["dog", 0]).save(tmp_path / "loose.png")
+    with pytest.raises(ValueError, match="have no class"):
+        labelled_image_folder(tmp_path, size=4, channels=1)
+    with pytest.raises(ValueError, match="no class subfolders"):
+        labelled_image_folder(tmp_path / "dog" / "deep", size=4, channels=1)
+    with pytest.raises(FileNotFoundError):
+        labelled_image_folder(tmp_path / "nothing")
 
 
 def test_dct_matches_scipy_and_blur_properties():

@@ -170,6 +170,26 @@ def test_beam_search_equals_bert4keras(trained, topk, minlen, min_ends, temperat
     assert len({len(w) for w in want}) > 1  # rows end at different lengths
 
 
+@pytest.mark.parametrize("minlen,min_ends,temperature", [(0, 1, 1.0), (5, 1, 1.0), (3, 2, 0.7)])
+def test_one_beam_is_bert4keras_topk1(trained, minlen, min_ends, temperature):
+    """``generate(num_beams=1, rule="bert4keras")``: bert4keras's ``beam_search(topk=1)`` (an end token
+    before minlen does not stop the row; min_ends), not HF greedy decoding (which forbids it)."""
+    from kexue.generation import generate
+
+    model, tok, sources, conds = trained
+    end, maxlen = tok.sep_id, 16
+    ids, mask = left_pad(sources)
+    got = generate(model, ids, mask, cond=conds, max_new_tokens=maxlen, eos_id=end, num_beams=1, rule="bert4keras",
+                   min_new_tokens=minlen, min_ends=min_ends, temperature=temperature)
+    want = [strip_end(Decoder(model, end, maxlen, minlen).beam_search(numpy_inputs(s, c), 1, temperature=temperature,
+                                                                      min_ends=min_ends), end)
+            for s, c in zip(sources, conds)]
+    assert got == want
+    if minlen or min_ends > 1:
+        hf = generate(model, ids, mask, cond=conds, max_new_tokens=maxlen, eos_id=end, min_new_tokens=minlen)
+        assert hf != got or any(end in row for row in got)  # a rule of its own on these inputs
+
+
 def test_bert4keras_rule_differs_from_hf(trained):
     """The two rules are not the same search: on these inputs at least one answer differs."""
     model, tok, sources, conds = trained

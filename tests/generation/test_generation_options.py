@@ -63,7 +63,7 @@ def test_each_bad_value_is_refused_naming_the_field(name, value):
     (dict(top_k=5), "top_k"),  # greedy decoding takes no sampling option
     (dict(temperature=0.7), "temperature"),
     (dict(num_samples=2), "num_samples"),
-    (dict(rule="bert4keras"), "rule"),
+    (dict(rule="bert4keras", length_penalty=0.5), "length_penalty"),  # greedy + bert4keras: topk=1 beam search
     (dict(do_sample=True, num_beams=2), "do_sample"),
     (dict(max_new_tokens=3, min_new_tokens=4), "min_new_tokens"),
 ])

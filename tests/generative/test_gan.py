@@ -276,6 +276,15 @@ def test_cli_writes_a_folder(tmp_path):
     assert cli(["gan", "--steps", "2", "--batch-size", "16", "--width", "8", "--z-dim", "8", "--n", "4",
                 "--out", str(out)]) == 0
     assert {"samples.png", "metrics.json", "train"} <= {p.name for p in out.iterdir()}
+    from kexue.generative.gan_train import load_gan
+    from kexue.io import check_folder
+
+    manifest = check_folder(out, required=True)  # one unit: the GAN, its samples and metrics; train/ kept beside
+    assert manifest["kind"] == "gan" and manifest["other"] == ["train"]
+    assert set(manifest["files"]) == {"model.safetensors", "config.json", "samples.png", "metrics.json"}
+    gan, config = load_gan(out)
+    assert config["width"] == 8 and config["z_dim"] == 8 and gan.sample(3).shape == (3, 1, 8, 8)
     changed = ["gan", "--steps", "2", "--batch-size", "16", "--width", "16", "--z-dim", "8", "--n", "4", "--out", str(out)]
     assert cli(changed) == 2  # the run folder's recorded settings differ: refused by name
     assert cli(changed + ["--overwrite"]) == 0
+    assert load_gan(out)[1]["width"] == 16 and check_folder(out)["other"] == ["train"]

@@ -170,3 +170,37 @@ def test_crf_viterbi_and_likelihood_equal_brute_force():
     loss = crf(em.requires_grad_(), tags, mask)
     loss.backward()
     assert torch.isfinite(em.grad).all()
+
+
+def _greedy_flat_oracle(scores: np.ndarray, threshold: float) -> set:
+    """Independent flat decoding of one example's ``[H, L, L]`` scores: take the best remaining span over the
+    threshold, then strike out every span overlapping it (a <= end and b >= start), until none is left."""
+    s = scores.astype(np.float64).copy()
+    s[s <= threshold] = -np.inf
+    L = s.shape[-1]
+    a, b = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
+    out = set()
+    while np.isfinite(s).any():
+        t, i, j = np.unravel_index(np.argmax(s), s.shape)
+        out.add((int(t), int(i), int(j)))
+        s[:, (a <= j) & (b >= i)] = -np.inf
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_flat_decoding_is_greedy_by_score_without_overlap(seed):
+    torch.manual_seed(seed)
+    head = GlobalPointer(12, heads=3, head_size=8)
+    mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3])
+    logits = head(torch.randn(2, 9, 12) * 3, mask)
+    nested, flat = decode_spans(logits, 0.0), decode_spans(logits, 0.0, flat=True)
+    assert decode_spans(logits, 0.0, flat=False) == nested
+    for b in range(2):
+        assert flat[b] == _greedy_flat_oracle(logits[b].detach().numpy(), 0.0)
+        assert flat[b] <= nested[b] and len(nested[b]) > len(flat[b]) > 0  # these scores do overlap
+        kept = sorted(flat[b], key=lambda x: x[1])
+        assert all(x[2] < y[1] for x, y in zip(kept, kept[1:]))  # no shared position
+    # ties: earlier start first
+    tie = torch.full((1, 1, 3, 3), -1.0)
+    tie[0, 0, 0, 1] = tie[0, 0, 1, 2] = 5.0
+    assert decode_spans(tie, 0.0, flat=True) == [{(0, 0, 1)}]

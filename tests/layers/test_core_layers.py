@@ -149,3 +149,31 @@ def test_entropy_invariant_attention_scale():
     logits = q @ k.transpose(-1, -2) / math.sqrt(8) * (math.log(10) / math.log(64))
     ref = attn.o((torch.softmax(logits, -1) @ v).transpose(1, 2).reshape(1, 10, 16))
     assert torch.allclose(out, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [1.0, 8.0, 40.0])
+def test_gelu_new_is_the_tanh_formula(scale):
+    """``gelu_new`` is 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))) written out: bit-equal to transformers'
+    ``NewGELUActivation``, and a feed-forward layer with weights at growing scales stays within float32
+    rounding of the formula computed in float64."""
+    import math
+
+    from transformers.activations import NewGELUActivation
+
+    from kexue.layers import FeedForward
+    from kexue.layers.ffn import gelu_tanh
+
+    torch.manual_seed(0)
+    x = torch.randn(4096) * scale
+    assert torch.equal(gelu_tanh(x), NewGELUActivation()(x))
+    formula = lambda t: 0.5 * t * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (t + 0.044715 * t ** 3)))  # noqa: E731
+    ffn = FeedForward(32, 64, "gelu_new").eval()
+    with torch.no_grad():
+        for p in ffn.parameters():
+            p.mul_(scale)
+        pre = ffn.up(torch.randn(16, 32))  # pre-activations of growing size: |pre| up to ~10 * scale
+        act = gelu_tanh(pre)
+        ref = formula(pre.double())
+        assert torch.equal(ffn(torch.zeros(1, 32)), ffn.down(gelu_tanh(ffn.up(torch.zeros(1, 32)))))
+    assert pre.abs().max() > scale
+    assert ((act.double() - ref).abs() / ref.abs().clamp(min=1.0)).max() <= 1e-6

@@ -11,7 +11,7 @@ import torch
 
 from kexue.models.bert4keras import convert_config, read_tf_checkpoint, state_from_tf
 from kexue.cli import main
-from kexue.models import build_model
+from kexue.models import CheckpointError, build_model
 
 B4K = {"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
        "intermediate_size": 32, "hidden_act": "gelu", "max_position_embeddings": 20, "type_vocab_size": 2}
@@ -25,8 +25,8 @@ def test_refused_config_fields_are_named(field, value):
 
 
 def test_unknown_model_and_activation_are_named():
-    with pytest.raises(ValueError, match="albert"):
-        convert_config(B4K, "albert")
+    with pytest.raises(ValueError, match="unknown bert4keras model 'xlnet'"):
+        convert_config(B4K, "xlnet")
     with pytest.raises(ValueError, match="hidden_act 'mish'"):
         convert_config({**B4K, "hidden_act": "mish"}, "bert")
     with pytest.raises(ValueError, match="gated FFN"):
@@ -47,8 +47,10 @@ def test_checkpoint_mismatches_are_named_together():
                  "bert/encoder/layer_0/attention/self/quer/kernel": np.zeros((d, d), np.float32),  # typo
                  "global_step": np.zeros((), np.int64), "bert/encoder/layer_0/attention/self/query/adam_m":
                  np.zeros((d, d), np.float32)}  # optimizer state: ignored
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(CheckpointError) as err:  # one strict-load report, as for HF folders
         state_from_tf(model, variables, "bert", "ckpt")
+    assert isinstance(err.value, ValueError) and err.value.report.unexpected == [
+        "bert/encoder/layer_0/attention/self/quer/kernel"]
     msg = str(err.value)
     assert "bert/embeddings/position_embeddings" in msg and "missing" in msg
     assert "unexpected (1): bert/encoder/layer_0/attention/self/quer/kernel" in msg
@@ -122,3 +124,18 @@ def test_missing_oracle_skips_locally_and_fails_in_ci(tmp_path, monkeypatch):
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="make bert4keras-oracle"):
         bert4keras_common.run_oracle(tmp_path)
+
+
+def test_a_vocabulary_of_another_size_is_refused_before_reading_weights(tmp_path):
+    """A vocab.txt whose rows differ from the config's vocab_size (the embedding rows) is refused naming both,
+    before the checkpoint is read (here it does not even exist)."""
+    import json
+
+    from kexue.models.bert4keras import convert
+
+    (tmp_path / "bert_config.json").write_text(json.dumps(B4K), encoding="utf-8")
+    (tmp_path / "vocab.txt").write_text("\n".join(f"t{i}" for i in range(30)) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"vocab.txt: 30 tokens, but .*bert_config.json gives vocab_size 50"):
+        convert(tmp_path / "bert_config.json", tmp_path / "missing.ckpt", "bert", tmp_path / "out",
+                vocab=tmp_path / "vocab.txt")
+    assert not (tmp_path / "out").exists()

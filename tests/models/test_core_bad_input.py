@@ -68,3 +68,33 @@ def test_pytorch_bin_checkpoints_load_with_weights_only(tmp_path):
     again = build_model(checkpoint=tmp_path)
     for (n, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), n
+
+
+def test_config_json_that_is_not_utf8_is_named_with_its_line(tmp_path, capsys):
+    """build_model, the bert4keras converter's config and a recipe's --checkpoint all name the file and line."""
+    import json
+    import re
+
+    from kexue.cli import main as cli
+    from kexue.models.bert4keras import convert
+    from kexue.models.config import ConfigError
+
+    save_pretrained(build_model(TINY), tmp_path)
+    text = json.dumps(json.loads((tmp_path / "config.json").read_text(encoding="utf-8")), indent=2)
+    (tmp_path / "config.json").write_bytes(text.replace('"bert"', '"b\xe9rt"').encode("latin-1"))
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if '"bert"' in ln)
+    with pytest.raises(ConfigError, match=re.escape(f"{tmp_path / 'config.json'}:{line}: not UTF-8 text (byte ")):
+        build_model(checkpoint=tmp_path)
+    b4k = tmp_path / "bert_config.json"
+    b4k.write_bytes(b'{\n "hidden_size": 32,\n "x": "\xff"\n}')
+    with pytest.raises(ValueError, match=re.escape(f"{b4k}:3: not UTF-8 text")):
+        convert(b4k, tmp_path / "nothing", "bert", tmp_path / "out")
+    # a recipe fine-tuning a folder whose vocab.txt is not UTF-8: one line naming it
+    save_pretrained(build_model(TINY), tmp_path / "ckpt")
+    good = b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n"
+    (tmp_path / "ckpt" / "vocab.txt").write_bytes(good + "你".encode("gbk") + b"\n")
+    (tmp_path / "train.tsv").write_text("好\tpos\n坏\tneg\n妙\tpos\n差\tneg\n", encoding="utf-8")
+    assert cli(["classify", "--train", str(tmp_path / "train.tsv"), "--checkpoint", str(tmp_path / "ckpt"),
+                "--out", str(tmp_path / "m"), "--no-progress"]) == 2
+    vocab = tmp_path / "ckpt" / "vocab.txt"
+    assert capsys.readouterr().err == f"kexue: error: {vocab}:6: not UTF-8 text (byte {len(good)})\n"

@@ -9,7 +9,7 @@ import transformers as tf
 
 from kexue.models.checkpoints import save_pretrained
 from kexue.models import CheckpointError, ConfigError, build_model
-from kexue.models.config import REFUSED
+from kexue.models.family import REFUSED
 
 torch.set_num_threads(1)
 BERT = dict(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
@@ -18,6 +18,8 @@ GPT2 = dict(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=16, model
 T5 = dict(vocab_size=50, d_model=32, d_kv=8, d_ff=48, num_layers=1, num_heads=4, model_type="t5")
 CONFIGS = {"bert": BERT, "roformer": {**BERT, "model_type": "roformer"},
            "roformer_v2": {**BERT, "model_type": "roformer_v2"}, "gpt": GPT2, "t5": T5}
+CONFIGS.update({"gpt2_ml": {**BERT, "model_type": "gpt2_ml"}, "gau_alpha": {**BERT, "model_type": "gau_alpha"}})
+CONFIGS.update({f: {**BERT, "model_type": f} for f in ("albert", "nezha", "electra")})
 
 
 def _write(tmp_path, d):
@@ -39,7 +41,8 @@ def test_refused_fields_are_named_with_the_path(tmp_path, family, field):
     ("bert", "hidden_act", "quick_gelu"), ("bert", "rotary_value", True), ("bert", "scale_attn_weights", False),
     ("gpt", "embedding_size", 16), ("gpt", "activation_function", "gelu_fast"), ("gpt", "n_head", 0),
     ("t5", "feed_forward_proj", "gated-quick_gelu"), ("t5", "feed_forward_proj", "gelu-gated"),
-    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "electra"), ("bert", "n_embd", 32),
+    ("t5", "eos_token_id", [1, 2]), ("bert", "model_type", "xlnet"), ("bert", "n_embd", 32),
+    ("bert", "model_type", "roberta"),
 ])
 def test_unimplemented_values_are_named(tmp_path, family, field, value):
     with pytest.raises(ConfigError, match=f"'{field}'.*{tmp_path}"):

@@ -39,6 +39,16 @@ def make_hf(variant: str):
         return tf.RoFormerForMaskedLM(tf.RoFormerConfig(**BERT, embedding_size=32))
     if variant == "roformer_value":
         return tf.RoFormerForMaskedLM(tf.RoFormerConfig(**BERT, embedding_size=32, rotary_value=True))
+    if variant == "albert":  # one block shared by both layers, E = 16 -> H = 32
+        return tf.AlbertForMaskedLM(tf.AlbertConfig(**BERT, embedding_size=16))
+    if variant == "albert_unshared":  # a group per layer: bert4keras's albert_unshared
+        return tf.AlbertForMaskedLM(tf.AlbertConfig(**BERT, embedding_size=16, num_hidden_groups=2))
+    if variant == "albert_inner":  # one group of two blocks, applied twice
+        return tf.AlbertForMaskedLM(tf.AlbertConfig(**BERT, embedding_size=16, inner_group_num=2))
+    if variant == "electra":  # the generator
+        return tf.ElectraForMaskedLM(tf.ElectraConfig(**BERT, embedding_size=16))
+    if variant == "electra_disc":
+        return tf.ElectraForPreTraining(tf.ElectraConfig(**BERT, embedding_size=16))
     if variant == "gpt2":
         return tf.GPT2LMHeadModel(tf.GPT2Config(**GPT2))
     if variant == "gpt2_untied":
@@ -94,8 +104,9 @@ def close(a, b):
     return (a - b).abs().max().item()
 
 
-VARIANTS = ["bert", "bert_untied", "bert_differs", "roformer", "roformer_value", "gpt2", "gpt2_untied",
-            "gpt2_scales", "t5", "t5v1_1", "mt5"]
+VARIANTS = ["bert", "bert_untied", "bert_differs", "roformer", "roformer_value", "albert", "albert_unshared",
+            "albert_inner", "electra", "electra_disc", "gpt2", "gpt2_untied", "gpt2_scales", "t5", "t5v1_1", "mt5"]
+OPTIONS = {"electra_disc": dict(with_discriminator=True)}  # the head an encoder is built with (else the MLM head)
 FORMATS = {"safetensors": dict(), "bin": dict(safe_serialization=False),
            "sharded": dict(max_shard_size="20KB"), "sharded_bin": dict(safe_serialization=False, max_shard_size="20KB")}
 
@@ -107,7 +118,7 @@ def test_round_trip(tmp_path, variant, fmt):
     ref = hf_logits(hf, variant)
     hf.save_pretrained(tmp_path / "hf")
     encoder = not variant.startswith(("gpt2", "t5", "mt5"))
-    ours = build_model(checkpoint=tmp_path / "hf", **(dict(with_mlm=True) if encoder else {})).eval()
+    ours = build_model(checkpoint=tmp_path / "hf", **OPTIONS.get(variant, dict(with_mlm=True) if encoder else {})).eval()
     assert close(our_logits(ours, variant), ref) <= 1e-5
     save_pretrained(ours, tmp_path / "kexue", **FORMATS[fmt])
     files = weight_files(tmp_path / "kexue")
@@ -150,6 +161,10 @@ KEXUE_ONLY = [
     ("bert", {**BERT, "embedding_size": 16}, dict(application="unilm", hierarchical_alpha=0.4)),
     ("roformer", {**BERT, "tie_word_embeddings": False}, dict(application="lm", entropy_train_len=64)),
     ("roformer_v2", BERT, dict(with_mlm=True)),
+    ("albert", {**BERT, "embedding_size": 16, "num_hidden_groups": 2}, dict(with_pool=True, cond_dim=4,
+                                                                          hierarchical_alpha=0.4)),
+    ("nezha", {**BERT, "max_relative_position": 3}, dict(application="unilm", cond_dim=4, entropy_train_len=16)),
+    ("electra", {**BERT, "embedding_size": 16}, dict(with_discriminator=True, cond_dim=3)),
     ("gpt", {**BERT, "type_vocab_size": 3}, dict(pre_norm=False, final_norm=False, cond_dim=5)),
     ("gpt", {**GPT2, "model_type": "gpt2", "tie_word_embeddings": False}, dict(rope=True)),
 ]

@@ -189,6 +189,12 @@ def test_prefix_forms(tf_oracle, tmp_path):
     (one / "checkpoint").write_text('model_checkpoint_path: "/saved/elsewhere/bert_model.ckpt"\n'
                                     'all_model_checkpoint_paths: "/saved/elsewhere/bert_model.ckpt"\n')
     assert tfc.resolve_prefix(one) == str(one / "bert_model.ckpt")  # the folder moved since: by file name
+    two = tmp_path / "two"  # a copy whose checkpoint file still names the original, which exists: the copy wins
+    two.mkdir()
+    for f in bert.parent.glob("model.ckpt.*"):
+        shutil.copy(f, two / f.name)
+    (two / "checkpoint").write_text(f'model_checkpoint_path: "{bert}"\n')
+    assert tfc.resolve_prefix(two) == str(two / "model.ckpt")
     (one / "checkpoint").write_text('model_checkpoint_path: "gone.ckpt"\n')
     with pytest.raises(TFCheckpointError, match=r"checkpoint: model_checkpoint_path 'gone.ckpt' names no checkpoint"):
         read_tf_checkpoint(one)

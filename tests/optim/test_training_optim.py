@@ -134,6 +134,25 @@ def test_ema_matches_averaged_model():
         assert torch.equal(p, r)
 
 
+def test_ramped_ema_is_a_direct_average_with_the_ramped_decay():
+    from kexue.optim import RampedEMA
+    model = _mlp()
+    ema = RampedEMA(model, decay=0.5)
+    ref = [p.detach().double().clone() for p in model.parameters()]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for n, b in enumerate(_data()):
+        opt.zero_grad()
+        _loss(model, b).backward()
+        opt.step()
+        ema.update(model)
+        lam = min(0.5, (1 + n) / (10 + n))  # 0.1, 0.18, 0.25, ... then 0.5
+        ref = [lam * r + (1 - lam) * p.detach().double() for r, p in zip(ref, model.parameters())]
+        assert ema.decay == lam
+    with ema.swapped(model):
+        for p, r in zip(model.parameters(), ref):
+            assert (p.double() - r).abs().max().item() <= 1e-6
+
+
 def test_schedules_closed_forms():
     f = WarmupLinear(10, 110)
     assert f(0) == 0 and f(5) == 0.5 and f(10) == 1 and f(60) == pytest.approx(0.5) and f(200) == 0

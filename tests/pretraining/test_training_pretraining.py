@@ -1,5 +1,6 @@
 """Pretraining objectives: whole-word masking masks whole jieba words; the UniLM loss sees only
 the target; `kexue pretrain` runs end to end on a folder of text and resumes."""
+import json
 import random
 
 import pytest
@@ -69,10 +70,16 @@ def test_pretrain_command_runs_and_resumes(tmp_path, capsys):
         dispatch(args + ["--steps", "6"])
     assert cli(args + ["--steps", "6", "--resume"]) == 0  # continues from step 3
     assert "6 steps" in capsys.readouterr().out
-    for f in ("config.json", "model.safetensors", "vocab.txt"):
+    for f in ("config.json", "model.safetensors", "vocab.txt", "manifest.json", "train/vocab.txt"):
         assert (tmp_path / "out" / f).exists()
+    import kexue  # one unit with the run folder beside the model; an encoder kexue.load serves
+    assert kexue.load(tmp_path / "out").task == "encoder"
+    assert (tmp_path / "out" / "vocab.txt").read_bytes() == (tmp_path / "out" / "train" / "vocab.txt").read_bytes()
     model = build_model(checkpoint=tmp_path / "out", with_mlm=True)
     assert model.config.hidden_size == 32
+    recorded = json.loads((tmp_path / "out" / "train" / "settings.json").read_text())
+    assert recorded["optimizer_preset"] == {"optimizer": "AdamW", "lr": 5e-4, "weight_decay": 0.01,
+                                            "schedule": "linear", "warmup": 20, "total_steps": 6, "clip_norm": 1.0}
 
 
 def test_mlm_batch_without_masked_token_is_not_nan(tmp_path):

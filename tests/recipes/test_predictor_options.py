@@ -13,7 +13,7 @@ USER = GenerationOptions.user_options()
 
 def test_each_task_takes_its_share_of_the_user_options():
     expected = {"generate": USER, "poem": USER, "dialogue": tuple(n for n in USER if n != "num_samples"),
-                "reading": ("max_new_tokens",)}
+                "reading": ("max_new_tokens",), "multimodal": ("seed", "max_new_tokens")}
     for task, recipe in TASKS.items():
         options = recipe.predictor_class().options
         assert set(options) <= set(USER), task
@@ -71,3 +71,19 @@ def test_a_call_is_the_callers_options_over_the_folders_over_the_tasks():
         task_options({"num_samples": 2}, sample=None)
     with pytest.raises(ValueError, match="^min_new_tokens=8: must not exceed max_new_tokens=5"):
         task_options({"max_new_tokens": 5}, saved, min_new_tokens=8)
+
+
+def test_task_options_beside_the_generation_options():
+    """A task may take options of its own (multimodal: the flow's Euler ``steps``), read by their type
+    function; unknown names are still refused naming every option the task takes."""
+    from kexue.recipes import args as at
+
+    class Steps(Echo):
+        task, options, task_options = "steps", ("seed",), {"steps": at.positive_int}
+
+    p = Steps()
+    assert p.predict([1], steps="3", seed=2) == [{"item": 1, "options": {"steps": 3, "seed": 2}}]
+    with pytest.raises(ValueError, match="option steps: must be"):
+        p.predict([1], steps=0)
+    with pytest.raises(ValueError, match=r"'top_k' does not apply to steps models \(options: seed, steps\)"):
+        p.predict([1], top_k=3)

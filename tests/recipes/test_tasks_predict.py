@@ -12,7 +12,7 @@ from kexue.cli import main as cli
 from kexue.recipes.metrics import bio_to_spans
 
 FOLDER_FILES = {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "task.json", "metrics.json",
-                "loss.png", "README.md", "eval_predictions.jsonl"}
+                "loss.png", "README.md", "eval_predictions.jsonl", "manifest.json"}
 
 
 def bioes(tags):
@@ -67,14 +67,55 @@ def ner_model(tmp_path_factory):
 def test_ner_reads_bioes_and_survives_an_unseen_type(ner_model, tmp_path):
     out, test_s = ner_model
     assert FOLDER_FILES | {"head.safetensors"} <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))  # the task and labels, stored once
+    assert manifest["task"] == "ner" and manifest["labels"] == ["LOC", "ORG", "PER"] and manifest["kind"] == "task"
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    assert config["kexue"]["task"] == "ner" and config["kexue"]["labels"] == ["LOC", "ORG", "PER"]
+    assert "task" not in config["kexue"] and "labels" not in config["kexue"]
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["eval_types_unseen_in_training"] == ["PLACE"] and metrics["n_gold"] > 0
     preds = check_same(out, ["".join(c) for c, _ in test_s], tmp_path)
     for p in preds:  # character offsets: text[start:end] is the entity
         assert all(p["text"][e["start"]:e["end"]] == e["text"] and e["type"] in ("LOC", "ORG", "PER")
                    for e in p["entities"])
+
+
+def test_ner_flat_decoding(ner_model, tmp_path_factory, tmp_path):
+    """--decode flat: the saved folder reproduces the evaluation, whose spans never overlap and are the greedy
+    by-score subset of the nested spans of the same model; a folder written before --decode decodes nested."""
+    import hashlib
+
+    _, test_s = ner_model
+    data = tmp_path_factory.mktemp("ner-flat-data")
+    write_tagged(data / "train.bio", [s for s in datasets.ner_peoples_daily("dev") if any(t != "O" for t in s[1])][:24])
+    write_tagged(data / "dev.bio", test_s)
+    out = train(tmp_path_factory, "ner", "--train", str(data / "train.bio"), "--dev", str(data / "dev.bio"),
+                "--maxlen", "48", "--decode", "flat")
+    assert json.loads((out / "task.json").read_text(encoding="utf-8"))["settings"]["decode"] == "flat"
+    texts = ["".join(c) for c, _ in test_s]
+    flat = check_same(out, texts, tmp_path)
+    predictor = kexue.load(out)
+    predictor.tagger.decode = "nested"
+    nested = predictor.predict(texts)
+    key = lambda e: (e["type"], e["start"], e["end"])  # noqa: E731
+    assert sum(len(p["entities"]) for p in nested) > sum(len(p["entities"]) for p in flat) > 0
+    for f, n in zip(flat, nested):
+        ents = sorted(f["entities"], key=lambda e: e["start"])
+        assert all(x["end"] <= y["start"] for x, y in zip(ents, ents[1:]))  # no shared character
+        assert {key(e) for e in f["entities"]} <= {key(e) for e in n["entities"]}
+    # the folder as an older kexue wrote it (no 'decode' setting): nested decoding
+    task = json.loads((out / "task.json").read_text(encoding="utf-8"))
+    del task["settings"]["decode"]
+    raw = (json.dumps(task, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    (out / "task.json").write_bytes(raw)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"]["task.json"] = {"size": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert kexue.load(out).predict(texts) == nested
+
+
+def test_ner_decode_flat_is_refused_with_a_crf(tmp_path, capsys):
+    assert cli(["ner", "--head", "crf", "--decode", "flat", "--out", str(tmp_path / "m")]) == 2
+    assert "--decode applies to the GlobalPointer heads" in capsys.readouterr().err
 
 
 def test_bioes_reads_as_the_same_spans_as_bio():
@@ -185,9 +226,10 @@ def test_plain_lm_folder_generates_like_a_plain_greedy_loop(dialogue_model, tmp_
 
     lm_dir = tmp_path / "lm"
     shutil.copytree(dialogue_model, lm_dir)
+    for name in ("manifest.json", "task.json"):  # a plain LM folder: no manifest naming a task, no task settings
+        (lm_dir / name).unlink()
     config = json.loads((lm_dir / "config.json").read_text(encoding="utf-8"))
-    del config["kexue"]["task"], config["kexue"]["labels"]
-    (lm_dir / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    assert "task" not in config["kexue"] and "labels" not in config["kexue"] and config["kexue"]["application"] == "lm"
     p = kexue.load(lm_dir)
     assert p.task == "generate"
     text = "晓带轻烟间杏花"

@@ -1,11 +1,15 @@
-"""CoSENT against sentence-transformers' CoSENTLoss; SimBERT contrastive loss against a closed form."""
+"""CoSENT against sentence-transformers' CoSENTLoss; SimBERT contrastive loss against a closed form; InfoNCE /
+SimCSE against MultipleNegativesRankingLoss and a transcription of the post's bert4keras loss."""
 import math
+
+import numpy as np
 
 import pytest
 import torch
 from sentence_transformers.sentence_transformer.losses.cosent import CoSENTLoss
 
-from kexue.losses import cosent_cross_encoder_loss, cosent_loss, interleave, simbert_contrastive_loss
+from kexue.losses import (cosent_cross_encoder_loss, cosent_loss, infonce_loss, interleave, simbert_contrastive_loss,
+                          simcse_loss)
 
 
 def _st_loss(a, b, labels, scale=20.0):
@@ -64,3 +68,61 @@ def test_simbert_contrastive_closed_form():
     assert abs(simbert_contrastive_loss(v).item() - total / 6) < 1e-4
     with pytest.raises(ValueError, match="even batch"):
         simbert_contrastive_loss(torch.randn(5, 4))
+
+
+# -- SimCSE / InfoNCE against sentence-transformers' MultipleNegativesRankingLoss ---------------------------
+def _mnrl(columns, scale=20.0):
+    from sentence_transformers.sentence_transformer.losses.multiple_negatives_ranking import (
+        MultipleNegativesRankingLoss)
+    return MultipleNegativesRankingLoss(model=None, scale=scale).compute_loss_from_embeddings(list(columns), None)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_infonce_matches_multiple_negatives_ranking_loss(k, dtype):
+    """Loss and gradients of every input, without hard negatives, with one and with three per anchor."""
+    n, d = 12, 16
+    a, p, negs = torch.randn(n, d, dtype=dtype), torch.randn(n, d, dtype=dtype), torch.randn(n, k, d, dtype=dtype)
+    ours_in = [t.clone().requires_grad_() for t in (a, p, negs)]
+    ref_in = [t.clone().requires_grad_() for t in (a, p, negs)]
+    neg_arg = None if k == 0 else ours_in[2][:, 0] if k == 1 else ours_in[2]
+    ours = infonce_loss(ours_in[0], ours_in[1], neg_arg, scale=20.0)
+    ref = _mnrl([ref_in[0], ref_in[1]] + [ref_in[2][:, j] for j in range(k)])
+    ours.backward()
+    ref.backward()
+    worst = abs(ours.item() - ref.item())
+    for x, y in zip(ours_in[:2 + (k > 0)], ref_in):
+        worst = max(worst, (x.grad - y.grad).abs().max().item())
+    print(f"InfoNCE vs MultipleNegativesRankingLoss (k={k}, {dtype}): max |diff| {worst:.1e}")
+    assert worst <= 1e-6
+    assert ours.item() > 0.1  # not a degenerate batch
+
+
+def test_simcse_forms():
+    v1, v2 = torch.randn(6, 8), torch.randn(6, 8)
+    # the paper's form is InfoNCE of view 1 against view 2
+    assert abs(simcse_loss(v1, v2, form="paper").item() - _mnrl([v1, v2]).item()) <= 1e-6
+    # the post's form: bert4keras simcse_loss on the batch x1, x1, x2, x2, ... (a NumPy transcription)
+    y = interleave(v1, v2).double().numpy()
+    idx = np.arange(len(y))
+    y_true = (idx[None, :] == (idx + 1 - idx % 2 * 2)[:, None]).astype(float)
+    y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    sims = (y @ y.T - np.eye(len(y)) * 1e12) * 20
+    logp = sims - sims.max(1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+    expect = np.mean(-(y_true * logp).sum(1))
+    assert abs(simcse_loss(v1, v2).item() - expect) <= 1e-5
+    with pytest.raises(ValueError, match="form"):
+        simcse_loss(v1, v2, form="bert")
+    with pytest.raises(ValueError, match="two views"):
+        simcse_loss(v1, v2[:3])
+
+
+def test_infonce_bad_input():
+    a = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="anchors and positives"):
+        infonce_loss(a, torch.randn(4, 7))
+    with pytest.raises(ValueError, match="hard negatives"):
+        infonce_loss(a, a, torch.randn(3, 8))
+    with pytest.raises(ValueError, match="scale"):
+        infonce_loss(a, a, scale=0.0)

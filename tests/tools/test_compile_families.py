@@ -18,8 +18,9 @@ from kexue.generation import decoding_state, generate
 from kexue.tools.quantize import compile_model
 
 # family -> application compiled: UniLM's prefix mask and MLM head, RoFormer's causal LM, RoFormer-v2's
-# bias-free encoder, GPT's LM, T5's encoder and decoder
-COMPILED = {"bert": "unilm", "roformer": "lm", "roformer_v2": "encoder", "gpt": "lm", "t5": "seq2seq"}
+# bias-free encoder, GPT's LM, T5's encoder and decoder, ALBERT's LM, NEZHA's UniLM
+COMPILED = {"bert": "unilm", "roformer": "lm", "roformer_v2": "encoder", "gpt": "lm", "t5": "seq2seq",
+            "albert": "lm", "nezha": "unilm"}  # ALBERT's shared block, NEZHA's relative attention
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """Every training loop runs on kexue.train.fit: the CoSENT fine-tune, SimBERT and diffusion training each
-resume exactly (2 steps, then --resume to 4 == 4 steps straight) and record their settings."""
+resume exactly (2 steps, then --resume to 4 == 4 steps straight) and record their settings, among them the
+optimizer preset (kexue.optim.adamw_preset) with each loop's own deliberate numbers."""
 import json
 
 import pytest
@@ -48,6 +49,10 @@ def test_cosent_finetune_resumes_exactly(tmp_path):
 
     settings = _twice(train, tmp_path)
     assert settings["optimizer"]["class"] == "AdamW" and settings["batch_size"] == 8 and len(settings["data"]) == 16
+    # the demo's settings of the one pair trainer: a time budget may cut it anywhere, so no decay
+    assert settings["optimizer_preset"] == {"optimizer": "AdamW", "lr": 2e-5, "weight_decay": 0.01,
+                                            "schedule": "constant", "warmup": 10, "total_steps": 4, "clip_norm": None}
+    assert settings["loss"] == "cosent" and settings["batching"] == "length" and settings["freeze_token_embeddings"]
 
 
 def test_simbert_resumes_exactly(tmp_path):
@@ -61,7 +66,9 @@ def test_simbert_resumes_exactly(tmp_path):
         hist = sb.fit(pairs, max_steps=steps, batch_size=4, progress=False, seconds=None, checkpoint_dir=folder, **kw)
         return sb.model, hist
 
-    _twice(train, tmp_path)
+    settings = _twice(train, tmp_path)
+    assert settings["optimizer_preset"] == {"optimizer": "AdamW", "lr": 1e-3, "weight_decay": 0.01,
+                                            "schedule": "constant", "warmup": 50, "total_steps": 4, "clip_norm": 1.0}
 
 
 def test_diffusion_training_resumes_exactly(tmp_path):
@@ -80,3 +87,5 @@ def test_diffusion_training_resumes_exactly(tmp_path):
 
     settings = _twice(train, tmp_path)
     assert settings["ema_decay"] == 0.995 and settings["data"] is not None
+    assert settings["optimizer_preset"] == {"optimizer": "AdamW", "lr": 1e-3, "weight_decay": 0.0,
+                                            "schedule": "constant", "warmup": 3, "total_steps": 4, "clip_norm": 1.0}

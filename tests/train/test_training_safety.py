@@ -199,12 +199,14 @@ def test_diffusion_save_load_round_trip_without_pickle(tmp_path):
 
     from kexue.cli import main as cli
     from kexue.diffusion import methods
-    from kexue.diffusion.train import load_model, save_model
+    from kexue.diffusion.folder import load_model, save_model
 
     out = tmp_path / "model"
     assert cli(["diffusion", "--method", "ddim", "--train-steps", "2", "--width", "8", "--n", "4", "--nfe", "2",
                 "--out", str(out)]) == 0
-    assert {"config.json", "model.safetensors", "samples.png", "train"} <= {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "samples.png", "train", "manifest.json"} <= {p.name for p in out.iterdir()}
+    manifest = json.loads((out / "manifest.json").read_text())  # one unit; the run folder kept beside the model
+    assert manifest["kind"] == "diffusion" and manifest["other"] == ["train"] and "samples.png" in manifest["files"]
     # the same command again continues the finished run instead of retraining (the run folder records it)
     assert cli(["diffusion", "--method", "ddim", "--train-steps", "2", "--width", "8", "--n", "4", "--nfe", "2",
                 "--out", str(out)]) == 0
@@ -226,6 +228,9 @@ def test_diffusion_save_load_round_trip_without_pickle(tmp_path):
         assert torch.equal(fresh.eval()(x, t, t), back(x, t, t))
     cfg_path = tmp_path / "m2" / "config.json"
     cfg_path.write_text(json.dumps({"kind": "shortcut", "channels": 1, "width": 16}))
+    with pytest.raises(ValueError, match="config.json: .* bytes, but manifest.json records"):
+        load_model(tmp_path / "m2")  # the folder's manifest sees the edit
+    (tmp_path / "m2" / "manifest.json").unlink()  # a folder of an older kexue: the weights must still fit
     with pytest.raises(ValueError, match="does not fit a shortcut model of width 16"):
         load_model(tmp_path / "m2")
 
@@ -242,3 +247,14 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert (path.stat().st_mode & 0o777) == 0o644
+
+
+@pytest.mark.parametrize("data, accum, n", [([], 1, "0 batches"), (_data(2), 3, "2 batches")])
+def test_empty_or_too_small_data_is_named(data, accum, n):
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=f"fit: an epoch has {n}, fewer than grad_accum \\({accum}\\): the data is "
+                                         "empty or too small for one optimizer step"):
+        fit(model, lambda m, b: ((m(b[0]) - b[1]) ** 2).mean(), data, grad_accum=accum, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
