@@ -226,6 +226,13 @@ def choose(predictor, directory: str | Path, backend: str = "auto", precision: s
     task = predictor.task
     check_request(task, backend, precision)
     graphable = _has_graph(task)
+    if graphable:
+        try:
+            task_graph(task).check(predictor)  # e.g. an encoder pooled from every layer's states
+        except ValueError:
+            if backend == "onnxruntime":
+                raise
+            graphable = False
     export_dir = None
     if graphable and backend in ("auto", "onnxruntime"):
         from kexue.tools.onnx_export import available

@@ -53,6 +53,8 @@ REFUSED = {
     "reading": "reading comprehension decodes answers token by token over a KV cache and votes across passages",
     "poem": "poem generation samples token by token over a KV cache (a loop, not one graph)",
     "dialogue": "dialogue replies decode token by token over a KV cache (a loop, not one graph)",
+    "multimodal": "images are drawn by integrating a flow and captions decode token by token (loops, not one graph)",
+    "custom": "a custom task runs its own forward and predict code, which kexue does not trace into one graph",
 }
 
 # Check and calibration sentences: Chinese and English, from a few characters to a long paragraph, so that
@@ -165,6 +167,9 @@ class TaskGraph:
         """The output positions compared with the torch model (real tokens)."""
         return batch["attention_mask"]
 
+    def check(self, p) -> None:
+        """Refuse (``ValueError`` with the reason) a model of this task that the graph cannot serve."""
+
     def attach(self, p, graph):
         """A copy of ``p`` whose model runs ``graph`` (an :class:`~kexue.tools.onnx_export.OnnxGraph`)."""
         raise NotImplementedError
@@ -172,6 +177,13 @@ class TaskGraph:
 
 class EncoderTask(TaskGraph):
     task, output = "encoder", "hidden"
+    POOLINGS = ("mean", "cls", "max", "last-token", "weighted-mean")  # read the last hidden states only
+
+    def check(self, p) -> None:
+        pooling = getattr(getattr(p, "spec", None), "pooling", "mean")
+        if pooling not in self.POOLINGS:
+            raise ValueError(f"an encoder pooled by {pooling!r} is not exported to ONNX: the graph gives the last "
+                             f"hidden states, which pool by {', '.join(self.POOLINGS)}")
 
     def module(self, p):
         from kexue.tools.onnx_export import EncoderGraph
@@ -298,7 +310,8 @@ def agreement(task: str, reference: list[dict], outputs: list[dict]) -> dict[str
             from kexue.similarity.evaluate import spearman
 
             i, j = torch.triu_indices(len(a), len(a), 1)
-            sa, sb = (a @ a.T)[i, j], (b @ b.T)[i, j]
+            na, nb = torch.nn.functional.normalize(a, dim=-1), torch.nn.functional.normalize(b, dim=-1)
+            sa, sb = (na @ na.T)[i, j], (nb @ nb.T)[i, j]
             out.update(similarity_max_abs_diff=float((sa - sb).abs().max()), similarity_spearman=spearman(sb, sa))
         return out
     if task == "classify":
@@ -369,6 +382,23 @@ def same_source(directory: str | Path, recorded: dict) -> bool:
 # --------------------------------------------------------------------------------------------------
 # Export
 # --------------------------------------------------------------------------------------------------
+def add_to_unit(directory: Path, src: Path, name: str) -> None:
+    """Rewrite the model folder ``directory`` as one unit (:func:`kexue.io.write_folder`) with the folder
+    ``src`` as its entry ``name`` (replacing an earlier one): the manifest then lists and hashes it, and a
+    later save of the model (a retrained folder) drops it with the rest of the old unit."""
+    import shutil
+
+    from kexue.io import read_manifest, write_folder
+
+    manifest = read_manifest(directory)
+    keep = [rel for rel in manifest["files"] if rel.split("/")[0] != name]
+    with write_folder(directory, manifest, overwrite=True) as stage:
+        for rel in keep:
+            (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(directory / rel, stage / rel)
+        shutil.copytree(src, stage / name)
+
+
 def export_folder(p, directory: str | Path, out: str | Path, int8: bool = True,
                   texts: Sequence[Any] = SAMPLE_TEXTS, per_channel: bool = True) -> dict:
     """Export the fp32 predictor ``p`` (loaded from ``directory``) into ``out``, check it, write the
@@ -378,7 +408,18 @@ def export_folder(p, directory: str | Path, out: str | Path, int8: bool = True,
     from kexue.tools.onnx_export import OPSET, OnnxGraph, check_graph, export_graph, quantize_graph
 
     spec = task_graph(p.task)
-    out = Path(out)
+    spec.check(p)
+    directory, out = Path(directory), Path(out)
+    from kexue.io import read_manifest
+
+    if out.resolve().parent == directory.resolve() and read_manifest(directory) is not None:
+        # a folder written as one unit (manifest.json lists every file): the graphs join the unit
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=directory.parent, prefix=f".{directory.name}.onnx-") as tmp:
+            manifest = export_folder(p, directory, Path(tmp) / out.name, int8, texts, per_channel)
+            add_to_unit(directory, Path(tmp) / out.name, out.name)
+        return manifest
     items = spec.items(p, texts)
     if len(items) < 2:
         raise ValueError("the export check needs at least 2 inputs")
@@ -421,7 +462,7 @@ def export_folder(p, directory: str | Path, out: str | Path, int8: bool = True,
     return manifest
 
 
-__all__ = ["BUDGET", "CALIBRATION_TEXTS", "FP32_FILE", "FP32_TOLERANCE", "GRAPHS", "INT8_FILE", "MANIFEST", "REFUSED",
+__all__ = ["BUDGET", "CALIBRATION_TEXTS", "add_to_unit", "FP32_FILE", "FP32_TOLERANCE", "GRAPHS", "INT8_FILE", "MANIFEST", "REFUSED",
            "SAMPLE_TEXTS",
            "TaskGraph", "agreement", "check_batches", "exact", "export_folder", "fingerprint", "model_batches",
            "same_source", "source_files", "task_graph", "within_budget"]
