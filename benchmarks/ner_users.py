@@ -74,17 +74,18 @@ class Bert4TorchNER:
 
         from encoder import _b4t_state
 
+        from kexue.recipes.folder import read_task
+
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        task = json.loads((folder / "task.json").read_text(encoding="utf-8"))
+        task = read_task(folder)  # labels and settings, wherever this folder format keeps them
         if task["settings"]["head"] != "globalpointer":
             raise ValueError("the bert4torch side implements the GlobalPointer head")
-        b4t_config = folder / "b4t_config.json"
-        b4t_config.write_text(json.dumps({**config, "model": "bert", "hidden_act": config.get("hidden_act", "gelu")}))
-        with warnings.catch_warnings():
+        with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            b4t_config = Path(d) / "config.json"  # bert4torch's config: the same numbers, its own keys
+            b4t_config.write_text(json.dumps({**config, "model": "bert", "hidden_act": config.get("hidden_act", "gelu")}))
             hf = BertModel.from_pretrained(str(folder), add_pooling_layer=False).eval()
             self.bert = build_transformer_model(config_path=str(b4t_config), checkpoint_path=None, verbose=0).eval()
-        b4t_config.unlink()
         self.bert.load_state_dict(_b4t_state(self.bert, hf), strict=True)
         self.types = task["labels"]
         self.gp = GlobalPointer(config["hidden_size"], len(self.types), task["settings"]["head_size"]).eval()

@@ -127,12 +127,15 @@ class EmissionGraph(nn.Module):
 
 class GraphTaskModule(nn.Module):
     """A task module (classifier, tagger) whose ``forward(batch)`` runs its exported graph in ONNX Runtime;
-    the attributes its predictor reads besides the forward (entity types, a CRF's transitions) are the
-    original module's."""
+    what its predictor reads besides the forward is the original module's: every plain attribute (entity
+    types, tags, the decoding rule) and the submodules named in ``keep`` (a CRF's transitions)."""
 
     def __init__(self, graph, original: nn.Module, keep: Sequence[str] = ()):
         super().__init__()
         self.graph = graph
+        for name, value in vars(original).items():
+            if not name.startswith("_") and name != "training":
+                setattr(self, name, value)
         for name in keep:
             if hasattr(original, name):
                 setattr(self, name, getattr(original, name))
@@ -246,7 +249,7 @@ class NERTask(TaskGraph):
 
     def attach(self, p, graph):
         q = copy.copy(p)
-        q.tagger = GraphTaskModule(graph, p.tagger, keep=("head_name", "types", "tags", "crf"))
+        q.tagger = GraphTaskModule(graph, p.tagger, keep=("crf",))
         return q
 
 

@@ -102,6 +102,10 @@ def test_encoder_export_equals_pytorch_on_real_padded_batches(encoder_dir, sente
 @pytest.mark.parametrize("head", ["globalpointer", "crf"])
 def test_ner_export_is_one_graph_and_predicts_the_same_entities(ner_dirs, head):
     d = ner_dirs[head]
+    from kexue.io import check_folder
+
+    unit = check_folder(d, required=True)  # the recipe's folder is one unit: the graphs joined it, hashed
+    assert {f"onnx/{ex.FP32_FILE}", f"onnx/{ex.INT8_FILE}", f"onnx/{ex.MANIFEST}"} <= set(unit["files"])
     manifest = json.loads((d / "onnx" / ex.MANIFEST).read_text(encoding="utf-8"))
     assert manifest["inputs"] == (["input_ids", "attention_mask"] if head == "crf" else
                                   ["input_ids", "attention_mask", "span_mask"])
