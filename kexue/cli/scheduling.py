@@ -50,7 +50,7 @@ class Batcher:
     """Gathers the inputs of concurrent requests into ``predictor.predict`` / ``embed`` calls of at most
     ``max_batch`` inputs, taken round-robin across the requests (one input of each in turn)."""
 
-    def __init__(self, predictor, max_batch: int = 64, max_wait: float = 0.005):
+    def __init__(self, predictor, max_batch: int = 64, max_wait: float = 0.0):
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.active: deque[_Request] = deque()  # requests with inputs not yet scheduled, in turn order
@@ -101,6 +101,7 @@ class Batcher:
         while True:
             if not self.active:
                 self.active.append(await self.queue.get())
+                await asyncio.sleep(0)  # requests already being read get into the queue and share this batch
                 deadline = loop.time() + self.max_wait  # let others arrive to share the first batch
                 while sum(len(r.inputs) for r in self.active) < self.max_batch:
                     timeout = deadline - loop.time()

@@ -22,11 +22,13 @@ Request options are checked by the predictor (``Predictor.check_options``: the f
 import asyncio
 import hmac
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kexue.cli.scheduling import Batcher, GenerationEngine
+from kexue.cli.use import path_args, requested_precision
 from kexue.recipes import args as at
 from kexue.recipes.predictor import Predictor
 
@@ -101,7 +103,7 @@ async def run_predict(ctx: Served, inputs: list, options: dict) -> list[dict]:
     return await ctx.batcher.submit(inputs, options)
 
 
-def create_app(predictor, model_name: str = "", max_batch: int = 64, max_wait_ms: float = 5.0, *,
+def create_app(predictor, model_name: str = "", max_batch: int = 64, max_wait_ms: float = 0.0, *,
                served_name: str | None = None, limits: Limits | None = None, api_key: str | None = None,
                index=None, created: int = 0):
     from fastapi import FastAPI, Request
@@ -226,15 +228,16 @@ def parser() -> at.ArgumentParser:
                    "(default: $KEXUE_API_KEY if set, else no key)")
     p.add_argument("--max-batch", type=at.positive_int, default=64,
                    help="most inputs in one model batch, and most rows decoded together")
-    p.add_argument("--max-wait-ms", type=at.nonnegative_float, default=5.0,
-                   help="how long a request waits for others to share its batch")
+    p.add_argument("--max-wait-ms", type=at.nonnegative_float, default=0.0,
+                   help="how long a request that finds the model idle waits for others to share its batch (0: it "
+                        "runs at once; requests arriving while the model runs share the next batch anyway)")
     p.add_argument("--max-inputs", type=at.positive_int, default=DEFAULT_MAX_INPUTS,
                    help="most inputs in one request (more: 413)")
     p.add_argument("--max-samples", type=at.positive_int, default=DEFAULT_MAX_SAMPLES,
                    help="most samples (num_samples, n) or beams per input of one request (more: 400)")
     p.add_argument("--max-new-tokens", type=at.positive_int, default=DEFAULT_MAX_NEW_TOKENS,
                    help="most new tokens a request may ask for (max_new_tokens, max_tokens; more: 400)")
-    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (kexue.tools.quantize)")
+    path_args(p)  # --backend / --precision / --int8: the inference path kexue.load picks (docs/speed.md)
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     return p
 
@@ -264,7 +267,10 @@ def app_from_args(args):
 
         index = SearchIndex.open(args.index)
         index.check_encoder(model)
-    predictor = load(model, quantize="int8" if args.int8 else None)
+    backend, precision = args.backend, requested_precision(args)
+    predictor = load(model, backend=backend, precision=precision)
+    if (backend, precision) != ("auto", "fp32") or predictor.path.backend != "torch":
+        print(f"kexue serve: inference path {predictor.path}", file=sys.stderr, flush=True)
     if index is not None and not hasattr(predictor, "embed"):
         raise at.UsageError(f"{model} is a {predictor.task} model: an index is searched with its sentence encoder")
     limits = Limits(args.max_inputs, args.max_samples, args.max_new_tokens)

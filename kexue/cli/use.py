@@ -56,11 +56,11 @@ def _io_args(p: at.ArgumentParser, what: str = "inputs") -> None:
     p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
                    help=f"file with one of the {what} per line (- for stdin)")
     p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
-    _path_args(p)
+    path_args(p)
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
 
 
-def _path_args(p: at.ArgumentParser) -> None:
+def path_args(p: at.ArgumentParser) -> None:
     """``--backend`` / ``--precision`` (kexue.load's, see kexue.recipes.fastpath) and ``--int8`` (= --precision int8)."""
     from kexue.recipes.fastpath import BACKENDS, PRECISIONS
 
@@ -73,7 +73,8 @@ def _path_args(p: at.ArgumentParser) -> None:
     p.add_argument("--int8", action="store_true", help="the same as --precision int8")
 
 
-def _precision(args) -> str:
+def requested_precision(args) -> str:
+    """The precision ``--precision`` / ``--int8`` ask for (fp32 when neither is given)."""
     if args.int8 and args.precision not in (None, "int8"):
         raise at.UsageError(f"--int8 contradicts --precision {args.precision}")
     return "int8" if args.int8 else args.precision or "fp32"
@@ -112,7 +113,7 @@ def _start(args) -> Predictor:
         torch.set_num_threads(args.threads)
     if getattr(args, "output", None):
         at.check_output_file(args.output)
-    backend, precision = getattr(args, "backend", "auto"), _precision(args)
+    backend, precision = getattr(args, "backend", "auto"), requested_precision(args)
     predictor = load(args.model, backend=backend, precision=precision)
     if (backend, precision) != ("auto", "fp32") or predictor.path.backend != "torch":
         print(f"kexue: inference path {predictor.path}", file=sys.stderr)
@@ -164,7 +165,7 @@ def search_main(argv: list[str] | None = None) -> int:
     p.add_argument("--input", type=lambda s: s if s == "-" else at.input_file(s), metavar="FILE",
                    help="file with one query per line (- for stdin)")
     p.add_argument("--output", metavar="FILE", help="write JSON lines here (default: stdout)")
-    _path_args(p)
+    path_args(p)
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--corpus", type=at.input_file, metavar="FILE",
                    help="with an encoder folder: text file, one sentence per line, embedded on every call")
@@ -203,7 +204,7 @@ def chat_parser() -> at.ArgumentParser:
                           "(an empty line starts a new dialogue); replies on stdout.")
     p.add_argument("model", type=at.model_dir, help="folder written by `kexue dialogue`")
     p.add_argument("--threads", type=at.positive_int, default=None, help="torch CPU threads (default: torch's own choice)")
-    _path_args(p)
+    path_args(p)
     _generation_args(p)
     return p
 

@@ -269,3 +269,25 @@ def test_cli_flags_pick_the_path(encoder_dir, tmp_path, capsys):
     assert (torch.tensor(rows["torch"]) - torch.tensor(rows["onnxruntime"])).abs().max() <= 1e-5
     assert cli(["embed", str(encoder_dir), "x", "--int8", "--precision", "bf16"]) == 2
     assert "--int8 contradicts --precision bf16" in capsys.readouterr().err
+
+
+def test_serve_runs_the_path_asked_for(encoder_dir, capsys):
+    """``kexue serve --backend onnxruntime``: the server answers with the ONNX Runtime graph's vectors (equal
+    to torch's to 1e-5), says which path it runs, and refuses what the path cannot do by name."""
+    from fastapi.testclient import TestClient
+
+    from kexue.cli.serve import app_from_args, parser
+
+    texts = ["今天天气很好。", "我想订一张明天上午从北京到上海的高铁票。", "好"]
+    answers = {}
+    for backend in ("torch", "onnxruntime"):
+        app = app_from_args(parser().parse_args([str(encoder_dir), "--backend", backend, "--threads", "1"]))
+        assert app.state.served.predictor.path.name == f"{backend} fp32"
+        with TestClient(app) as client:
+            r = client.post("/predict", json={"inputs": texts})
+            assert r.status_code == 200
+            answers[backend] = torch.tensor([o["embedding"] for o in r.json()["outputs"]])
+        assert f"inference path {backend} fp32" in capsys.readouterr().err
+    assert (answers["torch"] - answers["onnxruntime"]).abs().max() <= 1e-5
+    with pytest.raises(Exception, match="--int8 contradicts --precision bf16"):
+        app_from_args(parser().parse_args([str(encoder_dir), "--int8", "--precision", "bf16"]))
