@@ -93,7 +93,7 @@ def test_a_chat_is_answered_while_many_generations_run(dialogue_dir):
                 "model": "dlg", "messages": [{"role": "user", "content": "床前明月光"}], "max_tokens": 4})
             return small, big.done(), await big
 
-    with serving(create_app(pred, str(dialogue_dir), max_batch=8, served_name="dlg")) as url:
+    with serving(create_app(pred, str(dialogue_dir), max_batch=8, max_rows=8, served_name="dlg")) as url:
         small, big_was_done, big = asyncio.run(scenario(url))
     assert small.status_code == 200 and not big_was_done
     assert small.json()["choices"][0]["message"]["content"] == pred.predict([["床前明月光"]], max_new_tokens=4)[0]["reply"]
