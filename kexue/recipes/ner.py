@@ -23,7 +23,7 @@ from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.heads import CRF, EfficientGlobalPointer, GlobalPointer, decode_spans
 from kexue.losses import globalpointer_crossentropy
-from kexue.losses import globalpointer_kl
+from kexue.losses import globalpointer_kl, rdrop_combine
 from kexue.recipes.predictor import Predictor
 from kexue.io import fingerprint
 from kexue.recipes.common import (Metric, Timer, backbone, char_ids, checked_card, command, pad, parse, recipe_args,
@@ -103,9 +103,9 @@ def loss_fn(tagger: Tagger, batch: dict[str, Tensor], rdrop: float) -> Tensor:
         return tagger.crf(tagger(batch), batch["tags"], batch["attention_mask"])
     if rdrop <= 0:
         return globalpointer_crossentropy(tagger(batch), batch["spans"])
-    s, t = tagger(batch), tagger(batch)  # two dropout masks
-    ce = (globalpointer_crossentropy(s, batch["spans"]) + globalpointer_crossentropy(t, batch["spans"])) / 2
-    return ce + rdrop * globalpointer_kl(s, t) / 2
+    s, t = tagger(batch), tagger(batch)  # two dropout masks: R-Drop with GlobalPointer's symmetric divergence
+    return rdrop_combine(globalpointer_crossentropy(s, batch["spans"]), globalpointer_crossentropy(t, batch["spans"]),
+                         globalpointer_kl(s, t), rdrop)
 
 
 @torch.no_grad()
