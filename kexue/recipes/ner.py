@@ -175,10 +175,11 @@ class NERPredictor(Predictor):
 def main(argv: list[str] | None = None) -> int:
     p = recipe_args("NER with GlobalPointer / Efficient GlobalPointer / CRF (People's Daily by default)",
                     out="runs/ner", epochs=10, lr=2e-3, data="one 'char TAG' per line, blank line between "
-                    "sentences, BIO/BIOES tags")
+                    "sentences, BIO/BIOES tags", supports=("rdrop",),
+                    why_not={"vat": "VAT needs one class distribution per example; GlobalPointer's span scores are "
+                                    "independent sigmoids"})
     p.add_argument("--head", choices=["globalpointer", "efficient", "crf"], default="globalpointer",
                    help="span head (GlobalPointer family) or a CRF tagger")
-    p.add_argument("--rdrop", type=at.nonnegative_float, default=0.0, help="R-Drop weight α on the GlobalPointer KL (0 = off)")
     p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest input in tokens (characters + 2)")
     p.add_argument("--head-size", type=at.positive_int, default=64, help="GlobalPointer query/key size")
     p.add_argument("--decode", choices=["nested", "flat"], default=None,
