@@ -13,7 +13,7 @@ parameter-wise multipliers.
   with a ``layer_depths()`` method is a backbone; a T5's decoder blocks sit above its encoder's; an ALBERT shared
   group takes the depth of the highest layer applying it); parameters outside any backbone (task heads) and a
   backbone's final norm, pooler and MLM / LM head get the full ``lr``.
-* **Parameter-wise multipliers** (bert4keras ``extend_with_parameter_wise_lr``, 《bert4keras的优化器扩展》):
+* **Parameter-wise multipliers** (bert4keras ``optimizers.extend_with_parameter_wise_lr``):
   ``{pattern: m}``: a parameter whose name matches ``pattern`` (a regular expression searched in the full name,
   so a plain substring works as in bert4keras) trains at lr·m; several matching patterns multiply. A pattern that
   matches no trainable parameter is refused by name.
