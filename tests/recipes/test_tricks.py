@@ -244,3 +244,16 @@ def test_similarity_sbert_rdrop_and_layer_rates(files, tmp_path):
     assert settings["rdrop"] == 1.0 and settings["adversarial"]["method"] == "fgm"
     assert read(tricked / "metrics.json")["training_tricks"]["rdrop"] == 1.0
     assert results(plain) != results(tricked)
+
+
+def test_pretrain_recompute_same_model(files, tmp_path, monkeypatch):
+    """``kexue pretrain --recompute`` checkpoints its blocks and saves the same model bit for bit."""
+    from recipes_common import other_command
+
+    calls = []
+    real = base.checkpoint
+    monkeypatch.setattr(base, "checkpoint", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    argv = other_command("pretrain", files)
+    assert cli([*argv, "--out", str(tmp_path / "a")]) == 0 and not calls
+    assert cli([*argv, "--out", str(tmp_path / "b"), "--recompute"]) == 0 and len(calls) == 6  # 6 steps x 1 block
+    assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
