@@ -34,12 +34,14 @@ OUT = Path(__file__).resolve().parent / "results"
 CONFIGS = {
     "plain": [],
     "FGM (ε=1)": ["--adversarial", "fgm", "--adv-epsilon", "1.0"],
+    "FGM (ε=0.1)": ["--adversarial", "fgm", "--adv-epsilon", "0.1"],
     "R-Drop (α=1)": ["--rdrop", "1.0"],
     "layer-wise LR decay (0.8)": ["--layer-lr-decay", "0.8"],
 }
 #: what the posts publish (None: nothing found in the stored pages to quote); printed beside our numbers
 PUBLISHED = {
     "FGM (ε=1)": None,
+    "FGM (ε=0.1)": None,
     "R-Drop (α=1)": None,
     "layer-wise LR decay (0.8)": None,
 }
@@ -54,6 +56,15 @@ def split(n_train: int, n_test: int, seed: int) -> tuple[list[str], list[str]]:
         raise SystemExit(f"--n-train + --n-test = {n_train + n_test} > {len(rows)} pairs in {DATA}")
     fmt = lambda part: ["\t".join(r) for r in part]  # noqa: E731
     return fmt(rows[:n_train]), fmt(rows[n_train:n_train + n_test])
+
+
+def _table_scale(checkpoint: str) -> tuple[float, float]:
+    """(norm of the token table, mean row norm) of the starting model."""
+    from kexue.models import build_model
+    from kexue.recipes.common import checkpoint_folder
+
+    w = build_model(checkpoint=checkpoint_folder(checkpoint)).float().embeddings.token.weight.detach()
+    return float(w.norm()), float(w.norm(dim=1).mean())
 
 
 def run(argv: list[str]) -> dict:
@@ -119,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {statistics.mean(acc):.4f} ± {sd:.4f} | {min(acc):.4f}–{max(acc):.4f} | "
                      f"{'' if name == 'plain' else f'{delta:+.4f}'} | {secs:.0f} | {pub} |")
     before = results["plain"][0]["before"]
+    table = _table_scale(args.checkpoint)
     lines += ["", f"Before fine-tuning (the pretrained encoder with a random head): {before:.4f}.",
+              f"FGM's ε is a norm over the whole token table: {args.checkpoint}'s table has norm {table[0]:.1f} and "
+              f"mean row norm {table[1]:.3f} (the posts' BERT-base tables are larger); the perturbation concentrates "
+              "on the rows the batch uses, [CLS] and [SEP] above all.",
               "Published numbers: the stored pages hold neither post's result table, so none is quoted here (—)."]
     write_report(args.out, "tricks_classify", lines, {"settings": {k: (str(v) if isinstance(v, Path) else v)
                                                                    for k, v in vars(args).items()},

@@ -143,12 +143,12 @@ def test_classify_tricks_take_effect(files, tmp_path, monkeypatch):
         seen["optimizer"] = made.optimizer
         return made
 
-    monkeypatch.setattr(FGM, "step", fgm_step)
-    monkeypatch.setattr(base, "checkpoint", counted)
     def parameters(args, module, lr):
         seen["module"] = module
         return real_parameters(args, module, lr)
 
+    monkeypatch.setattr(FGM, "step", fgm_step)
+    monkeypatch.setattr(base, "checkpoint", counted)
     monkeypatch.setattr(common, "adamw_preset", preset)
     monkeypatch.setattr(tricks, "parameters", parameters)
     out = tmp_path / "tricks"
