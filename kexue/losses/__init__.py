@@ -8,3 +8,4 @@ from kexue.losses.globalpointer_kl import globalpointer_kl  # noqa: F401
 from kexue.losses.infonce import infonce_loss, simcse_loss  # noqa: F401
 from kexue.losses.language_model import IGNORE, masked_lm_loss, next_token_loss, next_token_positions  # noqa: F401
 from kexue.losses.multilabel import globalpointer_crossentropy, multilabel_categorical_crossentropy, sparse_multilabel_categorical_crossentropy
+from kexue.losses.rdrop import rdrop_combine, rdrop_loss, symmetric_kl  # noqa: F401

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from kexue.models.albert import ALBERT, AlbertConfig
-from kexue.models.base import Transformer, TransformerOutput
+from kexue.models.base import Blocks, Transformer, TransformerOutput, set_recompute
 from kexue.models.bert import BERT, RoFormer, RoFormerV2
 from kexue.models.config import ConfigError, Options, TransformerConfig
 from kexue.models.electra import ELECTRA
@@ -16,4 +16,4 @@ from kexue.models.weights import Bert4kerasNames, CheckpointError, LoadReport, R
 __all__ = ["ALBERT", "AlbertConfig", "ELECTRA", "NEZHA", "NezhaConfig", "CAUSAL", "ENCODER_DECODER", "FAMILIES", "PREFIX", "REGISTRY", "BERT", "GPT", "T5", "Bert4kerasNames",
            "CheckpointError", "ConfigError", "Family", "LoadReport", "Options", "RoFormer", "RoFormerV2", "Rule",
            "T5Config", "Transformer", "TransformerConfig", "TransformerOutput", "WeightMap", "build_model",
-           "check_fit", "decoding_kind", "family_of", "from_state", "hf_config"]
+           "check_fit", "Blocks", "set_recompute", "decoding_kind", "family_of", "from_state", "hf_config"]

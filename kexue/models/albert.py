@@ -149,10 +149,22 @@ class ALBERT(BERT):
             group = self.groups[int(i / (c.num_hidden_layers / c.num_hidden_groups))]  # transformers' formula
             for j, layer in enumerate(group):
                 slot = None if cache is None else _CacheSlot(cache, i * c.inner_group_num + j)
-                x = layer(x, mask, cond=cond, cache=slot)
+                x = self.block(layer, x, mask, cond=cond, cache=slot, cached=slot is not None)
             if hidden is not None:
                 hidden.append(x)
         return x
+
+    def num_blocks(self) -> int:
+        return self.config.num_hidden_layers
+
+    def block_depth(self, name: str) -> int | None:
+        """A shared group's parameters take the depth of the highest layer that applies the group."""
+        m = re.match(r"groups\.(\d+)\.", name)
+        if m is None:
+            return None
+        c, g = self.config, int(m.group(1))
+        return max(i + 1 for i in range(c.num_hidden_layers)
+                   if int(i / (c.num_hidden_layers / c.num_hidden_groups)) == g)
 
     def weight_map(self) -> WeightMap:
         """``AlbertModel`` names; ``AlbertForMaskedLM``'s (prefix ``albert.``, ``predictions.*``) with the MLM head."""

@@ -6,13 +6,26 @@ subclass only says how each stage is built; its weight names map to the HF layou
 conditional LayerNorm, ...) is its :class:`~kexue.models.config.Options`, saved in config.json.
 ``application`` picks the attention mask: ``encoder`` (bidirectional), ``lm`` (causal) or ``unilm``
 (prefix; see :mod:`kexue.layers.masks`).
+
+Two training-time services every family shares (:class:`Blocks`, T5 included): **recompute** (gradient
+checkpointing, bert4keras's ``RECOMPUTE=1``): with ``model.recompute = True`` (:func:`set_recompute`) each block
+call in training keeps only its input and recomputes its activations during the backward pass
+(``torch.utils.checkpoint``, non-reentrant, the RNG state replayed so dropout draws the same masks): the
+activation memory of the stack falls from O(layers) blocks to about one block's, for one more forward pass of
+compute; the gradients are those of the plain model. Cached decoding, evaluation (``eval()``) and
+``torch.no_grad`` are untouched. **Layer depths** (:meth:`Blocks.layer_depths`): each parameter's depth,
+0 for the embeddings, i for block i (1-based), L+1 above the blocks, which layer-wise learning-rate decay
+(:func:`kexue.optim.param_groups.layerwise_lr_groups`) reads.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from kexue.layers import KVCache, build_mask
 from kexue.models.config import Options, TransformerConfig
@@ -44,7 +57,63 @@ def check_ids(name: str, ids: Tensor, upper: int, what: str) -> None:
         raise ValueError(f"{name} holds id {hi}, outside {what}")
 
 
-class Transformer(nn.Module):
+class Blocks:
+    """Mixin of every model class: :attr:`recompute` and :meth:`block` (the one place a block is called), and
+    :meth:`layer_depths` (module doc)."""
+
+    recompute: bool = False
+    block_lists: tuple[str, ...] = ("layers",)  # ModuleLists of blocks, in depth order
+    embedding_modules: tuple[str, ...] = ("embeddings",)  # submodules at depth 0
+
+    def block(self, layer: nn.Module, *args, cached: bool = False, **kwargs):
+        """``layer(*args, **kwargs)``; checkpointed when ``recompute`` is on, the model trains, gradients are
+        recorded and no KV cache is being filled (``cached``)."""
+        if self.recompute and self.training and not cached and torch.is_grad_enabled() and not tracing():
+            return checkpoint(layer, *args, use_reentrant=False, **kwargs)
+        return layer(*args, **kwargs)
+
+    def block_depth(self, name: str) -> int | None:
+        """The depth of a parameter (named within this model) that belongs to a block, else None."""
+        offset = 0
+        for attr in self.block_lists:
+            layers = getattr(self, attr, None)
+            if layers is None:
+                continue
+            m = re.match(rf"{re.escape(attr)}\.(\d+)\.", name)
+            if m:
+                return offset + int(m.group(1)) + 1
+            offset += len(layers)
+        return None
+
+    def num_blocks(self) -> int:
+        """L: the number of block depths."""
+        return sum(len(getattr(self, attr)) for attr in self.block_lists if getattr(self, attr, None) is not None)
+
+    def layer_depths(self) -> tuple[dict[str, int], int]:
+        """``({parameter name: depth}, L)``: 0 for the ``embedding_modules``, i (1-based) for block i, L + 1 for
+        the rest (final norms, pooler, MLM / LM head). A tied head shares the embedding's parameter (depth 0)."""
+        depths, top = {}, self.num_blocks()
+        for name, _ in self.named_parameters():
+            d = self.block_depth(name)
+            if d is None:
+                d = 0 if name.split(".", 1)[0] in self.embedding_modules else top + 1
+            depths[name] = d
+        return depths, top
+
+
+def set_recompute(module: nn.Module, on: bool = True) -> int:
+    """Turn gradient checkpointing per block on (or off) in every model inside ``module`` (e.g. a task model
+    wrapping a backbone); returns how many models it reached (ValueError when none)."""
+    models = [m for m in module.modules() if isinstance(m, Blocks)]
+    if not models:
+        raise ValueError(f"recompute: {type(module).__name__} holds no kexue Transformer whose blocks it could "
+                         "checkpoint")
+    for m in models:
+        m.recompute = bool(on)
+    return len(models)
+
+
+class Transformer(Blocks, nn.Module):
     family: str = ""
     hf_architectures: tuple[str, str] = ("", "")  # HF class names: bare model, with the MLM / LM head
     default_application = "encoder"
@@ -220,7 +289,7 @@ class Transformer(nn.Module):
     def apply_main_layers(self, x, mask, position_ids, cond, cache, hidden) -> Tensor:
         extras = self.layer_extras(position_ids)
         for layer in self.layers:
-            x = layer(x, mask, cond=cond, cache=cache, **extras)
+            x = self.block(layer, x, mask, cond=cond, cache=cache, cached=cache is not None, **extras)
             if hidden is not None:
                 hidden.append(x)
         return x

@@ -74,6 +74,7 @@ class GPT(Transformer):
     default_application = "lm"
     applications = ("lm",)
     option_keys = Transformer.option_keys + ("rope", "pre_norm", "final_norm")
+    embedding_modules = ("token", "position", "segment")
 
     @classmethod
     def uses_rope(cls, options: Options) -> bool:

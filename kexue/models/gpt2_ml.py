@@ -142,7 +142,7 @@ class GPT2ML(Transformer):
 
     def apply_main_layers(self, x, mask, position_ids, cond, cache, hidden) -> Tensor:
         for layer in self.layers:
-            x = layer(x, mask, cond=cond, cache=cache)
+            x = self.block(layer, x, mask, cond=cond, cache=cache, cached=cache is not None)
             if hidden is not None:
                 hidden.append(x)
         return x

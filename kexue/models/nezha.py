@@ -149,7 +149,7 @@ class NEZHA(BERT):
         n_q = x.shape[1]
         relative = self.layers[0].attn.relative(n_q, n_q + (cache.length if cache is not None else 0))
         for layer in self.layers:  # the block passes its third argument on to the attention
-            x = layer(x, mask, relative, cond=cond, cache=cache)
+            x = self.block(layer, x, mask, relative, cond=cond, cache=cache, cached=cache is not None)
             if hidden is not None:
                 hidden.append(x)
         return x

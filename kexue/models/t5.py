@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from kexue.layers import KVCache, MultiHeadAttention, RMSNorm, TransformerBlock, padding_mask
 
 from kexue.layers import FeedForward
-from kexue.models.base import check_ids
+from kexue.models.base import Blocks, check_ids
 from kexue.models.config import ACTIVATION_NAMES, Options, check_refused, check_type, refuse
 from kexue.models.weights import Rule, WeightMap, load_state
 from kexue.text.hf import load_tokenizer
@@ -208,7 +208,7 @@ class T5DecoderLayer(nn.Module):
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
-class T5(nn.Module):
+class T5(Blocks, nn.Module):
     """Encoder-decoder with an LM head. ``encode`` once, then ``decode`` incrementally with a KVCache."""
 
     family = "t5"
@@ -216,6 +216,8 @@ class T5(nn.Module):
     default_application = "seq2seq"
     applications = ("seq2seq",)
     option_keys = ("cross_position_bias",)
+    block_lists = ("encoder_layers", "decoder_layers")  # depth: the encoder's blocks, then the decoder's
+    embedding_modules = ("shared", "encoder_bias", "decoder_bias")  # the token table and the position biases
 
     @classmethod
     def check_options(cls, options: Options, path=None) -> None:
@@ -277,7 +279,7 @@ class T5(nn.Module):
         mask = padding_mask(attention_mask) if attention_mask is not None else None
         bias = self.encoder_bias(x.shape[1], x.shape[1])
         for layer in self.encoder_layers:
-            x = layer(x, mask, bias=bias)
+            x = self.block(layer, x, mask, bias=bias)
         return self.dropout(self.encoder_norm(x))
 
     def decode(self, decoder_input_ids: Tensor, encoder_hidden: Tensor, encoder_mask: Tensor | None = None,
@@ -309,7 +311,8 @@ class T5(nn.Module):
             keys = None if encoder_mask is None else (encoder_mask.long().cumsum(1) - 1).clamp(min=0)
             cross_bias = self.decoder_bias(t, encoder_hidden.shape[1], offset=past, key_positions=keys)
         for layer in self.decoder_layers:
-            x = layer(x, encoder_hidden, self_mask, bias, cross_mask, cache, cross_bias)
+            x = self.block(layer, x, encoder_hidden, self_mask, bias, cross_mask, cache, cross_bias,
+                           cached=cache is not None)
         x = self.dropout(self.decoder_norm(x))
         if self.config.scale_decoder_outputs:
             x = x * self.config.d_model ** -0.5

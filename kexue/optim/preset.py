@@ -33,6 +33,7 @@ from typing import Any, Iterable, NamedTuple
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from kexue.optim.param_groups import describe_groups
 from kexue.optim.schedules import PiecewiseLinear, WarmupLinear, lambda_lr
 
 SCHEDULES = ("linear", "constant", "decay")
@@ -70,7 +71,8 @@ def adamw_preset(params: Iterable, lr: float, total_steps: int, *, warmup: int |
                  optimizer_class: type[torch.optim.Optimizer] = torch.optim.AdamW, final: float = 0.0) -> Preset:
     """AdamW (or ``optimizer_class`` with the same ``(params, lr=, weight_decay=)`` signature, e.g.
     :class:`kexue.optim.Lion`) on ``params`` (tensors or param groups; a group's own ``lr`` is scaled by
-    the same schedule), ``schedule`` over ``total_steps`` updates with ``warmup`` (see the module doc),
+    the same schedule; groups of :func:`kexue.optim.param_groups.layerwise_lr_groups` are recorded in ``settings``
+as ``param_groups``), ``schedule`` over ``total_steps`` updates with ``warmup`` (see the module doc),
     and the gradient ``clip_norm`` for :func:`kexue.train.fit`; ``final``: the lr fraction the ``decay`` schedule
     ends at."""
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
@@ -90,6 +92,8 @@ def adamw_preset(params: Iterable, lr: float, total_steps: int, *, warmup: int |
     if final and schedule != "decay":
         raise ValueError(f"final={final!r} applies to schedule='decay' only, not {schedule!r}")
     w = warmup_steps(warmup, int(total_steps))
+    params = list(params)
+    groups = [g for g in params if isinstance(g, dict)]
     optimizer = optimizer_class(params, lr=lr, weight_decay=weight_decay)
     if schedule == "linear":
         fn = WarmupLinear(w, total_steps)
@@ -100,6 +104,8 @@ def adamw_preset(params: Iterable, lr: float, total_steps: int, *, warmup: int |
     settings = {"optimizer": optimizer_class.__name__, "lr": lr, "weight_decay": weight_decay, "schedule": schedule,
                 "warmup": w, "total_steps": int(total_steps), "clip_norm": clip_norm,
                 **({"final": float(final)} if schedule == "decay" else {})}
+    if any("lr_multiplier" in g for g in groups):  # per-parameter rates (kexue.optim.param_groups)
+        settings["param_groups"] = describe_groups(groups)
     return Preset(optimizer, lambda_lr(optimizer, fn), clip_norm, settings)
 
 

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from kexue.data.batching import length_batches, restore_order
 from kexue.heads.pooling import pool
+from kexue.losses.rdrop import rdrop_loss
 from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.recipes.predictor import Predictor
@@ -124,7 +125,8 @@ class ClassifyPredictor(Predictor):
 
 def main(argv: list[str] | None = None) -> int:
     p = recipe_args("Short-text classification (Tang vs Song, poet, or a user TSV)", out="runs/classify",
-                    epochs=8, lr=1e-3, batch_size=16, data="TSV, text<TAB>label or text_a<TAB>text_b<TAB>label")
+                    epochs=8, lr=1e-3, batch_size=16, data="TSV, text<TAB>label or text_a<TAB>text_b<TAB>label",
+                    supports=("rdrop", "vat"))
     p.add_argument("--by", choices=["dynasty", "poet"], default="dynasty",
                    help="label of the fortunes-zh poems (without --train)")
     p.add_argument("--maxlen", type=at.positive_int, default=160, help="longest input in tokens")
@@ -154,16 +156,22 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     model = Classifier(backbone(args, tokenizer), len(labels))
 
+    def logits(m, chunk):
+        return model(tokenizer.encode_batch([t for t, _ in chunk], maxlen=args.maxlen))
+
     def step(chunk):
         batch = tokenizer.encode_batch([t for t, _ in chunk], maxlen=args.maxlen)
-        return F.cross_entropy(model(batch), torch.tensor([index[lab] for _, lab in chunk]))
+        labels = torch.tensor([index[lab] for _, lab in chunk])
+        if args.rdrop:  # two dropout passes (R-Drop)
+            return rdrop_loss(model(batch), model(batch), labels, args.rdrop)
+        return F.cross_entropy(model(batch), labels)
 
     def accuracy(preds) -> float:
         return sum(p["label"] == lab for p, (_, lab) in zip(preds, test)) / max(1, len(test))
 
     texts = [t for t, _ in test]
     metric = Metric("accuracy", lambda: {"accuracy": accuracy(classify(model, tokenizer, texts, labels, args.maxlen))})
-    trained = run.train(model, train, step, metric, length=lambda r: len(flat(r[0])))
+    trained = run.train(model, train, step, metric, length=lambda r: len(flat(r[0])), logits=logits)
     preds = classify(model, tokenizer, texts, labels, args.maxlen, not args.no_progress)
     majority = Counter(lab for _, lab in train).most_common(1)[0][0]
     data = {"train": args.train or f"fortunes-zh poems by {args.by}", "eval": args.dev or "stratified 20 % of train"}

@@ -48,6 +48,7 @@ from kexue.models import Transformer, TransformerConfig, build_model
 from kexue.models.checkpoints import load_checkpoint_except
 from kexue.optim.preset import adamw_preset
 from kexue.recipes import args as at
+from kexue.recipes import tricks
 from kexue.text.tokenizer import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
 from kexue.train.loop import STATE_FILE
 from kexue.train.loop import fit as train_fit
@@ -61,9 +62,12 @@ RUN_FOLDER = "train"
 
 
 def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch_size: int = 32,
-                data: str = "FILE", shipped_data: bool = True) -> at.ArgumentParser:
+                data: str = "FILE", shipped_data: bool = True, supports: Sequence[str] = (),
+                why_not: dict[str, str] | None = None) -> at.ArgumentParser:
     """The options every recipe shares (``data`` describes the format of ``--train``/``--dev``;
-    ``shipped_data=False``: no shipped default, ``--train`` is required)."""
+    ``shipped_data=False``: no shipped default, ``--train`` is required), the training tricks among them
+    (:mod:`kexue.recipes.tricks`; ``supports``: the optional ones the recipe implements, ``why_not``: why not the
+    others)."""
     name = out.rsplit("/", 1)[-1]
     p = at.ArgumentParser(prog=f"kexue {name}", description=description)
     p.add_argument("--train", type=at.input_file, metavar="FILE", required=not shipped_data,
@@ -109,7 +113,8 @@ def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch
     p.add_argument("--skip-nonfinite", action="store_true",
                    help="skip a step whose loss or gradient is not finite (counted) instead of stopping the run")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    p.set_defaults(scratch_lr=lr)
+    tricks.add_options(p)
+    p.set_defaults(scratch_lr=lr, trick_support=tuple(supports), trick_why_not=why_not)
     return p
 
 
@@ -117,6 +122,7 @@ def parse(p: at.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespac
     """``p.parse_args(argv)``, the checks between options, and the start-dependent defaults filled in
     (``lr``, ``warmup``)."""
     args = p.parse_args(argv)
+    tricks.check(p, args, args.trick_support, args.trick_why_not)
     if args.patience and not args.dev:
         p.error("--patience watches the --dev score: give --dev")
     if args.refuse_worse and not args.checkpoint:
@@ -308,6 +314,7 @@ class Trained:
     best: dict | None = None  # {"step", "score"} of the best evaluation
     before: dict | None = None  # the scores of the pretrained start
     notes: list[str] = field(default_factory=list)
+    tricks: dict = field(default_factory=dict)  # the training tricks' values (kexue.recipes.tricks.summary)
 
     @property
     def losses(self) -> list[float]:
@@ -340,7 +347,8 @@ class Trained:
 
     def metrics(self) -> dict[str, Any]:
         """The run's part of ``metrics.json``."""
-        m: dict[str, Any] = {"dev_curve": self.evals, "saved_weights": self.keep, "stopped_early": self.stopped_early}
+        m: dict[str, Any] = {"dev_curve": self.evals, "saved_weights": self.keep, "stopped_early": self.stopped_early,
+                             "training_tricks": self.tricks}
         if self.metric is not None:
             m["dev_metric"] = self.metric.name
         if self.keep == "best" and self.best:
@@ -403,7 +411,8 @@ class Run:
 
     def prepare(self, metric: Metric | None, module: nn.Module, keep: nn.Module | None = None) -> None:
         """Before training: the pretrained start's score (from a ``--checkpoint``) and the evaluation callback,
-        keeping the best weights of ``keep`` (default ``module``) when ``--dev`` is given."""
+        keeping the best weights of ``keep`` (default ``module``) when ``--dev`` is given; ``--recompute`` set."""
+        tricks.prepare_model(self.args, module)
         if metric is None:
             return
         if self.args.checkpoint:
@@ -412,15 +421,16 @@ class Run:
         self.evaluation = Evaluation(metric, self.desc, self.steps, self.per_epoch,
                                      (keep or module) if self.keep_best else None, self.args.patience)
 
-    def fit_options(self) -> dict[str, Any]:
-        """The run's keyword arguments of :func:`kexue.train.fit` (run folder, resume, evaluation, progress)."""
+    def fit_options(self, logits: Callable | None = None) -> dict[str, Any]:
+        """The run's keyword arguments of :func:`kexue.train.fit` (run folder, resume, evaluation, progress,
+        ``--adversarial``: ``logits(model, batch)`` the classifier logits VAT needs)."""
         a = self.args
         every = a.checkpoint_every or a.eval_every or self.per_epoch
         return dict(checkpoint_dir=self.folder, checkpoint_every=every, resume=a.resume, overwrite=self.overwrite,
                     callbacks=[self.evaluation] if self.evaluation else (), eval_every=a.eval_every,
                     state_objects={"evaluation": self.evaluation} if self.evaluation else None,
                     on_nonfinite="skip" if a.skip_nonfinite else "stop", progress=not a.no_progress, seed=a.seed,
-                    desc=self.desc)
+                    desc=self.desc, adversarial=tricks.adversarial(a, logits))
 
     def run_fit(self, call: Callable[[], dict]) -> dict[str, list]:
         """``call()`` (the fit); a run that fails before its first checkpoint leaves no run folder behind."""
@@ -433,17 +443,20 @@ class Run:
             raise
 
     def train(self, module: nn.Module, items: Sequence, step: Callable[[list], Tensor], metric: Metric | None = None,
-              length: Callable[[object], int] | None = None, weight_decay: float = 0.01) -> Trained:
+              length: Callable[[object], int] | None = None, weight_decay: float = 0.01,
+              logits: Callable[[nn.Module, list], Tensor] | None = None) -> Trained:
         """Train ``module`` (``step(batch)`` returns the loss) with :func:`kexue.optim.adamw_preset`'s AdamW,
         ``--warmup`` then linear decay, clipping at 1, batches shuffled per epoch (length-bucketed with
-        ``length``), scored by ``metric`` at every evaluation; the saved weights are left in ``module``."""
+        ``length``), scored by ``metric`` at every evaluation; the saved weights are left in ``module``. The
+        training tricks (:mod:`kexue.recipes.tricks`) apply: param groups, recompute, adversarial training
+        (``logits(model, batch)``: the classifier logits of a batch, for VAT)."""
         a = self.args
         self.prepare(metric, module)
-        preset = adamw_preset([p for p in module.parameters() if p.requires_grad], a.lr, self.steps, warmup=a.warmup,
+        preset = adamw_preset(tricks.parameters(a, module, a.lr), a.lr, self.steps, warmup=a.warmup,
                               weight_decay=weight_decay, schedule="linear", clip_norm=1.0)
         data = lambda epoch: list(batches(items, a.batch_size, True, a.seed + epoch, length))  # noqa: E731
         history = self.run_fit(lambda: train_fit(module, lambda _, b: step(b), data, steps=self.steps,
-                                                 **self.fit_options(), **preset.fit_options(self.record)))
+                                                 **self.fit_options(logits), **preset.fit_options(self.record)))
         return self.finish(history, module)
 
     def finish(self, history: dict[str, list], module: nn.Module, keep: nn.Module | None = None) -> Trained:
@@ -460,9 +473,10 @@ class Run:
         epoch_losses = [sum(losses[i:i + n]) / len(losses[i:i + n]) for i in range(0, len(losses), n)]
         for e, value in enumerate(epoch_losses):
             print(f"epoch {e + 1}: loss {value:.4f}")
-        notes = [f"run folder: {self.folder} (resumable: rerun the same command; settings.json records the settings)"]
+        notes = [f"run folder: {self.folder} (resumable: rerun the same command; settings.json records the settings)",
+                 *tricks.card_lines(self.args)]
         return Trained(history, epoch_losses, self.steps, self.per_epoch, ev.metric if ev else None,
-                       "best" if keep_best else "last", best, self.before, notes)
+                       "best" if keep_best else "last", best, self.before, notes, tricks.summary(self.args))
 
 
 def checked_card(run: Run, trained: Trained, card: dict) -> dict:
@@ -484,15 +498,18 @@ def done(progress: dict | None, steps: int, changed: bool) -> bool:
 
 
 def plan_run(folder: Path, out: Path, record: dict, *, resume: bool, overwrite: bool, desc: str,
-             fixed: Sequence[str] = ("architecture",)) -> bool | None:
+             fixed: Sequence[str] = ("architecture",), optional: Sequence[str] = tricks.KEYS) -> bool | None:
     """Decide, before any model is built, what training into the run folder ``folder`` does with ``record`` (the
     settings, ``steps`` included): returns fit's ``overwrite`` (True: start over), or ``None`` when ``--resume``
     finds a finished run with nothing left to train and a saved model in ``out`` (said, nothing touched).
     Refuses (naming each difference) settings that differ without ``resume`` / ``overwrite``, and under
-    ``resume`` the ``fixed`` ones (top-level keys: what the model's shape depends on)."""
+    ``resume`` the ``fixed`` ones (top-level keys: what the model's shape depends on). ``optional``: keys recorded
+    only when set (the training tricks): one the old run has and ``record`` lacks is a difference too."""
     old, progress = read_run(folder)
     new = jsonable(record)
-    diffs = diff_settings({k: old.get(k, "(absent)") for k in new}, new) if old is not None else []
+    keys = list(new) + [k for k in optional if old is not None and k in old and k not in new]
+    diffs = diff_settings({k: old.get(k, "(absent)") for k in keys}, {k: new.get(k, "(absent)") for k in keys}) \
+        if old is not None else []
     steps = int(record["steps"])
     if overwrite:
         if progress is not None and old is not None and not diffs and not done(progress, steps, False):
@@ -517,7 +534,8 @@ def plan_run(folder: Path, out: Path, record: dict, *, resume: bool, overwrite: 
                 raise at.UsageError(f"--resume: the run in {folder} finished at step {progress['step']} and {what}; "
                                     "rerun it with its own settings to save its model, or pass --overwrite")
         return False
-    check_run(folder, new, partial=True)  # a difference: refused by name, pointing to --resume / --overwrite
+    # a difference: refused by name, pointing to --resume / --overwrite
+    check_run(folder, {k: new.get(k, "(absent)") for k in keys}, partial=True)
     return False
 
 
@@ -536,7 +554,7 @@ def start_run(args: argparse.Namespace, out: Path, name: str, *, n_train: int, a
               "epochs": None if given else args.epochs,
               "batch_size": args.batch_size, "lr": args.lr, "warmup": args.warmup, "seed": args.seed,
               "eval_every": args.eval_every, "saved_weights": "best on --dev" if args.dev else "last",
-              "patience": args.patience, **settings}
+              "patience": args.patience, **tricks.record(args), **settings}
     overwrite = plan_run(out / RUN_FOLDER, out, {**record, "steps": steps}, resume=args.resume,
                          overwrite=args.overwrite, desc=f"kexue {name}")
     if overwrite is None:

@@ -23,7 +23,7 @@ from kexue.recipes import args as at
 from kexue.data import shipped as datasets
 from kexue.heads import CRF, EfficientGlobalPointer, GlobalPointer, decode_spans
 from kexue.losses import globalpointer_crossentropy
-from kexue.losses import globalpointer_kl
+from kexue.losses import globalpointer_kl, rdrop_combine
 from kexue.recipes.predictor import Predictor
 from kexue.io import fingerprint
 from kexue.recipes.common import (Metric, Timer, backbone, char_ids, checked_card, command, pad, parse, recipe_args,
@@ -103,9 +103,9 @@ def loss_fn(tagger: Tagger, batch: dict[str, Tensor], rdrop: float) -> Tensor:
         return tagger.crf(tagger(batch), batch["tags"], batch["attention_mask"])
     if rdrop <= 0:
         return globalpointer_crossentropy(tagger(batch), batch["spans"])
-    s, t = tagger(batch), tagger(batch)  # two dropout masks
-    ce = (globalpointer_crossentropy(s, batch["spans"]) + globalpointer_crossentropy(t, batch["spans"])) / 2
-    return ce + rdrop * globalpointer_kl(s, t) / 2
+    s, t = tagger(batch), tagger(batch)  # two dropout masks: R-Drop with GlobalPointer's symmetric divergence
+    return rdrop_combine(globalpointer_crossentropy(s, batch["spans"]), globalpointer_crossentropy(t, batch["spans"]),
+                         globalpointer_kl(s, t), rdrop)
 
 
 @torch.no_grad()
@@ -175,10 +175,11 @@ class NERPredictor(Predictor):
 def main(argv: list[str] | None = None) -> int:
     p = recipe_args("NER with GlobalPointer / Efficient GlobalPointer / CRF (People's Daily by default)",
                     out="runs/ner", epochs=10, lr=2e-3, data="one 'char TAG' per line, blank line between "
-                    "sentences, BIO/BIOES tags")
+                    "sentences, BIO/BIOES tags", supports=("rdrop",),
+                    why_not={"vat": "VAT needs one class distribution per example; GlobalPointer's span scores are "
+                                    "independent sigmoids"})
     p.add_argument("--head", choices=["globalpointer", "efficient", "crf"], default="globalpointer",
                    help="span head (GlobalPointer family) or a CRF tagger")
-    p.add_argument("--rdrop", type=at.nonnegative_float, default=0.0, help="R-Drop weight α on the GlobalPointer KL (0 = off)")
     p.add_argument("--maxlen", type=at.positive_int, default=128, help="longest input in tokens (characters + 2)")
     p.add_argument("--head-size", type=at.positive_int, default=64, help="GlobalPointer query/key size")
     p.add_argument("--decode", choices=["nested", "flat"], default=None,

@@ -86,7 +86,7 @@ def check_learnable(args: argparse.Namespace, texts: list[str] | None = None, co
 
 def main(argv: list[str] | None = None) -> int:
     from kexue.io import folder_info
-    from kexue.models import build_model
+    from kexue.models import build_model, set_recompute
     from kexue.optim import Lion, adamw_preset
     from kexue.recipes.common import checkpoint_folder, plan_run
     from kexue.recipes.folder import save_model_folder
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-nonfinite", action="store_true",
                     help="skip (and count) steps with a non-finite loss or gradient instead of stopping")
     at.run_folder_args(ap)
+    ap.add_argument("--recompute", action="store_true",
+                    help="gradient checkpointing per Transformer block: less activation memory, one more forward pass "
+                         "(the same result, so not a run setting)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = ap.parse_args(argv)
     check_learnable(args)
@@ -146,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                    num_hidden_layers=args.layers, num_attention_heads=args.heads, intermediate_size=4 * args.hidden,
                    max_position_embeddings=max(512, args.maxlen), type_vocab_size=2)
         model = build_model(cfg, application=application, with_mlm=True)
+    if args.recompute:
+        set_recompute(model)
     collate = WholeWordMLM(tok, args.maxlen) if args.objective == "mlm" else UniLMPairs(tok, args.maxlen)
     check_learnable(args, texts, collate)
     data = torch.utils.data.DataLoader(texts, batch_size=args.batch_size, shuffle=True, collate_fn=collate,

@@ -23,11 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     p = recipe_args("Train a sentence encoder on labelled pairs with CoSENT, SBERT's softmax classifier or cosine "
                     "regression (the CoSENT post's comparison)", out="runs/similarity", epochs=1, lr=1e-3,
                     batch_size=32, shipped_data=False,
-                    data="pairs: sentence1<TAB>sentence2<TAB>label lines, or JSON lines with sentence1/sentence2/label")
+                    data="pairs: sentence1<TAB>sentence2<TAB>label lines, or JSON lines with sentence1/sentence2/label",
+                    supports=("rdrop",), why_not={"vat": "VAT keeps a classifier's predicted distribution steady; a "
+                                                         "sentence encoder's output is a vector"})
     p.add_argument("--loss", choices=LOSSES, default="cosent", help="training objective")
     p.add_argument("--steps", type=at.positive_int, default=None, help="optimizer updates (overrides --epochs)")
     p.add_argument("--maxlen", type=at.positive_int, default=64, help="longest sentence in tokens")
     args = parse(p, argv)
+    if args.rdrop and args.loss != "sbert":
+        p.error(f"--rdrop applies to --loss sbert (a classifier on the pair); --loss {args.loss} scores pairs with no "
+                "class distribution to compare")
     out = setup(args)
     timer = Timer()
     train = read_pairs(args.train)[: args.limit]
@@ -55,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     history = run.run_fit(lambda: train_pair_encoder(
         encoder, tokenizer, train, args.loss, run.steps, args.epochs, args.batch_size, args.lr, args.maxlen,
         loop["seed"], None, loop["eval_every"], loop["progress"], warmup=args.warmup, callbacks=loop["callbacks"],
-        desc=loop["desc"], settings=run.record, **options))
+        desc=loop["desc"], settings=run.record, layer_lr_decay=args.layer_lr_decay,
+        lr_multipliers=args.lr_multiplier or (), rdrop=args.rdrop, **options))
     trained = run.finish(history, encoder)
     data = {"train": args.train, "dev": args.dev or "none"}
     metrics = {"task": "encoder", "loss_function": args.loss, **data, "n_train": len(train),

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from kexue.data.batching import index_batches, length_batches
 from kexue.data.shipped import Pair
-from kexue.losses import SBERTClassifier, cosent_loss, cosine_mse_loss, sbert_softmax_loss
+from kexue.losses import SBERTClassifier, cosent_loss, cosine_mse_loss, rdrop_loss, sbert_softmax_loss
 from kexue.heads.pooling import pool
 from kexue.models.pretrained import embed
 from kexue.text.tokenizer import Tokenizer, pad_batch
@@ -37,11 +37,15 @@ LOSSES = ("cosent", "sbert", "cosine")
 class PairEncoder(nn.Module):
     """The encoder plus, for SBERT, its training-only classifier (so one optimizer sees both)."""
 
-    def __init__(self, encoder: nn.Module, loss: str, labels: Sequence[float], scale: float = 20.0):
+    def __init__(self, encoder: nn.Module, loss: str, labels: Sequence[float], scale: float = 20.0,
+                 rdrop: float = 0.0):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-        self.encoder, self.loss, self.scale = encoder, loss, scale
+        if rdrop and loss != "sbert":
+            raise ValueError(f"R-Drop (--rdrop) needs SBERT's softmax classifier (--loss sbert); {loss} has no class "
+                             "distribution to compare")
+        self.encoder, self.loss, self.scale, self.rdrop = encoder, loss, scale, float(rdrop)
         self.head = None
         if loss == "sbert":
             bad = sorted({y for y in labels if y != int(y) or y < 0})
@@ -63,6 +67,10 @@ class PairEncoder(nn.Module):
         if self.loss == "cosent":
             return cosent_loss(u, v, labels, self.scale)
         if self.loss == "sbert":
+            if self.rdrop:  # a second dropout pass over both sides, then R-Drop on the classifier's logits
+                again = self.vectors(batch)
+                return rdrop_loss(self.head(u, v).float(), self.head(again[:n], again[n:]).float(),
+                                  labels.round().long(), self.rdrop)
             return sbert_softmax_loss(u, v, labels.round().long(), self.head)
         return cosine_mse_loss(u, v, labels / self.y_max)
 
@@ -73,7 +81,9 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
                        eval_every: int | None = None, progress: bool = True, *, seconds: float | None = None,
                        batching: str = "shuffle", schedule: str = "linear", warmup: int | float = 0.1,
                        clip_norm: float | None = 1.0, scale: float = 20.0, freeze_token_embeddings: bool = False,
-                       desc: str | None = None, callbacks: Sequence = (), **fit_options) -> dict[str, list]:
+                       desc: str | None = None, callbacks: Sequence = (), layer_lr_decay: float | None = None,
+                       lr_multipliers: Sequence[tuple[str, float]] = (), rdrop: float = 0.0,
+                       **fit_options) -> dict[str, list]:
     """Fine-tune ``encoder`` on scored ``pairs`` through :func:`kexue.train.fit`; returns fit's history.
 
     Planned for ``steps`` updates (default ``epochs`` passes) and cut at ``seconds`` of wall-clock time if
@@ -82,7 +92,10 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     a batch of ``n`` pairs is one forward pass over its 2n sentences, then ``loss`` on the mean-pooled vectors.
     Optimizer: :func:`kexue.optim.adamw_preset` (AdamW, weight decay 0.01, ``schedule`` with ``warmup``,
     ``clip_norm``); the defaults are ``kexue similarity``'s: 10 % warm-up, linear decay, clip 1.
-    ``freeze_token_embeddings`` keeps the vocabulary matrix fixed during the run. With ``dev``, the
+    ``freeze_token_embeddings`` keeps the vocabulary matrix fixed during the run. ``layer_lr_decay`` /
+    ``lr_multipliers``: per-parameter rates (:func:`kexue.optim.param_groups.layerwise_lr_groups`, names of the
+    ``PairEncoder``: ``encoder.…``, ``head.…``); ``rdrop``: R-Drop's α on SBERT's classifier
+    (:func:`kexue.losses.rdrop_loss`: two dropout passes). With ``dev``, the
     Spearman of cosine on it is recorded every ``eval_every`` updates and at the end (``history["eval"]``:
     ``{"step", "spearman"}``); ``callbacks`` run at the same points after it. Other keyword arguments go
     to ``fit`` (``checkpoint_dir``, ``resume``, ``grad_accum``, ``ema``, ``bf16``, ``settings``,
@@ -97,7 +110,7 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
         raise ValueError(f"batching must be 'shuffle' or 'length', got {batching!r}")
     check_pairs([p.a for p in pairs], [p.b for p in pairs], [p.score for p in pairs])
     device = next(encoder.parameters()).device  # batches and the SBERT head follow the model (CPU or GPU)
-    module = PairEncoder(encoder, loss, [p.score for p in pairs], scale).to(device)
+    module = PairEncoder(encoder, loss, [p.score for p in pairs], scale, rdrop).to(device)
     enc = [(tokenizer.encode(p.a, maxlen=maxlen), tokenizer.encode(p.b, maxlen=maxlen)) for p in pairs]
     labels = torch.tensor([float(p.score) for p in pairs], dtype=torch.float32)
     lengths = [len(a[0]) + len(b[0]) for a, b in enc]
@@ -124,7 +137,12 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     try:
         for p in frozen:
             p.requires_grad_(False)
-        preset = adamw_preset([p for p in module.parameters() if p.requires_grad], lr, total, warmup=warmup,
+        params = [p for p in module.parameters() if p.requires_grad]
+        if layer_lr_decay is not None or lr_multipliers:
+            from kexue.optim.param_groups import layerwise_lr_groups
+
+            params = layerwise_lr_groups(module, lr, layer_lr_decay, lr_multipliers)
+        preset = adamw_preset(params, lr, total, warmup=warmup,
                               weight_decay=0.01, schedule=schedule, clip_norm=clip_norm)
         return fit(module, step, epoch_batches, steps=total, max_seconds=seconds,
                    callbacks=([spearman_on_dev] if dev else []) + list(callbacks), eval_every=eval_every,
