@@ -104,8 +104,20 @@ def test_recipe_infonce_and_simcse_folders(tmp_path, capsys):
     metrics = json.loads((tmp_path / "inf" / "metrics.json").read_text())
     assert metrics["n_train"] == positives and metrics["scale"] == pytest.approx(10.0)
     assert metrics["loss_function"] == "infonce" and metrics["hard_negatives"] == 0
-    assert cli(["similarity", "--loss", "simcse", "--train", str(train), "--out", str(tmp_path / "sim"), *common]) == 0
+    assert cli(["similarity", "--loss", "simcse", "--train", str(train), "--out", str(tmp_path / "sim"),
+                "--tensorboard", str(tmp_path / "tb"), *common]) == 0
     metrics = json.loads((tmp_path / "sim" / "metrics.json").read_text())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from kexue.train.state import load_state
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    history = load_state(tmp_path / "sim" / "train" / "state.safetensors")["history"]
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == \
+        [(s, float(np.float32(v))) for s, v in zip(history["step"], history["loss"])]
+    assert [(e.step, e.value) for e in acc.Scalars("eval/spearman")] == \
+        [(r["step"], float(np.float32(r["spearman"]))) for r in metrics["dev_curve"]]
     assert metrics["scale"] == 20.0 and metrics["n_train"] == len({s for ln in lines for s in ln.split("\t")[:2]})
     capsys.readouterr()
     assert cli(["embed", str(tmp_path / "sim"), "你好"]) == 0
