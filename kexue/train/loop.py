@@ -38,18 +38,11 @@ as :func:`kexue.hardware.native_bf16` decides (CUDA with bf16, or a CPU with ``a
 ``amx_bf16`` with ``amx_tile``); CPUs without them emulate bf16 slower than fp32, so ``auto`` keeps
 fp32 there and ``bf16=True`` is refused.
 
-**fp16** (``fp16=True``, CUDA only; the recipe of PyTorch's AMP docs): the forward passes autocast to float16
-and a gradient scaler multiplies the loss before ``backward`` (``scaler.scale(loss).backward()``), unscales
-the gradients before clipping and the norm (``scaler.unscale_``), then ``scaler.step`` / ``scaler.update``.
-A step whose gradients overflow (finite loss, non-finite norm) is an *overflow*, not an error: the scaler
-skips the update and halves its scale; the step still counts (loss and schedule recorded, the EMA not
-updated) and is listed in ``history["overflow"]``. The scaler's state is saved in every checkpoint and
-restored on resume. On a CPU fp16 is refused (bf16 is the CPU's half precision); fp16 and bf16 exclude
-each other.
-
-**TensorBoard** (``log_dir=``): loss (and each part of a dict loss), learning rate, gradient norm and the
-callbacks' numbers as event files (:mod:`kexue.train.tensorboard`; rank 0 only; a resumed run shows each
-step once).
+**fp16** (``fp16=True``, CUDA only): PyTorch's AMP recipe — float16 autocast, ``scaler.scale(loss).backward()``,
+``scaler.unscale_`` before clipping and the norm, ``scaler.step`` / ``update``. An overflow (finite loss,
+non-finite gradient norm) is skipped by the scaler, not an error: the step counts, the EMA is not updated,
+``history["overflow"]`` lists it; the scaler's state is checkpointed. Refused on a CPU (use bf16) and with bf16.
+**TensorBoard** (``log_dir=``): :mod:`kexue.train.tensorboard` (rank 0; a resumed run shows each step once).
 
 Multi-process: launch with ``torchrun --nproc_per_node N script.py``; ``fit`` initialises the
 process group from the environment (gloo on CPU, nccl on GPU), wraps the model in DDP and, with
