@@ -274,7 +274,7 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         raise ValueError("fp16 and bf16 exclude each other: pick one half precision")
     amp_device = fp16_device or device.type
     if fp16 and amp_device != "cuda" and fp16_device is None:
-        raise ValueError(f"fp16=True (--fp16) needs a CUDA GPU: this model is on {device.type}, where float16 is "
+        raise ValueError(f"fp16=True needs a CUDA GPU: this model is on {device.type}, where float16 is "
                          "emulated; on a CPU use bf16 ('auto' picks it where the CPU computes it natively)")
     scaler = torch.amp.GradScaler(amp_device) if fp16 else None
     if bf16 == "auto" and not use_bf16 and rank == 0:
