@@ -25,7 +25,7 @@ from kexue.similarity.pair_training import LOSSES, train_pair_encoder
 
 DATA = ("pairs: sentence1<TAB>sentence2<TAB>label lines, or JSON lines with sentence1/sentence2/label; --loss "
         "infonce: anchor<TAB>positive[<TAB>negative...] lines, or a pair file (its label-1 pairs); --loss simcse: one "
-        "sentence per line, or a pair file (its sentences)")
+        "sentence per line, or a pair file (its sentences); --dev is a labelled pair file for every loss")
 
 
 def main(argv: list[str] | None = None) -> int:
