@@ -116,16 +116,16 @@ def test_missing_tensorboard_is_refused_by_name(tmp_path, monkeypatch):
 
 # --- fp16 ------------------------------------------------------------------------------------------------
 
-def _amp_oracle(data, clip=1.0):
+def _amp_oracle(data, clip=1.0, device="cpu"):
     """PyTorch's AMP recipe ("Automatic Mixed Precision examples": gradient clipping), with the scheduler."""
-    model = _model()
+    model = _model().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1 / (1 + s))
-    scaler = torch.amp.GradScaler("cpu")
+    scaler = torch.amp.GradScaler(device)
     losses, skipped = [], []
     for step, batch in enumerate(data, 1):
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.float16):
+        with torch.autocast(device, dtype=torch.float16):
             loss = _dict_loss(model, batch)["loss"]
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -154,6 +154,17 @@ def test_fp16_path_equals_the_amp_recipe(tmp_path):
     scale = _scalars(tmp_path / "tb")["train/loss_scale"]
     assert [s for s, _ in scale] == list(range(1, 11)) and scale[-1][1] == scaler_state["scale"]
     assert [i + 1 for i, g in enumerate(hist["grad_norm"]) if not np.isfinite(g)] == [3, 7]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the CUDA fp16 path needs a GPU")
+def test_fp16_on_cuda_equals_the_amp_recipe():
+    data = [(x.cuda(), y.cuda()) for x, y in _data(10, big=(3, 7))]
+    oracle, losses, skipped, scaler_state = _amp_oracle(data, device="cuda")
+    model = _model().cuda()
+    hist = _fit(model, data, fp16=True)
+    assert hist["overflow"] == skipped and hist["loss"] == pytest.approx(losses, abs=1e-6, rel=1e-6)
+    for p, q in zip(model.parameters(), oracle.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6)
 
 
 def test_fp16_scaler_resumes(tmp_path):
