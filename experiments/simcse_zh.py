@@ -137,6 +137,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="experiments/results")
     ap.add_argument("--merge", nargs="*", default=None, help="runs.json folders to merge into one table")
+    ap.add_argument("--name", default="simcse_zh", help="file stem of the results: NAME.json, NAME.md")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -145,7 +146,7 @@ def main() -> None:
                 "start": "kexue-zh-mini", "split_seed": 0, "dev_fraction": 0.2, "eval_limit": args.eval_limit,
                 "seeds": args.seeds}
     if args.merge:
-        runs = [r for d in args.merge for r in json.loads((Path(d) / "simcse_zh_runs.json").read_text())["runs"]]
+        runs = [r for d in args.merge for r in json.loads((Path(d) / f"{args.name}_runs.json").read_text())["runs"]]
     else:
         runs = []
         for name in args.sets.split(","):
@@ -154,12 +155,12 @@ def main() -> None:
                     r = run(name, method, seed, args)
                     print(json.dumps(r, ensure_ascii=False), flush=True)
                     runs.append(r)
-                    write_json(out / "simcse_zh_runs.json", {"settings": settings, "runs": runs})
+                    write_json(out / f"{args.name}_runs.json", {"settings": settings, "runs": runs})
     summary = summarise(runs)
-    write_json(out / "simcse_zh.json", {"source": SOURCE, "settings": settings, "summary": summary, "runs": runs,
+    write_json(out / f"{args.name}.json", {"source": SOURCE, "settings": settings, "summary": summary, "runs": runs,
                                         "post_roformer_zero_shot": POST_ROFORMER_ZERO_SHOT,
                                         "cosent_anchors": COSENT_ANCHORS})
-    write_text(out / "simcse_zh.md", table(summary, settings))
+    write_text(out / f"{args.name}.md", table(summary, settings))
     print(table(summary, settings))
 
 
