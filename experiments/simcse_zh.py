@@ -111,7 +111,9 @@ def table(summary: dict, settings: dict) -> str:
             if m not in row:
                 return "–"
             r = row[m]
-            return f"{r['mean']:.2f}" if r["n"] == 1 else f"{r['mean']:.2f} ± {r['std']:.2f} [{r['min']:.2f} – {r['max']:.2f}]"
+            if m == "zero-shot":
+                return f"{r['mean']:.2f}"
+            return f"{r['mean']:.2f} ± {r['std']:.2f} [{r['min']:.2f} – {r['max']:.2f}] (n={r['n']})"
 
         split = "test" if name == "STS-B" else "dev (seed-0 20 %)"
         lines.append(f"| {name} ({split}) | {cell('zero-shot')} | {cell('simcse')} | {cell('cosent')} | "
