@@ -66,7 +66,10 @@ REGISTRY: tuple[Recipe, ...] = (
        predictor="PoemPredictor"),
     _R("dialogue", "multi-turn dialogue with a causal LM, response perplexity", "kexue.recipes.dialogue",
        predictor="DialoguePredictor"),
-    _R("similarity", "sentence encoder on labelled pairs: CoSENT / SBERT / cosine loss", "kexue.recipes.similarity"),
+    _R("similarity", "sentence encoder: CoSENT / SBERT / cosine on labelled pairs, InfoNCE / SimCSE contrastive",
+       "kexue.recipes.similarity"),
+    _R("mine", "hard negatives for --loss infonce: the corpus sentences an encoder finds closest to each anchor",
+       "kexue.recipes.mine"),
     _R("whiten", "fit BERT-whitening (β, γ, k) on a corpus and store it in an encoder folder",
        "kexue.recipes.whiten"),
     # --- folders without a task: encoders and text generators (any HF-layout folder too)

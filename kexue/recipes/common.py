@@ -49,6 +49,7 @@ from kexue.models.checkpoints import load_checkpoint_except
 from kexue.optim.preset import adamw_preset
 from kexue.recipes import args as at
 from kexue.recipes import tricks
+from kexue.recipes.monitoring import add_monitoring, monitoring_options
 from kexue.text.tokenizer import SPECIAL_TOKENS, Tokenizer, build_vocab, pad_batch
 from kexue.train.loop import STATE_FILE
 from kexue.train.loop import fit as train_fit
@@ -114,6 +115,7 @@ def recipe_args(description: str, out: str, epochs: int, lr: float = 1e-3, batch
                    help="skip a step whose loss or gradient is not finite (counted) instead of stopping the run")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     tricks.add_options(p)
+    add_monitoring(p)  # --tensorboard DIR (kexue.recipes.monitoring)
     p.set_defaults(scratch_lr=lr, trick_support=tuple(supports), trick_why_not=why_not)
     return p
 
@@ -430,7 +432,7 @@ class Run:
                     callbacks=[self.evaluation] if self.evaluation else (), eval_every=a.eval_every,
                     state_objects={"evaluation": self.evaluation} if self.evaluation else None,
                     on_nonfinite="skip" if a.skip_nonfinite else "stop", progress=not a.no_progress, seed=a.seed,
-                    desc=self.desc, adversarial=tricks.adversarial(a, logits))
+                    desc=self.desc, adversarial=tricks.adversarial(a, logits), **monitoring_options(a))
 
     def run_fit(self, call: Callable[[], dict]) -> dict[str, list]:
         """``call()`` (the fit); a run that fails before its first checkpoint leaves no run folder behind."""

@@ -38,6 +38,12 @@ as :func:`kexue.hardware.native_bf16` decides (CUDA with bf16, or a CPU with ``a
 ``amx_bf16`` with ``amx_tile``); CPUs without them emulate bf16 slower than fp32, so ``auto`` keeps
 fp32 there and ``bf16=True`` is refused.
 
+**fp16** (``fp16=True``, CUDA only): PyTorch's AMP recipe — float16 autocast, ``scaler.scale(loss).backward()``,
+``scaler.unscale_`` before clipping and the norm, ``scaler.step`` / ``update``. An overflow (finite loss,
+non-finite gradient norm) is skipped by the scaler, not an error: the step counts, the EMA is not updated,
+``history["overflow"]`` lists it; the scaler's state is checkpointed. Refused on a CPU (use bf16) and with bf16.
+**TensorBoard** (``log_dir=``): :mod:`kexue.train.tensorboard` (rank 0; a resumed run shows each step once).
+
 Multi-process: launch with ``torchrun --nproc_per_node N script.py``; ``fit`` initialises the
 process group from the environment (gloo on CPU, nccl on GPU), wraps the model in DDP and, with
 ``shard_batches=True``, gives each rank its slice of every (global) batch, so the global batch
@@ -66,6 +72,7 @@ from kexue.hardware import native_bf16
 from kexue.io import fingerprint, save_safetensors
 from kexue.optim.ema import EMA
 from kexue.train.adversarial import Adversarial
+from kexue.train.tensorboard import TensorBoardLog, require_tensorboard
 from kexue.train.state import SettingsMismatch, check_run, get_rng_state, jsonable, load_state, save_state, set_rng_state, start_run
 
 Batch = Any
@@ -88,7 +95,7 @@ class FitState:
         self.epoch = 0
         self.batch_in_epoch = 0  # micro-batches consumed in the current epoch
         self.stop = False
-        self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "eval": [], "skipped": []}
+        self.history: dict[str, list] = {"step": [], "loss": [], "lr": [], "grad_norm": [], "eval": [], "skipped": []}
 
 
 def init_distributed() -> tuple[int, int]:
@@ -217,10 +224,12 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         settings: dict | None = None, on_nonfinite: Literal["stop", "skip"] = "stop",
         max_seconds: float | None = None, progress: bool = True, desc: str = "fit", seed: int = 0,
         shard_batches: bool = True, wrap_ddp: bool = True,
-        adversarial: Adversarial | None = None, state_objects: dict[str, Any] | None = None) -> dict[str, list]:
-    """Train; returns the history ``{"step", "loss", "lr", "eval", "skipped"}`` (+ the extra keys of a
-    dict-returning ``loss_fn``); ``lr`` is the learning rate each step used, ``eval`` the callbacks'
-    dicts with their step, ``skipped`` the steps dropped by ``on_nonfinite="skip"``.
+        adversarial: Adversarial | None = None, state_objects: dict[str, Any] | None = None,
+        fp16: bool = False, log_dir: str | Path | None = None, fp16_device: str | None = None) -> dict[str, list]:
+    """Train; returns the history ``{"step", "loss", "lr", "grad_norm", "eval", "skipped"}`` (+ the extra keys
+    of a dict-returning ``loss_fn``, + ``"overflow"`` under fp16); ``lr`` is the learning rate each step used,
+    ``grad_norm`` the gradient norm before clipping, ``eval`` the callbacks' dicts with their step, ``skipped``
+    the steps dropped by ``on_nonfinite="skip"``, ``overflow`` the fp16 steps the gradient scaler skipped.
 
     ``steps`` (optimizer updates) overrides ``epochs`` when given. ``callbacks`` run every
     ``eval_every`` updates and at each epoch end, with the EMA weights swapped in when ``ema`` is
@@ -232,7 +241,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     passes on the perturbed token-embedding table and restores it exactly. ``state_objects``: name ->
     an object with ``state_dict()`` / ``load_state_dict()`` (e.g. the best weights a callback keeps)
     saved in every checkpoint and restored on resume, so what callbacks keep resumes exactly too.
-    A callback may set ``state.stop = True`` (:class:`FitState`) to end training early."""
+    A callback may set ``state.stop = True`` (:class:`FitState`) to end training early. ``fp16``: float16
+    autocast with a gradient scaler on CUDA (module doc); ``fp16_device`` runs that same path on another
+    device type (``"cpu"``: torch autocasts matmuls to float16 there too), for testing it without a GPU.
+    ``log_dir``: TensorBoard event files of the run (:mod:`kexue.train.tensorboard`)."""
     for name, value in (("grad_accum", grad_accum), ("epochs", epochs), ("steps", steps),
                         ("checkpoint_every", checkpoint_every), ("eval_every", eval_every)):
         if value is not None and (not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1):
@@ -248,12 +260,23 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
     if adversarial is not None and not isinstance(adversarial, Adversarial):
         raise ValueError(f"adversarial must be FGM, PGD, VAT or GradientPenalty (kexue.train.adversarial), "
                          f"got {type(adversarial).__name__}")
+    if fp16 and adversarial is not None:
+        raise ValueError("fp16 with adversarial training is not supported (its extra passes have their own backward)")
+    if log_dir is not None:
+        require_tensorboard()
     rank, world = init_distributed()
     raw = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     if wrap_ddp and world > 1 and not isinstance(model, nn.parallel.DistributedDataParallel):
         model = nn.parallel.DistributedDataParallel(model)
     device = next(raw.parameters()).device
     use_bf16 = resolve_bf16(bf16, device)
+    if fp16 and use_bf16:
+        raise ValueError("fp16 and bf16 exclude each other: pick one half precision")
+    amp_device = fp16_device or device.type
+    if fp16 and amp_device != "cuda" and fp16_device is None:
+        raise ValueError(f"fp16=True needs a CUDA GPU: this model is on {device.type}, where float16 is "
+                         "emulated; on a CPU use bf16 ('auto' picks it where the CPU computes it natively)")
+    scaler = torch.amp.GradScaler(amp_device) if fp16 else None
     if bf16 == "auto" and not use_bf16 and rank == 0:
         print(f"{desc}: bf16='auto' trains in fp32: this {device.type} has no native bfloat16 (on CPUs: neither "
               "avx512_bf16 nor amx_bf16 with amx_tile), and emulated bf16 is slower than fp32", file=sys.stderr)
@@ -280,6 +303,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     "batches_per_epoch": per_epoch, "data": _data_fingerprint(batches)}
         if adversarial is not None:
             recorded["adversarial"] = adversarial.settings()
+        if fp16:
+            recorded["fp16"] = True
         recorded.update(settings or {})
         changed = check_run(run, recorded, resume=resume, overwrite=overwrite, state_file=STATE_FILE)
         reshaped = [d for d in changed if d.startswith("model.")]
@@ -310,6 +335,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         state.batch_in_epoch = saved["progress"]["batch_in_epoch"]
         state.history = saved["history"]
         state.history.setdefault("skipped", [])
+        state.history.setdefault("grad_norm", [])
+        if scaler is not None and "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         state.stop = bool(saved["progress"].get("stopped", False)) and not changed  # new settings: train on
         for name, obj in (state_objects or {}).items():
             if name in saved.get("objects", {}):
@@ -334,6 +362,9 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
+    if fp16:
+        state.history.setdefault("overflow", [])
+    board = TensorBoardLog(log_dir, state.step) if log_dir is not None and rank == 0 else None
 
     def weights_finite() -> bool:
         return all(_finite(p) for p in raw.parameters()) and \
@@ -357,6 +388,10 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                 out["scheduler"] = scheduler.state_dict()
             if ema is not None:
                 out["ema"] = ema.state_dict()
+            if scaler is not None:
+                out["scaler"] = scaler.state_dict()
+            if board is not None:
+                board.flush()  # everything up to this checkpoint is on disk before it is
             save_state(out, ckpt)
         last_saved = state.step
         if world > 1:
@@ -374,13 +409,16 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         raw.train(was_training)
         if len(record) > 1:
             state.history["eval"].append(record)
+            if board is not None:
+                board.eval(record)
 
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
         bar = tqdm(total=steps, initial=state.step, desc=desc, unit="step", dynamic_ncols=True)
     running, t0, seen = None, time.perf_counter(), 0
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    autocast = torch.autocast(device_type=amp_device, dtype=torch.float16) if fp16 else \
+        torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
     params = [p for p in raw.parameters() if p.requires_grad]
     model.train()
 
@@ -432,8 +470,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                         with autocast:
                             out = loss_fn(model, b)
                     loss = out["loss"] if isinstance(out, dict) else out
-                    if adversarial is None:
-                        (loss / grad_accum).backward()  # even when non-finite: DDP ranks must all reduce
+                    if adversarial is None:  # even when non-finite: DDP ranks must all reduce
+                        (loss / grad_accum if scaler is None else scaler.scale(loss / grad_accum)).backward()
                 value = loss.item()
                 if not math.isfinite(value) and bad is None:
                     bad = f"loss ({value})"
@@ -443,19 +481,24 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                         if k != "loss":
                             logs[k] = logs.get(k, 0.0) + float(v) / grad_accum
                 seen += seen_n
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clipping and the norm see the true gradients
             if clip_norm is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
             else:
                 # sparse gradients (e.g. nn.Embedding(sparse=True)) count through their stored values
                 norm = torch.nn.utils.get_total_norm([p.grad.coalesce().values() if p.grad.is_sparse else p.grad
                                                       for p in params if p.grad is not None])
-            if bad is None and not _finite(norm):
+            overflow = scaler is not None and bad is None and not _finite(norm)  # the scaler skips this update
+            if bad is None and not overflow and not _finite(norm):
                 bad = f"gradient norm ({norm.item()})"
             skipped_now = agree(bad is not None)
             if skipped_now:
                 where = f"step {state.step + 1} (epoch {state.epoch + 1}, micro-batches {state.batch_in_epoch + 1}" \
                         f"-{state.batch_in_epoch + grad_accum} of the epoch)"
                 optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.update()  # after unscale_: the scale backs off when the gradients were not finite
                 if on_nonfinite == "stop":
                     if bar is not None:
                         bar.close()
@@ -467,9 +510,15 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     bar.write(f"{desc}: skipped {where}: non-finite {bad or 'loss or gradient on another rank'}")
             else:
                 lr_used = optimizer.param_groups[0]["lr"]
-                optimizer.step()
+                if scaler is not None:
+                    scaler.step(optimizer)  # skipped by the scaler on overflow
+                    scaler.update()
+                else:
+                    optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
+                if overflow:
+                    state.history["overflow"].append(state.step + 1)
+                elif ema is not None:
                     ema.update(raw)
             if scheduler is not None:
                 with warnings.catch_warnings():  # a skipped first step did not call optimizer.step()
@@ -481,8 +530,12 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                 state.history["step"].append(state.step)
                 state.history["loss"].append(total)
                 state.history["lr"].append(lr_used)
+                state.history["grad_norm"].append(float(norm))
                 for k, v in logs.items():
                     state.history.setdefault(k, []).append(v)
+                if board is not None:
+                    board.step(state.step, total, lr_used, float(norm), logs,
+                               scaler.get_scale() if scaler is not None else None)
                 running = total if running is None else 0.98 * running + 0.02 * total
             if bar is not None:
                 dt = max(time.perf_counter() - t0, 1e-9)
@@ -492,6 +545,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
                     post["samples/s"] = f"{seen / dt:.1f}"
                 if state.history["skipped"]:
                     post["skipped"] = len(state.history["skipped"])
+                if state.history.get("overflow"):
+                    post["fp16 overflows"] = len(state.history["overflow"])
                 bar.set_postfix(post)
             if eval_every and state.step % eval_every == 0:
                 maybe_callbacks()
@@ -519,6 +574,8 @@ def fit(model: nn.Module, loss_fn: Callable[[nn.Module, Batch], torch.Tensor | d
         print(f"{desc}: skipped {len(skipped)} of {state.step} steps with a non-finite loss or gradient "
               f"(steps {', '.join(map(str, skipped[:20]))}{', ...' if len(skipped) > 20 else ''})", file=sys.stderr)
     save()
+    if board is not None:
+        board.close()
     if run is not None and rank == 0:
         with (ema.swapped(raw) if ema is not None else contextlib.nullcontext()):
             weights = {k: v.detach().cpu() for k, v in raw.state_dict().items()}

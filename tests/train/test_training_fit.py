@@ -110,7 +110,7 @@ DDP_WORKER = textwrap.dedent('''
         return ((m(b[0]) - b[1]) ** 2).mean()
     fit(model, loss_fn, data,
         optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), grad_accum=2, clip_norm=1.0,
-        checkpoint_dir=sys.argv[1], progress=False)
+        checkpoint_dir=sys.argv[1], progress=False, log_dir=sys.argv[1] + "_tb")
     if torch.distributed.is_initialized():  # a clean shutdown: gloo's threads can abort at interpreter exit
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -134,3 +134,11 @@ def test_ddp_two_processes_equal_one(tmp_path):
     assert s1["progress"]["step"] == s2["progress"]["step"] == 6
     for k in s1["model"]:
         assert (s1["model"][k] - s2["model"][k]).abs().max().item() <= 1e-5, k
+    # TensorBoard: rank 0 alone writes one event file, holding its own history (the one checkpointed)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert len(list((tmp_path / "two_tb").iterdir())) == 1
+    acc = EventAccumulator(str(tmp_path / "two_tb"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == \
+        [(i + 1, float(torch.tensor(v, dtype=torch.float32))) for i, v in enumerate(s2["history"]["loss"])]
