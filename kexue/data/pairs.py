@@ -138,13 +138,21 @@ def read_sts_table(path: str | os.PathLike, split: str, splits: tuple[str, ...] 
 
 
 @functools.lru_cache(maxsize=16)
+def _grouped_file(path: str, stamp: tuple, dev_fraction: float, seed: int) -> PairSplit:
+    return grouped_split(read_pairs(path), dev_fraction, seed)  # cached per file version (``stamp``)
+
+
 def sim_zh_split(name: str, dev_fraction: float = 0.2, seed: int = 0) -> PairSplit:
     """The seeded train / dev split of a sim-zh set, grouped by sentence (:func:`kexue.data.splits.grouped_split`:
     whole components of the sentence graph, no sentence on both sides), with its
     :class:`~kexue.data.splits.SplitReport` (``.report.line(name)`` prints the overlap and dropped pairs)."""
     if name not in SIM_ZH_SETS:
         raise ValueError(f"unknown sim-zh set {name!r}; known: {', '.join(SIM_ZH_SETS)}")
-    return grouped_split(read_pairs(data_root() / "sim-zh" / f"{name}.valid.data"), dev_fraction, seed)
+    path = data_root() / "sim-zh" / f"{name}.valid.data"
+    if not path.is_file():
+        raise FileNotFoundError(f"no pair file at {path}")
+    st = path.stat()
+    return _grouped_file(str(path.resolve()), (st.st_mtime_ns, st.st_size), dev_fraction, seed)
 
 
 def sim_zh(name: str, split: str, dev_fraction: float = 0.2, seed: int = 0) -> list[Pair]:
