@@ -74,8 +74,9 @@ class SplitReport:
             how += f"; {self.components} sentence components, the largest {self.largest} pairs"
         if self.cut:
             how += f"; fallback: a component of {self.cut} pairs cut by sentence"
-        return (f"{name}: {self.n_train} train / {self.n_dev} dev pairs ({how}); dev pairs sharing a sentence with "
-                f"train: {self.dev_sharing} ({100 * self.overlap:.1f} %); pairs dropped: {self.dropped}")
+        line = (f"{name}: {self.n_train} train / {self.n_dev} dev pairs ({how}); dev pairs sharing a sentence with "
+                f"train: {self.dev_sharing} ({100 * self.overlap:.1f} %)")
+        return line if self.method == "given" else line + f"; pairs dropped: {self.dropped}"
 
     def as_dict(self) -> dict:
         return {"method": self.method, "n_train": self.n_train, "n_dev": self.n_dev, "dropped": self.dropped,

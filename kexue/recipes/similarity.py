@@ -2,7 +2,10 @@
 classifier or cosine regression (:mod:`kexue.similarity.pair_training`, 《CoSENT（一）：比Sentence-BERT更有效的句向量方案》),
 saved as an encoder folder that ``kexue embed / search / predict / evaluate`` and ``kexue.load`` use. It trains
 in a resumable run folder like every recipe (:mod:`kexue.recipes.common`): with ``--dev`` the Spearman of
-cosine is scored after every epoch (or ``--eval-every`` updates) and the best evaluation's encoder is saved."""
+cosine is scored after every epoch (or ``--eval-every`` updates) and the best evaluation's encoder is saved; what
+the dev pairs share with the training pairs (:func:`kexue.data.splits.split_report`) is printed and recorded.
+An epoch's remainder batch under half ``--batch-size`` joins the batch before it
+(:data:`kexue.similarity.pair_training.MERGE_REMAINDER`): no update on one or two leftover pairs."""
 from __future__ import annotations
 
 import json
@@ -16,7 +19,8 @@ from kexue.recipes.common import (Metric, Timer, backbone, checked_card, command
                                   tokenizer_for, vocabulary)
 from kexue.recipes.folder import save_task_model
 from kexue.similarity.evaluate import evaluate_pairs
-from kexue.similarity.pair_training import LOSSES, train_pair_encoder
+from kexue.data.splits import split_report
+from kexue.similarity.pair_training import LOSSES, batches_per_epoch, train_pair_encoder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,13 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.loss != "cosine":  # both compare pairs of different labels: one label teaches nothing
         require(sorted({q.score for q in train}), 2, args.train, "distinct label",
                 "CoSENT ranks pairs of different labels" if args.loss == "cosent" else "SBERT tells labels apart")
+    overlap = None
     if dev is not None:
         require(dev, 2, args.dev, "pair", "Spearman's correlation needs 2")
+        overlap = split_report(train, dev)  # a dev pair whose sentence was trained on flatters the dev score
+        print(overlap.line(f"kexue similarity: {args.train} / {args.dev}"))
     tokenizer = tokenizer_for(args, [s for q in train for s in (q.a, q.b)])
     run = start_run(args, out, "similarity", n_train=len(train),
                     architecture={"vocabulary": vocabulary(tokenizer), "loss": args.loss},
                     settings={"data": fingerprint([(q.a, q.b, float(q.score)) for q in train]),
-                              "eval_data": fingerprint(dev) if dev else None, "maxlen": args.maxlen})
+                              "eval_data": fingerprint(dev) if dev else None, "maxlen": args.maxlen},
+                    per_epoch=batches_per_epoch(len(train), args.batch_size))
     if run is None:
         return 0
     encoder = backbone(args, tokenizer)
@@ -65,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                **trained.metrics(), "seconds": timer.seconds()}
     if dev:
         metrics["dev_spearman"] = metric.evaluate()["spearman"]  # the saved encoder's
+        metrics["dev_overlap"] = overlap.as_dict()
     card = checked_card(run, trained, {
         "command": command(argv, "similarity"), "data": data,
         "settings": {"loss": args.loss, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,
