@@ -30,9 +30,15 @@ from __future__ import annotations
 import random
 from collections import deque
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
-P = TypeVar("P")  # a pair: anything with ``.a`` and ``.b`` sentences (kexue.data.pairs.Pair)
+P = TypeVar("P")  # a pair: anything with ``.a`` and ``.b`` sentences (kexue.data.pairs.Pair), or see ``sides``
+Sides = Callable[[object], tuple]
+
+
+def pair_sides(p) -> tuple[str, str]:
+    """The two sentences of a pair: ``(p.a, p.b)``."""
+    return p.a, p.b
 
 
 @dataclass(frozen=True)
@@ -94,20 +100,22 @@ class PairSplit:
     report: SplitReport
 
 
-def sharing(train: Sequence[P], dev: Sequence[P]) -> int:
-    """Number of ``dev`` pairs with a sentence (either side) that some ``train`` pair also has."""
-    seen = {s for p in train for s in (p.a, p.b)}
-    return sum(p.a in seen or p.b in seen for p in dev)
+def sharing(train: Sequence[P], dev: Sequence[P], sides: Sides = pair_sides) -> int:
+    """Number of ``dev`` pairs with a sentence (either side) that some ``train`` pair also has (``sides(p)``:
+    a pair's two sentences)."""
+    seen = {s for p in train for s in sides(p)}
+    return sum(any(s in seen for s in sides(p)) for p in dev)
 
 
-def split_report(train: Sequence[P], dev: Sequence[P], method: str = "given", **fields) -> SplitReport:
+def split_report(train: Sequence[P], dev: Sequence[P], method: str = "given", sides: Sides = pair_sides,
+                 **fields) -> SplitReport:
     """The :class:`SplitReport` of a split (``fields``: ``dropped``, ``dev_fraction``, ``seed`` ...)."""
-    return SplitReport(method, len(train), len(dev), sharing(train, dev), **fields)
+    return SplitReport(method, len(train), len(dev), sharing(train, dev, sides), **fields)
 
 
-def components(pairs: Sequence[P]) -> list[list[int]]:
-    """The pair indices of each connected component of the sentence graph (union-find over ``a`` / ``b``),
-    components in order of their first pair, indices ascending."""
+def components(pairs: Sequence[P], sides: Sides = pair_sides) -> list[list[int]]:
+    """The pair indices of each connected component of the sentence graph (union-find over a pair's two
+    sentences), components in order of their first pair, indices ascending."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -119,12 +127,13 @@ def components(pairs: Sequence[P]) -> list[list[int]]:
         return root
 
     for p in pairs:
-        ra, rb = find(p.a), find(p.b)
+        a, b = sides(p)
+        ra, rb = find(a), find(b)
         if ra != rb:
             parent[ra] = rb
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(pairs):
-        groups.setdefault(find(p.a), []).append(i)
+        groups.setdefault(find(sides(p)[0]), []).append(i)
     return list(groups.values())
 
 
@@ -137,13 +146,15 @@ def _check(pairs: Sequence, dev_fraction: float) -> int:
     return target
 
 
-def _cut(pairs: Sequence[P], comp: list[int], need: int, rng: random.Random) -> tuple[list[int], list[int], list[int]]:
+def _cut(pairs: Sequence[P], comp: list[int], need: int, rng: random.Random,
+         sides: Sides = pair_sides) -> tuple[list[int], list[int], list[int]]:
     """(to dev, kept in train, dropped) pair indices of component ``comp``: its sentences join the dev side in
     breadth-first order from a random start until ``need`` pairs have both sentences there."""
     adjacent: dict[str, list[tuple[str, int]]] = {}
-    for i in comp:
-        adjacent.setdefault(pairs[i].a, []).append((pairs[i].b, i))
-        adjacent.setdefault(pairs[i].b, []).append((pairs[i].a, i))
+    ends = {i: sides(pairs[i]) for i in comp}
+    for i, (a, b) in ends.items():
+        adjacent.setdefault(a, []).append((b, i))
+        adjacent.setdefault(b, []).append((a, i))
     start = sorted(adjacent)[rng.randrange(len(adjacent))]
     side: set[str] = set()
     queue, queued = deque([start]), {start}
@@ -158,18 +169,20 @@ def _cut(pairs: Sequence[P], comp: list[int], need: int, rng: random.Random) -> 
                 queued.add(t)
                 queue.append(t)
     dev = sorted(inside)
-    side = {s for i in dev for s in (pairs[i].a, pairs[i].b)}  # a reached sentence without a dev pair stays free
-    train = [i for i in comp if pairs[i].a not in side and pairs[i].b not in side]
-    dropped = [i for i in comp if i not in inside and (pairs[i].a in side or pairs[i].b in side)]
+    side = {s for i in dev for s in ends[i]}  # a reached sentence without a dev pair stays free
+    train = [i for i in comp if not any(s in side for s in ends[i])]
+    dropped = [i for i in comp if i not in inside and any(s in side for s in ends[i])]
     return dev, train, dropped
 
 
-def grouped_split(pairs: Sequence[P], dev_fraction: float = 0.2, seed: int = 0, tolerance: float = 0.05) -> PairSplit:
+def grouped_split(pairs: Sequence[P], dev_fraction: float = 0.2, seed: int = 0, tolerance: float = 0.05,
+                  sides: Sides = pair_sides) -> PairSplit:
     """Train / dev pairs that share no sentence: whole components of the sentence graph, seeded, dev aiming at
     ``dev_fraction`` of the pairs; when that misses the target by more than ``tolerance`` of it, the fallback
-    cuts a component by sentence and drops its bridging pairs (module docstring)."""
+    cuts a component by sentence and drops its bridging pairs (module docstring). ``sides(p)``: the two
+    sentences of pair ``p`` (default ``(p.a, p.b)``)."""
     target = _check(pairs, dev_fraction)
-    comps = components(pairs)
+    comps = components(pairs, sides)
     rng = random.Random(seed)
     order = list(range(len(comps)))
     rng.shuffle(order)
@@ -184,19 +197,19 @@ def grouped_split(pairs: Sequence[P], dev_fraction: float = 0.2, seed: int = 0, 
     cut = 0
     if target - len(dev) > max(1, round(tolerance * target)):
         giant = max(train_comps, key=len)
-        to_dev, _, dropped = _cut(pairs, giant, target - len(dev), rng)
+        to_dev, _, dropped = _cut(pairs, giant, target - len(dev), rng, sides)
         dev += to_dev
         cut = len(giant)
     left = set(dev) | set(dropped)
     train = [i for i in range(len(pairs)) if i not in left]
     dev_pairs, train_pairs = [pairs[i] for i in sorted(dev)], [pairs[i] for i in train]
-    report = split_report(train_pairs, dev_pairs, "grouped, cut" if cut else "grouped", dropped=len(dropped),
+    report = split_report(train_pairs, dev_pairs, "grouped, cut" if cut else "grouped", sides, dropped=len(dropped),
                           dev_fraction=dev_fraction, seed=seed, components=len(comps),
                           largest=max(map(len, comps)), cut=cut)
     return PairSplit(tuple(train_pairs), tuple(dev_pairs), report)
 
 
-def split_by_pair(pairs: Sequence[P], dev_fraction: float = 0.2, seed: int = 0) -> PairSplit:
+def split_by_pair(pairs: Sequence[P], dev_fraction: float = 0.2, seed: int = 0, sides: Sides = pair_sides) -> PairSplit:
     """The pair-by-pair cut (a seeded shuffle of the pairs, the first ``round(n · dev_fraction)`` to dev): it
     leaks sentences into dev, which its report measures. Kept for that measurement; use :func:`grouped_split`."""
     target = _check(pairs, dev_fraction)
@@ -206,8 +219,9 @@ def split_by_pair(pairs: Sequence[P], dev_fraction: float = 0.2, seed: int = 0) 
     chosen = set(dev)
     train_pairs = [pairs[i] for i in range(len(pairs)) if i not in chosen]
     dev_pairs = [pairs[i] for i in dev]
-    report = split_report(train_pairs, dev_pairs, "by pair", dev_fraction=dev_fraction, seed=seed)
+    report = split_report(train_pairs, dev_pairs, "by pair", sides, dev_fraction=dev_fraction, seed=seed)
     return PairSplit(tuple(train_pairs), tuple(dev_pairs), report)
 
 
-__all__ = ["PairSplit", "SplitReport", "components", "grouped_split", "sharing", "split_by_pair", "split_report"]
+__all__ = ["PairSplit", "SplitReport", "components", "grouped_split", "pair_sides", "sharing", "split_by_pair",
+           "split_report"]
