@@ -116,7 +116,7 @@ def compare(old: dict, new: dict, out: Path) -> None:
     before = {(r["set"], r["start"], r["loss"]): r for r in old["rows"]}
     lines = [f"Dev Spearman ×100 after {new['steps']} updates, final (best): the earlier run (sim-zh dev split "
              f"{words(old)}, device {old.get('device', 'cpu')}) → this one (dev split {words(new)}, device "
-             f"{new.get('device', 'cpu')}). Same seeds, data order, model and settings otherwise.", "",
+             f"{new.get('device', 'cpu')}). Same model, seeds and settings; the training pairs change with the split.", "",
              "| set | start | " + " | ".join(LOSSES) + " |", "|---|---|" + "---|" * len(LOSSES)]
     for name in dict.fromkeys(r["set"] for r in new["rows"]):
         for kind in dict.fromkeys(r["start"] for r in new["rows"] if r["set"] == name):
