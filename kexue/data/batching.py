@@ -11,7 +11,9 @@ Reproducible either way :func:`kexue.train.fit` resumes a run: ``seed=`` shuffle
 (a loop passes e.g. ``seed + epoch`` and gets the same batches for the same epoch number), while without a
 seed the permutation is ``torch.randperm`` on ``generator`` or on torch's global RNG (whose state ``fit``
 saves at every epoch's start and restores to rebuild that epoch). Batches smaller than ``min_size`` are
-dropped (only the last one can be: ``min_size=batch_size`` keeps full batches only).
+dropped (only the last one can be: ``min_size=batch_size`` keeps full batches only); a last batch smaller than
+``merge_under`` joins the batch before it instead (every item still seen once per epoch, no update on a
+remainder of one or two items; :func:`count_batches` counts the batches either way).
 """
 from __future__ import annotations
 
@@ -57,49 +59,65 @@ def _shuffler(shuffle: bool, seed: int | None, generator: torch.Generator | None
     return torch_shuffle
 
 
-def _cut(order: list[int], batch_size: int, min_size: int) -> list[list[int]]:
+def _cut(order: list[int], batch_size: int, min_size: int, merge_under: int = 0) -> list[list[int]]:
     out = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(out) > 1 and len(out[-1]) < merge_under:
+        last = out.pop()
+        out[-1] = out[-1] + last
     return out if not out or len(out[-1]) >= min_size else out[:-1]
 
 
-def index_batches(n: int, batch_size: int, seed: int | None = None, *, shuffle: bool = True,
-                  generator: torch.Generator | None = None, min_size: int = 1) -> list[list[int]]:
-    """``[0, n)`` in batches of ``batch_size`` (the last may be smaller), shuffled first unless
-    ``shuffle=False``: with ``random.Random(seed)``, else ``torch.randperm`` on ``generator`` (default:
-    torch's global RNG)."""
-    _check("n", n, 0)
+def _check_sizes(batch_size: int, min_size: int, merge_under: int) -> None:
     _check("batch_size", batch_size)
     _check("min_size", min_size)
+    _check("merge_under", merge_under, 0)
     if min_size > batch_size:
         raise ValueError(f"min_size {min_size} > batch_size {batch_size}: every batch would be dropped")
+    if merge_under > batch_size:
+        raise ValueError(f"merge_under {merge_under} > batch_size {batch_size}: a full batch would be merged")
+
+
+def count_batches(n: int, batch_size: int, min_size: int = 1, merge_under: int = 0) -> int:
+    """How many batches :func:`index_batches` / :func:`length_batches` make of ``n`` items with these sizes."""
+    _check("n", n, 0)
+    _check_sizes(batch_size, min_size, merge_under)
+    return len(_cut(list(range(n)), batch_size, min_size, merge_under))
+
+
+def index_batches(n: int, batch_size: int, seed: int | None = None, *, shuffle: bool = True,
+                  generator: torch.Generator | None = None, min_size: int = 1,
+                  merge_under: int = 0) -> list[list[int]]:
+    """``[0, n)`` in batches of ``batch_size`` (the last may be smaller; under ``merge_under`` items it joins
+    the one before), shuffled first unless ``shuffle=False``: with ``random.Random(seed)``, else
+    ``torch.randperm`` on ``generator`` (default: torch's global RNG)."""
+    _check("n", n, 0)
+    _check_sizes(batch_size, min_size, merge_under)
     order = _shuffler(shuffle, seed, generator)(range(n))
-    return _cut(order, batch_size, min_size)
+    return _cut(order, batch_size, min_size, merge_under)
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, seed: int | None = None, *, shuffle: bool = True,
                    generator: torch.Generator | None = None, window: int | None = None,
-                   min_size: int = 1) -> list[list[int]]:
-    """Batches of indices into ``lengths`` whose items have similar lengths.
+                   min_size: int = 1, merge_under: int = 0) -> list[list[int]]:
+    """Batches of indices into ``lengths`` whose items have similar lengths (a last cut batch under
+    ``merge_under`` items joins the one before it, as in :func:`index_batches`).
 
     Shuffled (the default): shuffle, sort by length within windows of ``window`` (default 50) batches, cut
     into batches, shuffle the batches (the same RNG, as :func:`index_batches` picks it). ``shuffle=False``:
     every index sorted by length (stable) and cut: buckets of non-decreasing length, for batched inference;
     :func:`restore_order` puts the outputs back in input order."""
     lengths = list(lengths)
-    _check("batch_size", batch_size)
-    _check("min_size", min_size)
-    if min_size > batch_size:
-        raise ValueError(f"min_size {min_size} > batch_size {batch_size}: every batch would be dropped")
+    _check_sizes(batch_size, min_size, merge_under)
     if window is not None and not shuffle:
         raise ValueError("window sorts within windows of a shuffled order; unshuffled batches sort everything")
     window = _check("window", 50 if window is None else window)
     shuffled = _shuffler(shuffle, seed, generator)
     order = shuffled(range(len(lengths)))
     if not shuffle:
-        return _cut(sorted(order, key=lambda i: lengths[i]), batch_size, min_size)
+        return _cut(sorted(order, key=lambda i: lengths[i]), batch_size, min_size, merge_under)
     span = batch_size * window
     order = [j for s in range(0, len(order), span) for j in sorted(order[s:s + span], key=lambda i: lengths[i])]
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunks = _cut(order, batch_size, 1, merge_under)
     return [b for b in shuffled(chunks) if len(b) >= min_size]
 
 
@@ -137,4 +155,4 @@ class RandomBatches:
             yield self.dataset[torch.randint(0, len(self.dataset), (self.batch_size,))]
 
 
-__all__ = ["RandomBatches", "index_batches", "length_batches", "restore_order"]
+__all__ = ["RandomBatches", "count_batches", "index_batches", "length_batches", "restore_order"]

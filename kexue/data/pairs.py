@@ -9,19 +9,21 @@
 A malformed line is reported as ``file:line: what is wrong`` and nothing is skipped silently; the shipped
 data (:mod:`kexue.data.shipped`) is read by these same readers.
 ``sim_zh`` splits the four Chinese sets of the CoSENT post's table (one labelled file each in
-``shared/data/sim-zh``) into a seeded train / dev split.
+``shared/data/sim-zh``) into a seeded train / dev split grouped by sentence (:mod:`kexue.data.splits`: no
+sentence on both sides; ``sim_zh_split(...).report`` says what the split shares and drops).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from kexue.data.files import DataError, read_lines
 from kexue.data.paths import data_root
+from kexue.data.splits import PairSplit, grouped_split
 
 SIM_ZH_SETS = ("ATEC", "BQ", "LCQMC", "PAWSX")
 STS_SPLITS = ("train", "dev", "test")
@@ -135,15 +137,28 @@ def read_sts_table(path: str | os.PathLike, split: str, splits: tuple[str, ...] 
     return pairs
 
 
-def sim_zh(name: str, split: str, dev_fraction: float = 0.2, seed: int = 0) -> list[Pair]:
-    """``split`` ("train" / "dev") of a sim-zh set, a seeded shuffle cut at ``dev_fraction``."""
+@functools.lru_cache(maxsize=16)
+def _grouped_file(path: str, stamp: tuple, dev_fraction: float, seed: int) -> PairSplit:
+    return grouped_split(read_pairs(path), dev_fraction, seed)  # cached per file version (``stamp``)
+
+
+def sim_zh_split(name: str, dev_fraction: float = 0.2, seed: int = 0) -> PairSplit:
+    """The seeded train / dev split of a sim-zh set, grouped by sentence (:func:`kexue.data.splits.grouped_split`:
+    whole components of the sentence graph, no sentence on both sides), with its
+    :class:`~kexue.data.splits.SplitReport` (``.report.line(name)`` prints the overlap and dropped pairs)."""
     if name not in SIM_ZH_SETS:
         raise ValueError(f"unknown sim-zh set {name!r}; known: {', '.join(SIM_ZH_SETS)}")
+    path = data_root() / "sim-zh" / f"{name}.valid.data"
+    if not path.is_file():
+        raise FileNotFoundError(f"no pair file at {path}")
+    st = path.stat()
+    return _grouped_file(str(path.resolve()), (st.st_mtime_ns, st.st_size), dev_fraction, seed)
+
+
+def sim_zh(name: str, split: str, dev_fraction: float = 0.2, seed: int = 0) -> list[Pair]:
+    """``split`` ("train" / "dev") of a sim-zh set: :func:`sim_zh_split`'s side, in the file's order."""
     if split not in ("train", "dev"):
         raise ValueError(f"split must be 'train' or 'dev', got {split!r}")
-    pairs = read_pairs(data_root() / "sim-zh" / f"{name}.valid.data")
-    order = list(range(len(pairs)))
-    random.Random(seed).shuffle(order)
-    cut = int(round(len(pairs) * dev_fraction))
-    chosen = order[:cut] if split == "dev" else order[cut:]
-    return [pairs[i] for i in sorted(chosen)]
+    if name not in SIM_ZH_SETS:
+        raise ValueError(f"unknown sim-zh set {name!r}; known: {', '.join(SIM_ZH_SETS)}")
+    return list(getattr(sim_zh_split(name, dev_fraction, seed), split))

@@ -3,8 +3,10 @@
 ``kexue classify`` tells Tang poems (tang300) from Song ci (song100) of fortunes-zh; ``--by poet``
 predicts the author among poets with enough poems; ``--train train.tsv [--dev dev.tsv]`` takes any
 user data as ``text \\t label`` lines, or ``text_a \\t text_b \\t label`` for sentence pairs
-(``[CLS] a [SEP] b [SEP]``). Without ``--dev`` a stratified 20 % is held out. The saved model
-predicts a label and the probability of every label.
+(``[CLS] a [SEP] b [SEP]``). Without ``--dev`` a stratified 20 % is held out; for sentence pairs 20 % grouped by
+sentence instead (:func:`kexue.data.splits.grouped_split`: no sentence on both sides), and what the evaluation
+pairs share with the training pairs is printed. The saved model predicts a label and the probability of every
+label.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from kexue.io import fingerprint
 from kexue.recipes.common import (Metric, Timer, backbone, checked_card, command, parse, recipe_args, setup, start_run,
                                   tokenizer_for, vocabulary)
 from kexue.data.files import read_labelled, require
+from kexue.data.splits import grouped_split, split_report
 from kexue.text.tokenizer import pad_batch
 from kexue.recipes.folder import head_state, load_backbone, load_head, read_task, save_task_model
 
@@ -134,10 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     out = setup(args)
     timer = Timer()
     rows = read_labelled(args.train) if args.train else poem_data(args.by)
-    train, test = (rows, read_labelled(args.dev)) if args.dev else stratified_split(rows, 0.2, args.seed)
     pair = not isinstance(rows[0][0], str)
+    if pair and not args.dev:  # sentence pairs: no sentence on both sides (kexue.data.splits), else dev flatters
+        cut = grouped_split(rows, 0.2, args.seed, sides=lambda r: r[0])
+        train, test = list(cut.train), list(cut.dev)
+        print(cut.report.line(f"kexue classify: {args.train}"))
+    else:
+        train, test = (rows, read_labelled(args.dev)) if args.dev else stratified_split(rows, 0.2, args.seed)
     if any((not isinstance(t, str)) != pair for t, _ in test):
         raise ValueError(f"--dev {args.dev}: {'single texts' if pair else 'sentence pairs'} unlike --train")
+    if pair and args.dev:
+        print(split_report(train, test, sides=lambda r: r[0]).line(f"kexue classify: {args.train} / {args.dev}"))
     if args.limit:
         train, test = train[: args.limit], test[: args.limit]
     labels = sorted({lab for _, lab in train})

@@ -542,13 +542,14 @@ def plan_run(folder: Path, out: Path, record: dict, *, resume: bool, overwrite: 
 
 
 def start_run(args: argparse.Namespace, out: Path, name: str, *, n_train: int, architecture: dict,
-              settings: dict) -> Run | None:
+              settings: dict, per_epoch: int | None = None) -> Run | None:
     """The run of recipe ``name`` over ``n_train`` training examples, checked against ``OUT/train`` before
     any model is built (:func:`plan_run`). ``architecture``: what the model's shape depends on besides the
     start (``--checkpoint`` or the from-scratch family), e.g. the vocabulary and labels; ``settings``: the
     recipe's other settings that change the result (data fingerprints, maxlen, loss weights). ``None``:
-    nothing to do (``--resume`` on a finished run)."""
-    per_epoch = max(1, -(-n_train // args.batch_size))
+    nothing to do (``--resume`` on a finished run). ``per_epoch``: updates per epoch when the recipe's batches
+    are not ``ceil(n_train / batch_size)`` (e.g. a small remainder merged into the batch before it)."""
+    per_epoch = per_epoch or max(1, -(-n_train // args.batch_size))
     given = getattr(args, "steps", None)  # --steps, where a recipe has it, overrides --epochs
     steps = given or max(1, args.epochs * per_epoch)
     start = str(args.checkpoint) if args.checkpoint else f"{args.family} from scratch"

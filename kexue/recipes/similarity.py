@@ -5,7 +5,10 @@ or contrastively (:mod:`kexue.similarity.contrastive_training`, 《中文任务�
 in-batch negatives; ``kexue mine`` adds hard negatives) and ``--loss simcse`` (unsupervised: two dropout views
 of each sentence of a plain sentence file, or of a pair file's sentences), saved as an encoder folder that ``kexue embed / search / predict / evaluate`` and ``kexue.load`` use. It trains
 in a resumable run folder like every recipe (:mod:`kexue.recipes.common`): with ``--dev`` the Spearman of
-cosine is scored after every epoch (or ``--eval-every`` updates) and the best evaluation's encoder is saved."""
+cosine is scored after every epoch (or ``--eval-every`` updates) and the best evaluation's encoder is saved; what
+the dev pairs share with the training pairs (:func:`kexue.data.splits.split_report`) is printed and recorded.
+An epoch's remainder batch under half ``--batch-size`` joins the batch before it
+(:data:`kexue.similarity.pair_training.MERGE_REMAINDER`): no update on one or two leftover pairs."""
 from __future__ import annotations
 
 import json
@@ -20,8 +23,9 @@ from kexue.recipes.common import (Metric, Timer, backbone, checked_card, command
                                   tokenizer_for, vocabulary)
 from kexue.recipes.folder import save_task_model
 from kexue.similarity.evaluate import evaluate_pairs
+from kexue.data.splits import split_report
 from kexue.similarity.contrastive_training import CONTRASTIVE_LOSSES, SCALE, train_contrastive_encoder
-from kexue.similarity.pair_training import LOSSES, train_pair_encoder
+from kexue.similarity.pair_training import LOSSES, batches_per_epoch, train_pair_encoder
 
 DATA = ("pairs: sentence1<TAB>sentence2<TAB>label lines, or JSON lines with sentence1/sentence2/label; --loss "
         "infonce: anchor<TAB>positive[<TAB>negative...] lines, or a pair file (its label-1 pairs); --loss simcse: one "
@@ -83,13 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     if contrastive:
         require(train, 2, args.train, "training example" if args.loss == "infonce" else "distinct sentence",
                 f"{args.loss} takes its negatives from the other examples of a batch")
+    overlap = None
     if dev is not None:
         require(dev, 2, args.dev, "pair", "Spearman's correlation needs 2")
+        if not contrastive:  # a dev pair whose sentence was trained on flatters the dev score
+            overlap = split_report(train, dev)
+            print(overlap.line(f"kexue similarity: {args.train} / {args.dev}"))
     tokenizer = tokenizer_for(args, texts)
     run = start_run(args, out, "similarity", n_train=len(train),
                     architecture={"vocabulary": vocabulary(tokenizer), "loss": args.loss},
                     settings={"data": data_fp, "eval_data": fingerprint(dev) if dev else None, "maxlen": args.maxlen,
-                              **({"scale": args.scale} if contrastive or args.scale != SCALE else {})})
+                              **({"scale": args.scale} if contrastive or args.scale != SCALE else {})},
+                    per_epoch=None if contrastive else batches_per_epoch(len(train), args.batch_size))
     if run is None:
         return 0
     encoder = backbone(args, tokenizer)
@@ -124,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         metrics["hard_negatives"] = len(train[0].negatives)
     if dev:
         metrics["dev_spearman"] = metric.evaluate()["spearman"]  # the saved encoder's
+        if overlap is not None:
+            metrics["dev_overlap"] = overlap.as_dict()
     card = checked_card(run, trained, {
         "command": command(argv, "similarity"), "data": data,
         "settings": {"loss": args.loss, "lr": args.lr, "warmup": args.warmup, "batch_size": args.batch_size,

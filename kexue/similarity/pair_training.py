@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from kexue.data.batching import index_batches, length_batches
+from kexue.data.batching import count_batches, index_batches, length_batches
 from kexue.data.shipped import Pair
 from kexue.losses import SBERTClassifier, cosent_loss, cosine_mse_loss, rdrop_loss, sbert_softmax_loss
 from kexue.heads.pooling import pool
@@ -32,6 +32,21 @@ from kexue.data.inputs import check_pairs
 from kexue.similarity.evaluate import evaluate_pairs
 
 LOSSES = ("cosent", "sbert", "cosine")
+#: an epoch's last batch smaller than this fraction of ``batch_size`` joins the batch before it: CoSENT on one or
+#: two pairs ranks at most one couple of labels, so a full update on it would be noise (every pair is still seen)
+MERGE_REMAINDER = 0.5
+
+
+def merge_under(batch_size: int, merge_remainder: float = MERGE_REMAINDER) -> int:
+    """Pairs below which an epoch's remainder batch is merged: ``ceil(merge_remainder · batch_size)``."""
+    if isinstance(merge_remainder, bool) or not 0 <= merge_remainder <= 1:
+        raise ValueError(f"merge_remainder must be a fraction in [0, 1], got {merge_remainder!r}")
+    return min(batch_size, int(-(-merge_remainder * batch_size // 1)))
+
+
+def batches_per_epoch(n_pairs: int, batch_size: int, merge_remainder: float = MERGE_REMAINDER) -> int:
+    """Updates per epoch of :func:`train_pair_encoder` over ``n_pairs`` pairs (the merged remainder included)."""
+    return count_batches(n_pairs, batch_size, merge_under=merge_under(batch_size, merge_remainder))
 
 
 class PairEncoder(nn.Module):
@@ -83,6 +98,7 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
                        clip_norm: float | None = 1.0, scale: float = 20.0, freeze_token_embeddings: bool = False,
                        desc: str | None = None, callbacks: Sequence = (), layer_lr_decay: float | None = None,
                        lr_multipliers: Sequence[tuple[str, float]] = (), rdrop: float = 0.0,
+                       merge_remainder: float = MERGE_REMAINDER,
                        **fit_options) -> dict[str, list]:
     """Fine-tune ``encoder`` on scored ``pairs`` through :func:`kexue.train.fit`; returns fit's history.
 
@@ -90,6 +106,9 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     given. Each epoch's batches are the pairs shuffled with seed ``seed + epoch`` (``batching="shuffle"``)
     or grouped by similar length (``"length"``, less padding on a CPU; both from :mod:`kexue.data.batching`);
     a batch of ``n`` pairs is one forward pass over its 2n sentences, then ``loss`` on the mean-pooled vectors.
+    An epoch's last batch under ``merge_remainder · batch_size`` pairs (default half a batch) joins the batch
+    before it, so no update is taken on a degenerate remainder of one or two pairs (``merge_remainder=0``: the
+    remainder is its own batch); :func:`batches_per_epoch` counts the updates of an epoch.
     Optimizer: :func:`kexue.optim.adamw_preset` (AdamW, weight decay 0.01, ``schedule`` with ``warmup``,
     ``clip_norm``); the defaults are ``kexue similarity``'s: 10 % warm-up, linear decay, clip 1.
     ``freeze_token_embeddings`` keeps the vocabulary matrix fixed during the run. ``layer_lr_decay`` /
@@ -115,10 +134,12 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
     labels = torch.tensor([float(p.score) for p in pairs], dtype=torch.float32)
     lengths = [len(a[0]) + len(b[0]) for a, b in enc]
 
+    under = merge_under(batch_size, merge_remainder) if isinstance(batch_size, int) and batch_size > 0 else 0
+
     def epoch_batches(epoch: int) -> list[list[int]]:
         if batching == "length":
-            return length_batches(lengths, batch_size, seed + epoch)
-        return index_batches(len(enc), batch_size, seed + epoch)
+            return length_batches(lengths, batch_size, seed + epoch, merge_under=under)
+        return index_batches(len(enc), batch_size, seed + epoch, merge_under=under)
 
     def step(m: nn.Module, idx: list[int]) -> Tensor:
         batch = pad_batch([enc[i][0] for i in idx] + [enc[i][1] for i in idx], tokenizer.pad_id)
@@ -129,7 +150,7 @@ def train_pair_encoder(encoder: nn.Module, tokenizer: Tokenizer, pairs: Sequence
 
     total = steps or epochs * len(epoch_batches(0))  # the batch maker checks batch_size
     settings = {"data": fingerprint([(p.a, p.b, float(p.score)) for p in pairs]), "loss": loss, "scale": scale,
-                "batch_size": batch_size, "maxlen": maxlen, "batching": batching,
+                "batch_size": batch_size, "maxlen": maxlen, "batching": batching, "merge_under": under,
                 "freeze_token_embeddings": freeze_token_embeddings, **fit_options.pop("settings", {})}
     frozen = [p for n, p in encoder.named_parameters()
               if freeze_token_embeddings and n.endswith("embeddings.token.weight") and p.requires_grad]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from kexue.data.batching import RandomBatches, index_batches, length_batches, restore_order
+from kexue.data.batching import RandomBatches, count_batches, index_batches, length_batches, restore_order
 
 _RNG = random.Random(7)
 LENGTHS = [_RNG.randrange(1, 60) for _ in range(1234)]  # sentence lengths in tokens
@@ -165,3 +165,27 @@ def test_random_batches_draw_with_replacement_from_the_global_rng():
     torch.manual_seed(0)
     ref = [data[torch.randint(0, 10, (4,))] for _ in range(3)]
     assert len(RandomBatches(data, 4, 3)) == 3 and all(torch.equal(x, y) for x, y in zip(a, ref))
+
+
+@pytest.mark.parametrize("n, size, under", [(1234, 32, 16), (1234, 32, 19), (1234, 32, 1), (66, 32, 16), (20, 32, 16),
+                                            (64, 32, 16), (0, 32, 16)])
+def test_a_small_remainder_joins_the_batch_before_it(n, size, under):
+    """A last batch under ``merge_under`` items (1234 = 38·32 + 18; 66 = 2·32 + 2) merges into the one before:
+    every item still once per epoch, no batch smaller than ``merge_under`` unless it is the only one."""
+    rest = n % size
+    merged = n > size and 0 < rest < under
+    want = -(-n // size) - merged
+    lengths = LENGTHS[:n] if n <= len(LENGTHS) else LENGTHS
+    for shuffle in (True, False):
+        rng = {"seed": 4} if shuffle else {}
+        for batches in (index_batches(n, size, shuffle=shuffle, merge_under=under, **rng),
+                        length_batches(lengths, size, shuffle=shuffle, merge_under=under, **rng)):
+            sizes = sorted(map(len, batches))
+            assert once_each(batches, n) and len(batches) == want == count_batches(n, size, merge_under=under)
+            if merged:
+                assert sizes == [size] * (want - 1) + [size + rest]
+            else:
+                assert sizes == sorted([size] * (n // size) + ([rest] if rest else []))
+    assert index_batches(66, 32, shuffle=False, merge_under=16) == [list(range(32)), list(range(32, 66))]
+    with pytest.raises(ValueError, match="merge_under 33 > batch_size 32"):
+        index_batches(10, 32, merge_under=33)

@@ -1,7 +1,8 @@
 """The one pair trainer (train_pair_encoder) behind both `kexue similarity` and the demo's finetune_cosent: its
 loss on one forward pass over both sides equals the CoSENT / cosine formulas on separate passes, a time budget
 cuts it, the dev callback scores the trained encoder, length batches are reshuffled every epoch, and the loss
-runs through the model that fit hands it (the DDP wrapper under torchrun)."""
+runs through the model that fit hands it (the DDP wrapper under torchrun), and an epoch's remainder of a pair or
+two joins the batch before it instead of making an update of its own."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,8 +81,8 @@ def test_length_batches_are_reshuffled_every_epoch(data, monkeypatch):
     drawn = []
     real = pair_training.length_batches
 
-    def recording(lengths, batch_size, seed=0):
-        drawn.append(real(lengths, batch_size, seed))
+    def recording(lengths, batch_size, seed=0, **kw):
+        drawn.append(real(lengths, batch_size, seed, **kw))
         return drawn[-1]
 
     monkeypatch.setattr(pair_training, "length_batches", recording)
@@ -116,3 +117,33 @@ def test_the_loss_runs_through_the_model_fit_hands_it(data, monkeypatch):
     monkeypatch.setattr(loop, "fit", lambda model, *a, **kw: real_fit(Wrapper(model), *a, **kw))
     train_pair_encoder(_encoder(tok), tok, pairs, "cosent", steps=3, batch_size=8, progress=False)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("batching", ["shuffle", "length"])
+def test_a_remainder_of_two_pairs_joins_the_batch_before_it(data, monkeypatch, batching):
+    """18 pairs in batches of 8: updates on 8 and 10 pairs per epoch (2 < half a batch merged), every pair once;
+    ``merge_remainder=0`` keeps the degenerate update on 2 pairs; 20 pairs (remainder 4 = half) keep it too."""
+    from kexue.train import loop
+
+    tok, pairs, _ = data
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, batch, labels):
+            seen.append(len(labels))
+            return self.inner(batch, labels)
+
+    real_fit = loop.fit
+    monkeypatch.setattr(loop, "fit", lambda model, *a, **kw: real_fit(Spy(model), *a, **kw))
+    for n, merge, per_epoch in ((18, 0.5, [8, 10]), (18, 0.0, [2, 8, 8]), (20, 0.5, [4, 8, 8])):
+        seen.clear()
+        history = train_pair_encoder(_encoder(tok), tok, pairs[:n], "cosent", epochs=2, batch_size=8, lr=1e-3,
+                                     batching=batching, progress=False, merge_remainder=merge)
+        assert sorted(seen[:len(per_epoch)]) == sorted(seen[len(per_epoch):]) == per_epoch
+        assert len(history["loss"]) == 2 * len(per_epoch) == 2 * pair_training.batches_per_epoch(n, 8, merge)
+    with pytest.raises(ValueError, match="merge_remainder"):
+        train_pair_encoder(_encoder(tok), tok, pairs, epochs=1, batch_size=8, progress=False, merge_remainder=1.5)
