@@ -7,7 +7,8 @@
     PYTHONPATH=. python experiments/simcse_zh.py --merge DIR1 DIR2 ... --out DIR   # one table from parallel runs
 
 Data: STS-B = sts-b-zh train (training) -> test (scored); ATEC / BQ / LCQMC / PAWSX = the one labelled file of
-shared/data/sim-zh split 80/20 with seed 0 (kexue.data.pairs.sim_zh; the same split for every training seed:
+shared/data/sim-zh split 80/20 with seed 0, grouped by sentence: no sentence on both sides (kexue.data.pairs.sim_zh,
+kexue.data.splits; the same split for every training seed:
 the official test splits are not available offline), train -> dev. Methods, each scored by the Spearman (×100)
 of cosine on the scored split, mean pooling:
 
@@ -123,7 +124,7 @@ def table(summary: dict, settings: dict) -> str:
               "one epoch over 10,000 sentences). The RoFormer-base zero-shot column is the same post's "
               "no-whitening baseline at 12 × 768, for scale; the CoSENT anchors are those of "
               "experiments/cosent_zh.py. Published and measured numbers differ in model size, data split "
-              "(sim-zh: our seeded dev split of the valid files, not the official test sets) and budget."]
+              "(sim-zh: our seeded dev split of the valid files, grouped by sentence, not the official test sets) and budget."]
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from kexue.io import fingerprint, save_safetensors, write_json, write_text
+from kexue.io import MANIFEST, fingerprint, save_safetensors, write_json, write_text
 from kexue.similarity.search import build_index
 
 FORMAT = "kexue-index/1"
@@ -36,10 +36,16 @@ def encoder_fingerprint(folder: str | Path) -> str:
     post-processing (whitening file, manifest) and its sentence-transformers modules (pooling, normalize)."""
     folder = Path(folder)
     parts = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in (".safetensors", ".bin", ".txt")
-                                                                   or (p.suffix == ".json" and p.name != "metrics.json")))
+                                                                   or (p.suffix == ".json" and p.name not in
+                                                                       ("metrics.json", MANIFEST))))
     parts += sorted(p for d in folder.iterdir() if d.is_dir() and re.fullmatch(r"\d+_\w+", d.name)
                     for p in d.rglob("*") if p.is_file())
-    return fingerprint([(p.relative_to(folder).as_posix(), p) for p in parts])
+    items: list = [(p.relative_to(folder).as_posix(), p) for p in parts]
+    if (folder / MANIFEST).is_file():  # its settings (pooling, post-processing), not its list of files: an ONNX
+        # export or a new model card joins the folder's unit without changing a vector
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        items.append((MANIFEST, {k: v for k, v in manifest.items() if k != "files"}))
+    return fingerprint(items)
 
 
 @dataclass

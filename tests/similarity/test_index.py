@@ -113,3 +113,29 @@ def test_refusals(encoder, corpus, tmp_path):
     with pytest.raises(ValueError, match="not the one the index was built with"):
         index.check_encoder()
     assert cli(["search", str(tmp_path / "ix3"), "飞机"]) == 2
+
+
+def test_an_onnx_export_keeps_the_index_a_changed_setting_does_not(tmp_path, corpus):
+    """``kexue export onnx`` writes into the encoder folder (its graphs join the folder's manifest) without
+    changing a vector: the index stays valid. A changed post-processing setting in the manifest (normalisation
+    removed) changes the vectors: the index is refused."""
+    from kexue.recipes.folder import save_encoder
+    from kexue.tools.onnx_export import available
+
+    torch.manual_seed(0)
+    tok = Tokenizer.from_pretrained(zh_mini_path())
+    model = build_model(dict(model_type="bert", vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                             num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    enc = save_encoder(tmp_path / "enc", model.eval(), tok)
+    index = SearchIndex.build(tmp_path / "ix", corpus[:40], load(enc).embed, enc)
+    if available() is None:
+        before = (enc / "manifest.json").read_text(encoding="utf-8")
+        assert cli(["export", "onnx", str(enc), "--threads", "1"]) == 0
+        assert (enc / "manifest.json").read_text(encoding="utf-8") != before  # the graphs joined the unit
+        assert index.check_encoder() == enc
+        assert cli(["search", str(tmp_path / "ix"), "飞机"]) == 0
+    manifest = json.loads((enc / "manifest.json").read_text(encoding="utf-8"))
+    manifest["post_processing"] = {}
+    (enc / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ValueError, match="not the one the index was built with"):
+        index.check_encoder()
