@@ -116,7 +116,7 @@ def table(summary: dict, settings: dict) -> str:
                 return f"{r['mean']:.2f}"
             return f"{r['mean']:.2f} ± {r['std']:.2f} [{r['min']:.2f} – {r['max']:.2f}] (n={r['n']})"
 
-        split = "test" if name == "STS-B" else "dev (seed-0 20 %)"
+        split = "test" if name == "STS-B" else "dev (seed-0 20 %, grouped by sentence)"
         lines.append(f"| {name} ({split}) | {cell('zero-shot')} | {cell('simcse')} | {cell('cosent')} | "
                      f"{POST_ROFORMER_ZERO_SHOT[name]:.2f} | {COSENT_ANCHORS[name]:.2f} |")
     lines += ["", "The post's own SimCSE column is not reproduced here: no copy of the post's tables was "

@@ -1,9 +1,10 @@
 """Training tricks on a real Chinese pair-classification task: plain fine-tuning vs FGM vs R-Drop vs layer-wise
 LR decay, each over several seeds (mean ± spread), all through ``kexue classify`` itself.
 
-Data: LCQMC (``/work/shared/data/sim-zh/LCQMC.valid.data``, the senteval_cn copy: 8,802 labelled question pairs)
-shuffled with ``random.Random(split_seed)``: the first ``--n-train`` pairs train, the next ``--n-test`` pairs are
-the held-out test. The test is scored after every epoch (``--dev``) and the number reported is the **last
+Data: LCQMC (``../shared/data/sim-zh/LCQMC.valid.data``, the senteval_cn copy: 8,802 labelled question pairs)
+split 80/20 grouped by sentence (``kexue.data.pairs.sim_zh_split``, seed ``split_seed``: no sentence on both
+sides), each side shuffled with ``split_seed``: the first ``--n-train`` pairs of the train side train, the first
+``--n-test`` pairs of the dev side are the held-out test. The test is scored after every epoch (``--dev``) and the number reported is the **last
 epoch's** accuracy (no selection on the test set). Model: ``--checkpoint zh-mini`` (kexue-zh-mini, the small
 Chinese RoFormer, 4 layers, width 256) as a sentence-pair classifier (``[CLS] a [SEP] b [SEP]`` -> linear
 softmax). Each seed changes the head's initialisation, the dropout masks and the batch order, not the split.
@@ -29,7 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import write_report  # noqa: E402
 
-DATA = Path("/work/shared/data/sim-zh/LCQMC.valid.data")
+from kexue.data.paths import data_root  # noqa: E402
+
+DATA = data_root() / "sim-zh" / "LCQMC.valid.data"
 OUT = Path(__file__).resolve().parent / "results"
 CONFIGS = {
     "plain": [],
@@ -48,14 +51,22 @@ PUBLISHED = {
 
 
 def split(n_train: int, n_test: int, seed: int) -> tuple[list[str], list[str]]:
-    lines = [ln for ln in DATA.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    rows = [ln.split("\t") for ln in lines]
-    rows = [r for r in rows if len(r) == 3 and r[2] in ("0", "1")]
-    random.Random(seed).shuffle(rows)
-    if n_train + n_test > len(rows):
-        raise SystemExit(f"--n-train + --n-test = {n_train + n_test} > {len(rows)} pairs in {DATA}")
-    fmt = lambda part: ["\t".join(r) for r in part]  # noqa: E731
-    return fmt(rows[:n_train]), fmt(rows[n_train:n_train + n_test])
+    """The first ``n_train`` / ``n_test`` pairs (shuffled with ``seed``) of LCQMC's train / dev sides, grouped by
+    sentence (:func:`kexue.data.pairs.sim_zh_split`: no sentence on both sides); the overlap is printed."""
+    from kexue.data.pairs import sim_zh_split
+    from kexue.data.splits import split_report
+
+    both = sim_zh_split("LCQMC", seed=seed)
+    train, test = list(both.train), list(both.dev)
+    random.Random(seed).shuffle(train)
+    random.Random(seed + 1).shuffle(test)
+    if n_train > len(train) or n_test > len(test):
+        raise SystemExit(f"--n-train {n_train} / --n-test {n_test}: LCQMC's grouped split has {len(train)} / "
+                         f"{len(test)} pairs")
+    train, test = train[:n_train], test[:n_test]
+    print(split_report(train, test, "grouped by sentence").line("LCQMC"), flush=True)
+    fmt = lambda part: [f"{p.a}\t{p.b}\t{int(p.score)}" for p in part]  # noqa: E731
+    return fmt(train), fmt(test)
 
 
 def _table_scale(checkpoint: str) -> tuple[float, float]:
@@ -148,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     base = [r["accuracy"] for r in results["plain"]]
     lines = [f"# Training tricks, kexue classify on LCQMC pairs ({args.checkpoint})", "",
-             f"Data: `{DATA.name}` shuffled with `random.Random({args.split_seed})`: pairs 0–{args.n_train - 1} train, "
-             f"{args.n_train}–{args.n_train + args.n_test - 1} test; the test accuracy is the last epoch's "
+             f"Data: `{DATA.name}` split 80/20 grouped by sentence (seed {args.split_seed}; no sentence on both sides): "
+             f"{args.n_train} pairs of the train side train, {args.n_test} of the dev side test; the test accuracy is the last epoch's "
              f"(no selection). {args.epochs} epoch(s), lr {args.lr:g}, batch {args.batch_size}, maxlen {args.maxlen}, "
              f"seeds {args.seeds}. Mean ± standard deviation over seeds (spread: min–max).", "",
              "| configuration | test accuracy | spread | Δ vs plain (same seeds) | seconds / run | published (post) |",
