@@ -196,6 +196,9 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true", help="skip the sentence-transformers + FastAPI peer")
     ap.add_argument("--dialogue", type=Path, help="dialogue folder (default: one trained by `kexue dialogue`)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="kexue serve --workers for the encoder: forward passes at once (the peer's FastAPI thread "
+                         "pool runs every request's encode at once)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--per-client", type=int, default=0, help="requests per client (default: 64 / clients, >= 2)")
     ap.add_argument("--large", type=int, default=200, help="inputs of a large request")
@@ -220,13 +223,14 @@ def main() -> None:
     english = encoder.resolve() == minilm_path().resolve()
     texts = [s for p in (sts_en if english else sts_zh)("train")[:2000] for s in (p.a, p.b)]
     chat_texts = [s for p in sts_zh("train")[:2000] for s in (p.a, p.b)]
-    results: dict = {"cpu": describe(), "loadavg": os.getloadavg()[0]}
+    results: dict = {"cpu": describe(), "loadavg": os.getloadavg()[0], "threads": args.threads,
+                     "workers": args.workers}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         from serve_common import train_dialogue
 
         dialogue = args.dialogue or train_dialogue(tmp / "dialogue")
-        with Server(encoder, args.threads) as server:
+        with Server(encoder, args.threads, "--workers", str(args.workers)) as server:
             results["kexue"] = encoder_load(server.url, texts, args, f"kexue serve {encoder.name}")
             ours = vectors(server.url, texts[:64])
         if (encoder / "modules.json").is_file() and not args.no_peer:

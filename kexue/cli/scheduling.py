@@ -50,8 +50,12 @@ class Batcher:
     """Gathers the inputs of concurrent requests into ``predictor.predict`` / ``embed`` calls of at most
     ``max_batch`` inputs, taken round-robin across the requests (one input of each in turn)."""
 
-    def __init__(self, predictor, max_batch: int = 64, max_wait: float = 0.0):
-        self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait
+    def __init__(self, predictor, max_batch: int = 64, max_wait: float = 0.0, workers: int = 1):
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers={workers!r}: must be an int >= 1")
+        self.predictor, self.max_batch, self.max_wait, self.workers = predictor, max_batch, max_wait, workers
+        self.running: set[asyncio.Task] = set()  # forward passes in flight (at most ``workers``)
+        self.wake = asyncio.Event()  # set when a forward pass ends or a request arrives
         self.queue: asyncio.Queue[_Request] = asyncio.Queue()
         self.active: deque[_Request] = deque()  # requests with inputs not yet scheduled, in turn order
         self.batches = 0  # model calls made (for /health)
@@ -97,6 +101,9 @@ class Batcher:
         return self.predictor.predict(items, **options)
 
     async def run(self) -> None:
+        """Take batches and run them, at most ``workers`` forward passes at a time (each in a worker thread:
+        with ``workers=2`` a small request that arrives while a large batch runs starts at once on the
+        second worker instead of waiting for it)."""
         loop = asyncio.get_running_loop()
         while True:
             if not self.active:
@@ -112,9 +119,38 @@ class Batcher:
                     except asyncio.TimeoutError:
                         break
             self._drain()
+            if len(self.running) >= self.workers:
+                await self._wait_for_room()
+                continue
             picks = self._take()
             if picks:
-                await self._run_batch(picks)
+                task = asyncio.create_task(self._run_batch(picks))
+                self.running.add(task)
+                task.add_done_callback(self._finished)
+                if self.workers == 1:  # one pass at a time: the next batch is taken when this one ends
+                    await asyncio.wait({task})
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self.running.discard(task)
+        self.wake.set()
+
+    async def _wait_for_room(self) -> None:
+        """Until a forward pass ends (or a request arrives, which only joins the queue until then)."""
+        self.wake.clear()
+        getter = asyncio.ensure_future(self.queue.get())
+        waiter = asyncio.ensure_future(self.wake.wait())
+        done, _ = await asyncio.wait({getter, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if getter in done:
+            self.active.append(getter.result())
+        else:
+            getter.cancel()
+            try:
+                await getter
+            except asyncio.CancelledError:
+                pass
+            else:  # it got a request just before being cancelled
+                self.active.append(getter.result())
 
     async def _run_batch(self, picks: list[tuple[_Request, int]]) -> None:
         first = picks[0][0]

@@ -104,6 +104,7 @@ async def run_predict(ctx: Served, inputs: list, options: dict) -> list[dict]:
 
 
 def create_app(predictor, model_name: str = "", max_batch: int = 16, max_wait_ms: float = 0.0, *, max_rows: int = 64,
+               workers: int = 1,
                served_name: str | None = None, limits: Limits | None = None, api_key: str | None = None,
                index=None, created: int = 0):
     from fastapi import FastAPI, Request
@@ -124,7 +125,7 @@ def create_app(predictor, model_name: str = "", max_batch: int = 16, max_wait_ms
 
     ctx = Served(predictor, model_name, served_name or Path(model_name or "model").name, created,
                  limits or Limits(), index)
-    ctx.batcher = Batcher(predictor, max_batch, max_wait_ms / 1000)
+    ctx.batcher = Batcher(predictor, max_batch, max_wait_ms / 1000, workers)
     ctx.engine = GenerationEngine(max_rows) if generates(predictor) else None
 
     async def lifespan(app):
@@ -230,6 +231,9 @@ def parser() -> at.ArgumentParser:
                    help="most inputs in one forward pass: a small request that arrives while one runs waits for it, so "
                         "this bounds its latency under load (on a CPU, MiniLM's throughput is flat from 16 inputs up; "
                         "raise it on a GPU)")
+    p.add_argument("--workers", type=at.positive_int, default=1,
+                   help="forward passes run at once, each in its own thread (with --threads T each takes T cores: "
+                        "workers × T ≈ the cores); 2 lets a small request start while a large batch runs")
     p.add_argument("--max-rows", type=at.positive_int, default=64,
                    help="most rows (sequences) decoded together in the shared decoding steps of generation models")
     p.add_argument("--max-wait-ms", type=at.nonnegative_float, default=0.0,
@@ -279,6 +283,7 @@ def app_from_args(args):
         raise at.UsageError(f"{model} is a {predictor.task} model: an index is searched with its sentence encoder")
     limits = Limits(args.max_inputs, args.max_samples, args.max_new_tokens)
     return create_app(predictor, str(model), args.max_batch, args.max_wait_ms, max_rows=args.max_rows,
+                      workers=args.workers,
                       served_name=args.served_model_name or Path(args.model).resolve().name, limits=limits,
                       api_key=api_key, index=index, created=int((model / "config.json").stat().st_mtime))
 
