@@ -12,7 +12,6 @@ experiments/results/jose_zh.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import time

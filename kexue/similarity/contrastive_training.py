@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from kexue.data.batching import index_batches

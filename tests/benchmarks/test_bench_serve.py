@@ -5,7 +5,6 @@ benchmark's throughput and latency ratios compare equal answers."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np

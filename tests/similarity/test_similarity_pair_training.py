@@ -4,7 +4,6 @@ import json
 
 import pytest
 import scipy.stats
-import torch
 
 import kexue
 from kexue.cli import main as cli
