@@ -34,12 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import save_result, time_round_robin  # noqa: E402
+from embed_users import kexue_paths  # noqa: E402  (every inference path, through kexue.load)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import kexue  # noqa: E402
 from kexue.cli import main as cli  # noqa: E402
 from kexue.data import shipped as datasets  # noqa: E402
-from kexue.hardware import describe, native_bf16  # noqa: E402
+from kexue.hardware import describe  # noqa: E402
 from kexue.models.pretrained import minilm_path  # noqa: E402
 
 BATCH = 64
@@ -125,18 +125,6 @@ class Bert4TorchNER:
                 out.append([{"type": k, "start": s, "end": e + 1, "text": text[s:e + 1]}
                             for k, s, e in sorted(spans, key=lambda x: (x[1], x[2], x[0]))])
         return out
-
-
-def kexue_paths(folder: Path, quick: bool = False) -> dict:
-    paths = [("torch", "fp32"), ("onnxruntime", "fp32"), ("torch", "int8"), ("onnxruntime", "int8")]
-    paths += [("torch", "bf16")] if native_bf16() else []
-    if quick:  # the agreement test: the fp32 paths and the default choice
-        paths = paths[:2]
-    out = {f"kexue {b} {q}": kexue.load(folder, backend=b, precision=q) for b, q in paths}
-    out["kexue default (auto fp32)"] = kexue.load(folder)
-    if not quick:
-        out["kexue precision=auto"] = kexue.load(folder, precision="auto")
-    return out
 
 
 def run(n: int = 600, n_train: int = 200, reps: int = 2, timing: bool = True, from_scratch: bool = False,
