@@ -93,3 +93,16 @@ def results(out: Path) -> dict[str, object]:
 def tree(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative path -> bytes), the run folder included."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def refused(capsys, argv, *words) -> str:
+    """``kexue argv`` exits 2 with one ``kexue: error:`` line (no traceback) naming every one of ``words``."""
+    from kexue.cli import main as cli
+
+    capsys.readouterr()
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("kexue: error: ") and "Traceback" not in err, err
+    for w in words:
+        assert w in err, err
+    return err

@@ -16,7 +16,7 @@ import torch
 
 from kexue.cli import main as cli
 from kexue.train.state import read_progress
-from recipes_common import TASKS, other_command, results, task_command, write_data
+from recipes_common import TASKS, other_command, results, task_command
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -50,11 +50,6 @@ torch.set_num_threads(1)
 from kexue.cli import dispatch
 sys.exit(dispatch(sys.argv[4:]))
 '''
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    return write_data(tmp_path_factory.mktemp("data"))
 
 
 def kill_mid_run(tmp_path, argv, saves=2, steps_after=1):

@@ -17,14 +17,9 @@ from kexue.cli import main as cli
 from kexue.io import holds_model
 from kexue.models.pretrained import zh_mini_path
 from kexue.train.state import read_progress
-from recipes_common import TASKS, other_command, results, task_command, tree, write_data
+from recipes_common import TASKS, other_command, refused, results, task_command, tree
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    return write_data(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(autouse=True)
@@ -32,17 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(2)
-
-
-def refused(capsys, argv, *words):
-    """``kexue argv`` exits 2 with one line naming ``words``."""
-    capsys.readouterr()
-    assert cli(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("kexue: error: ") and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 def metrics(out):

@@ -14,12 +14,7 @@ from kexue.cli import main as cli
 from kexue.recipes import tricks
 from kexue.recipes.common import parse, recipe_args
 from kexue.train.adversarial import FGM
-from recipes_common import results, task_command, write_data
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    return write_data(tmp_path_factory.mktemp("data"))
+from recipes_common import refused, results, task_command
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +22,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(2)
-
-
-def refused(capsys, argv, *words):
-    capsys.readouterr()
-    assert cli(argv) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("kexue: error: ") and "Traceback" not in err, err
-    for w in words:
-        assert w in err, err
-    return err
 
 
 def read(path):
