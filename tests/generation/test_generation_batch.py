@@ -10,22 +10,7 @@ import torch
 from kexue.generation import (BatchDecoder, GenerationOptions, PrefixDecoding, TokenPicker, decode_state,
                               decoding_state, greedy, sample)
 from kexue.models import build_model
-from generation_common import one_thread  # noqa: F401  (autouse fixture)
-
-V, COND, EOS = 60, 8, 3
-BASE = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-def peaked(model, scale=20.0):
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".cond_" in name:
-                p.normal_(0, 0.5)
-        model.embeddings.token.weight.mul_(scale)
-        model.embeddings.token.weight[EOS].mul_(1.2)
-    return model.eval()
-
+from generation_common import BASE, COND, EOS, V, one_thread, peaked  # noqa: F401  (autouse fixture)
 
 @pytest.fixture(scope="module")
 def lm():

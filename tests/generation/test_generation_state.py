@@ -8,24 +8,7 @@ import torch
 
 from kexue.generation import beam_search, decoding_state, generate, greedy, sample, stream
 from kexue.models import build_model
-from generation_common import left_pad, one_thread  # noqa: F401,E402  (autouse fixture)
-
-V, COND, EOS = 60, 8, 3
-BASE = dict(vocab_size=V, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-
-
-def peaked(model, scale=20.0):
-    """Random weights give near-uniform outputs; sharpen them and make the conditions matter."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".cond_" in name:
-                p.normal_(0, 0.5)
-        emb = model.embeddings.token.weight if hasattr(model, "embeddings") else model.token.weight
-        emb.mul_(scale)
-        emb[EOS].mul_(1.2)  # the end token is likely enough to end some rows
-    return model.eval()
-
+from generation_common import BASE, COND, EOS, V, left_pad, one_thread, peaked  # noqa: F401,E402  (autouse fixture)
 
 @pytest.fixture(scope="module")
 def unilm():
